@@ -1,0 +1,172 @@
+package broker
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// ErrNotStarted is returned by Publish before Start.
+var ErrNotStarted = errors.New("broker not started")
+
+// Config holds the listener addresses and limits of a Broker.
+type Config struct {
+	MQTTAddr    string      // TCP address for MQTT; "" disables
+	WSAddr      string      // TCP address for MQTT over WebSocket; "" disables
+	TLS         *tls.Config // when set, both listeners speak TLS
+	MaxPacket   uint32      // largest MQTT packet accepted, bytes; 0 = no limit
+	ClientQueue int32       // outbound messages queued per client before drops; 0 = 1024
+	Logger      *slog.Logger
+}
+
+// DefaultClientQueue is the per-client outbound queue when Config.ClientQueue is 0.
+const DefaultClientQueue = 1024
+
+// Broker is the running MQTT server.
+type Broker struct {
+	cfg    Config
+	srv    *mqtt.Server
+	inline *mqtt.Client
+
+	mu       sync.Mutex
+	started  bool
+	closed   bool
+	mqttAddr net.Addr
+	wsAddr   net.Addr
+}
+
+// New makes a broker; it listens on nothing until Start.
+func New(cfg Config) *Broker {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.ClientQueue <= 0 {
+		cfg.ClientQueue = DefaultClientQueue
+	}
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumPacketSize = cfg.MaxPacket
+	caps.MaximumClientWritesPending = cfg.ClientQueue
+	srv := mqtt.New(&mqtt.Options{
+		Capabilities:             caps,
+		Logger:                   cfg.Logger,
+		ClientNetWriteBufferSize: 4096,
+		ClientNetReadBufferSize:  4096,
+	})
+	return &Broker{
+		cfg:    cfg,
+		srv:    srv,
+		inline: srv.NewClient(nil, "local", "logbroker", true),
+	}
+}
+
+// AddHook adds a mochi hook; call it before Start.
+func (b *Broker) AddHook(h mqtt.Hook, config any) error {
+	if err := b.srv.AddHook(h, config); err != nil {
+		return fmt.Errorf("add hook %s: %w", h.ID(), err)
+	}
+	return nil
+}
+
+// Start binds the listeners and starts serving. It returns once every
+// listener accepts connections.
+func (b *Broker) Start() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.started {
+		return errors.New("start: already started")
+	}
+	if b.cfg.MQTTAddr != "" {
+		ln, err := b.listen(b.cfg.MQTTAddr)
+		if err != nil {
+			return fmt.Errorf("start mqtt listener: %w", err)
+		}
+		b.mqttAddr = ln.Addr()
+		if err := b.srv.AddListener(listeners.NewNet("mqtt", ln)); err != nil {
+			ln.Close()
+			return fmt.Errorf("start mqtt listener: %w", err)
+		}
+	}
+	if b.cfg.WSAddr != "" {
+		ln, err := b.listen(b.cfg.WSAddr)
+		if err != nil {
+			b.srv.Listeners.CloseAll(func(string) {})
+			return fmt.Errorf("start websocket listener: %w", err)
+		}
+		b.wsAddr = ln.Addr()
+		if err := b.srv.AddListener(newWebsocket("ws", ln)); err != nil {
+			ln.Close()
+			return fmt.Errorf("start websocket listener: %w", err)
+		}
+	}
+	if err := b.srv.Serve(); err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
+	b.started = true
+	return nil
+}
+
+func (b *Broker) listen(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if b.cfg.TLS != nil {
+		ln = tls.NewListener(ln, b.cfg.TLS)
+	}
+	return ln, nil
+}
+
+// MQTTAddr is the bound MQTT address ("" when disabled or not started).
+func (b *Broker) MQTTAddr() string { return addrString(b.mqttAddr) }
+
+// WSAddr is the bound WebSocket address ("" when disabled or not started).
+func (b *Broker) WSAddr() string { return addrString(b.wsAddr) }
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}
+
+// Publish delivers pk to its subscribers as the broker itself (no ACL check).
+func (b *Broker) Publish(pk packets.Packet) error {
+	pk.FixedHeader.Type = packets.Publish
+	if pk.FixedHeader.Qos > 0 && pk.PacketID == 0 {
+		pk.PacketID = 1 // never used for inline publishes, but must be valid
+	}
+	if err := b.srv.InjectPacket(b.inline, pk); err != nil {
+		return fmt.Errorf("publish %s: %w", pk.TopicName, err)
+	}
+	return nil
+}
+
+// Clients is the number of connected clients.
+func (b *Broker) Clients() int {
+	return len(b.srv.Clients.GetAll())
+}
+
+// Server exposes the mochi server for hooks that need to look up clients.
+func (b *Broker) Server() *mqtt.Server { return b.srv }
+
+// Close disconnects every client and stops the listeners.
+func (b *Broker) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	if err := b.srv.Close(); err != nil {
+		return fmt.Errorf("close: %w", err)
+	}
+	return nil
+}

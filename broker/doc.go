@@ -1,0 +1,23 @@
+// Package broker builds, starts and stops the embedded MQTT server
+// (mochi-mqtt) and its listeners.
+//
+// # Basics
+//
+// New makes a Broker from a Config; hooks are added with AddHook before
+// Start, which binds every listener itself (so port 0 works and MQTTAddr and
+// WSAddr report the bound addresses) and then serves. Publish injects a
+// packet as the broker itself, bypassing ACLs: it is how responses and live
+// entries reach subscribers. Close disconnects clients and stops listening.
+//
+// # Listeners
+//
+//   - MQTT over TCP, optionally with TLS.
+//   - MQTT over WebSocket (subprotocol "mqtt"), served at every path, with the
+//     same TLS setting.
+//
+// # Caveats
+//
+// The broker knows nothing of RPC frames or storage: package hooks carries
+// that. Per-client queues are sized by Config.ClientQueue (mochi's default
+// of 8192 pending writes costs memory per idle connection).
+package broker

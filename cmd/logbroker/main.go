@@ -1,0 +1,60 @@
+// Command logbroker is an MQTT broker with a built-in durable log service.
+//
+// Usage:
+//
+//	logbroker serve [flags]   run the broker (logbroker serve -h lists the flags)
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	if errors.Is(err, errUsage) {
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "logbroker:", err)
+		os.Exit(1)
+	}
+}
+
+// errUsage means the usage was printed; the exit code is 2.
+var errUsage = errors.New("usage")
+
+const usage = `logbroker: an MQTT broker with a built-in, durable log service.
+
+Usage:
+  logbroker serve [flags]    run the broker
+  logbroker help             show this text
+
+Run 'logbroker serve -h' for the flags of serve. Every flag also reads an
+environment variable: --follow-timeout is LOGBROKER_FOLLOW_TIMEOUT.
+`
+
+// run dispatches the subcommand in args.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errUsage
+	}
+	switch args[0] {
+	case "serve":
+		return serve(ctx, args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprintf(stderr, "logbroker: unknown command %q\n\n%s", args[0], usage)
+		return errUsage
+	}
+}

@@ -1,0 +1,233 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/logbroker/logbroker/broker"
+	"github.com/logbroker/logbroker/hooks"
+	"github.com/logbroker/logbroker/rpc"
+	"github.com/logbroker/logbroker/storage"
+)
+
+// serveConfig is everything `logbroker serve` reads from flags.
+type serveConfig struct {
+	mqttAddr, wsAddr, httpAddr string
+	dataDir                    string
+	id                         string
+	aliases                    string
+	auth                       string
+	insecureOpen               bool
+	maxMsg, maxFrame           int
+	maxPacket                  int
+	clientQueue                int
+	followTimeout, followMax   time.Duration
+	maxFollows                 int
+	shutdownTimeout            time.Duration
+	logFormat, logLevel        string
+}
+
+func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
+	c := &serveConfig{}
+	fs := newFlagSet("serve", "serve [flags]", stderr)
+	fs.StringVar(&c.mqttAddr, "mqtt", "127.0.0.1:1883", "MQTT over TCP listen address (port 0 picks a free port)")
+	fs.StringVar(&c.wsAddr, "ws", "127.0.0.1:8083", "MQTT over WebSocket listen address; empty disables")
+	fs.StringVar(&c.httpAddr, "http", "127.0.0.1:8080", "HTTP address for /healthz; empty disables")
+	fs.StringVar(&c.dataDir, "data", "./logbroker-data", "directory of the Pebble store (created if missing)")
+	fs.StringVar(&c.id, "id", rpc.DefaultID, "service id: requests go to <id>/rpc")
+	fs.StringVar(&c.aliases, "alias", "", "comma-separated extra service ids that also answer")
+	fs.StringVar(&c.auth, "auth", "", "users file for secured mode (not yet supported: open mode only)")
+	fs.BoolVar(&c.insecureOpen, "insecure-open", false, "allow open mode (no --auth) on non-loopback addresses")
+	fs.IntVar(&c.maxMsg, "max-msg", rpc.DefaultMaxMsg, "largest msg of Log.Log in bytes (larger: error 413)")
+	fs.IntVar(&c.maxFrame, "max-frame", rpc.DefaultMaxFrame, "largest request frame in bytes (larger: error 413)")
+	fs.IntVar(&c.maxPacket, "max-packet", 4<<20, "largest MQTT packet in bytes; a client sending more is disconnected")
+	fs.IntVar(&c.clientQueue, "client-queue", broker.DefaultClientQueue, "outbound messages queued per client before messages to it are dropped")
+	fs.DurationVar(&c.followTimeout, "follow-timeout", rpc.DefaultFollowTimeout, "how long a Log.List follow waits when the frame sets no timeout")
+	fs.DurationVar(&c.followMax, "follow-max", rpc.DefaultFollowMax, "longest any Log.List follow may wait")
+	fs.IntVar(&c.maxFollows, "max-follows", rpc.DefaultMaxFollows, "waiting follow calls per connection (more: error 429)")
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long SIGINT/SIGTERM waits for calls in flight")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	return fs, c
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+// checkOpenAddr refuses a non-loopback address in open mode.
+func checkOpenAddr(flagName, addr string) error {
+	if addr == "" {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("--%s %q: %w", flagName, addr, err)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("--%s %s is not a loopback address: without --auth anyone who reaches it could read and delete every log; use --auth FILE, or pass --insecure-open if the network is trusted", flagName, addr)
+}
+
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, c := serveFlags(stderr)
+	if err := parseFlags(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	log, err := newLogger(stderr, c.logFormat, c.logLevel)
+	if err != nil {
+		return err
+	}
+	if c.auth != "" {
+		return errors.New("--auth: secured mode is not available in this build yet; run without --auth on loopback")
+	}
+	if !c.insecureOpen {
+		for _, a := range []struct{ name, addr string }{{"mqtt", c.mqttAddr}, {"ws", c.wsAddr}, {"http", c.httpAddr}} {
+			if err := checkOpenAddr(a.name, a.addr); err != nil {
+				return err
+			}
+		}
+	}
+	if err := rpc.ValidSrc(c.id); err != nil || strings.Contains(c.id, "/") {
+		return fmt.Errorf("--id %q: must be a non-empty topic level without '/', '+', '#'", c.id)
+	}
+
+	// Storage first, broker last; closed in reverse.
+	store, err := storage.Open(c.dataDir, storage.Options{Logger: log.With("component", "storage")})
+	if err != nil {
+		return fmt.Errorf("open store %s: %w", c.dataDir, err)
+	}
+	defer func() {
+		if err := store.Close(); err != nil {
+			log.Error("close store", "err", err)
+		}
+	}()
+
+	b := broker.New(broker.Config{
+		MQTTAddr:    c.mqttAddr,
+		WSAddr:      c.wsAddr,
+		MaxPacket:   uint32(c.maxPacket),
+		ClientQueue: int32(c.clientQueue),
+		Logger:      mochiLogger(log),
+	})
+	var aliases []string
+	for _, a := range strings.Split(c.aliases, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			aliases = append(aliases, a)
+		}
+	}
+	svc := rpc.New(store, hooks.Sender{P: b}, rpc.Config{
+		ID:            c.id,
+		Aliases:       aliases,
+		MaxMsg:        c.maxMsg,
+		MaxFrame:      c.maxFrame,
+		FollowTimeout: c.followTimeout,
+		FollowMax:     c.followMax,
+		MaxFollows:    c.maxFollows,
+		Logger:        log,
+	})
+	if err := b.AddHook(new(hooks.Open), nil); err != nil {
+		return err
+	}
+	if err := b.AddHook(hooks.NewRPC(svc), nil); err != nil {
+		return err
+	}
+	if err := b.Start(); err != nil {
+		_ = svc.Shutdown(context.Background())
+		return err
+	}
+
+	var hs *http.Server
+	httpBound := ""
+	if c.httpAddr != "" {
+		ln, err := net.Listen("tcp", c.httpAddr)
+		if err != nil {
+			_ = svc.Shutdown(context.Background())
+			_ = b.Close()
+			return fmt.Errorf("listen http %s: %w", c.httpAddr, err)
+		}
+		httpBound = ln.Addr().String()
+		hs = &http.Server{Handler: httpHandler(b), ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("http server stopped", "err", err)
+			}
+		}()
+	}
+	log.Info("logbroker started", "mqtt", b.MQTTAddr(), "ws", b.WSAddr(), "http", httpBound,
+		"data", c.dataDir, "id", c.id, "mode", "open")
+
+	<-ctx.Done()
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
+	defer cancel()
+	if err := svc.Shutdown(sctx); err != nil {
+		log.Warn("calls still running at shutdown", "err", err)
+	}
+	if hs != nil {
+		_ = hs.Shutdown(sctx)
+	}
+	if err := b.Close(); err != nil {
+		log.Error("close broker", "err", err)
+	}
+	st := svc.Stats()
+	log.Info("stopped", "calls", st.Calls, "failed", st.Failed, "dropped", st.Dropped)
+	return nil
+}
+
+// mochiLogger quiets mochi's own chatter below warnings.
+func mochiLogger(log *slog.Logger) *slog.Logger {
+	return slog.New(levelFilter{log.Handler(), slog.LevelWarn}).With("component", "mqtt")
+}
+
+type levelFilter struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (f levelFilter) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= f.min && f.Handler.Enabled(ctx, l)
+}
+
+func (f levelFilter) WithAttrs(a []slog.Attr) slog.Handler {
+	return levelFilter{f.Handler.WithAttrs(a), f.min}
+}
+
+func (f levelFilter) WithGroup(n string) slog.Handler {
+	return levelFilter{f.Handler.WithGroup(n), f.min}
+}
+
+func httpHandler(b *broker.Broker) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		fmt.Fprintln(w, "ok")
+	})
+	return mux
+}

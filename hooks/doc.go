@@ -1,0 +1,23 @@
+// Package hooks is the only code that speaks mochi-mqtt on behalf of the log
+// service: it catches request frames and hands them to package rpc, and it
+// turns rpc's outgoing messages into MQTT publishes.
+//
+// # Basics
+//
+// RPC is a mochi hook that provides OnPublish and OnDisconnect. A publish on
+// <name>/rpc or <name>/rpc/<method>, where <name> is the service id or an
+// alias, is a request frame: it is queued on the connection's rpc.Conn and
+// answered with packets.CodeSuccessIgnore, so mochi completes the QoS flow
+// (PUBACK, PUBREC/PUBREL/PUBCOMP) but never retains it nor delivers it to a
+// subscriber. Every other publish passes through untouched, and so do the
+// broker's own (inline) publishes, which would otherwise loop.
+//
+// Sender adapts a Publisher (the broker) to rpc.Publisher: responses at QoS 1
+// with any MQTT 5 Correlation Data, live entries at QoS 0.
+//
+// # Caveats
+//
+// OnPublish runs on the publishing client's read loop: it never waits for
+// storage. It waits only when that connection already has rpc.Config.QueueLen
+// calls queued, which slows that client alone.
+package hooks

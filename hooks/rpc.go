@@ -1,0 +1,132 @@
+package hooks
+
+import (
+	"bytes"
+	"strings"
+	"sync"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/logbroker/logbroker/rpc"
+)
+
+// Publisher publishes a packet as the broker itself. broker.Broker is one.
+type Publisher interface {
+	Publish(pk packets.Packet) error
+}
+
+// Sender adapts a Publisher to rpc.Publisher.
+type Sender struct{ P Publisher }
+
+var _ rpc.Publisher = Sender{}
+
+// Publish sends m as an MQTT publish, never retained.
+func (s Sender) Publish(m rpc.Message) error {
+	pk := packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: m.QoS},
+		TopicName:   m.Topic,
+		Payload:     m.Payload,
+	}
+	if m.Correlation != nil {
+		pk.Properties.CorrelationData = m.Correlation
+	}
+	return s.P.Publish(pk)
+}
+
+// RPC catches request frames for the service and hands them to it.
+type RPC struct {
+	mqtt.HookBase
+	svc      *rpc.Service
+	prefixes []prefix
+	conns    sync.Map // *mqtt.Client -> *rpc.Conn
+}
+
+// prefix is "<name>/rpc" for one name of the service.
+type prefix struct {
+	name, topic string
+}
+
+// NewRPC makes the hook for svc, answering to every name svc has.
+func NewRPC(svc *rpc.Service) *RPC {
+	h := &RPC{svc: svc}
+	for _, n := range svc.Names() {
+		h.prefixes = append(h.prefixes, prefix{name: n, topic: n + "/rpc"})
+	}
+	return h
+}
+
+// ID names the hook in mochi's logs.
+func (h *RPC) ID() string { return "logbroker-rpc" }
+
+// Provides reports the events the hook handles.
+func (h *RPC) Provides(b byte) bool {
+	return b == mqtt.OnPublish || b == mqtt.OnDisconnect
+}
+
+// Match reports whether topic is a request topic of the service, and which
+// name and method (from a /rpc/<method> suffix) it carries.
+func (h *RPC) Match(topic string) (name, method string, hasMethod, ok bool) {
+	for _, p := range h.prefixes {
+		if !strings.HasPrefix(topic, p.topic) {
+			continue
+		}
+		rest := topic[len(p.topic):]
+		if rest == "" {
+			return p.name, "", false, true
+		}
+		if rest[0] == '/' {
+			return p.name, rest[1:], true, true
+		}
+	}
+	return "", "", false, false
+}
+
+// OnPublish consumes request frames; other publishes pass through.
+func (h *RPC) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline {
+		return pk, nil
+	}
+	name, method, hasMethod, ok := h.Match(pk.TopicName)
+	if !ok {
+		return pk, nil
+	}
+	h.conn(cl).Submit(rpc.Call{
+		Payload:       pk.Payload,
+		Service:       name,
+		Method:        method,
+		HasMethod:     hasMethod,
+		ResponseTopic: responseTopic(pk),
+		Correlation:   bytes.Clone(pk.Properties.CorrelationData),
+	})
+	return pk, packets.CodeSuccessIgnore
+}
+
+// responseTopic is the MQTT 5 Response Topic, if it is a valid topic name.
+func responseTopic(pk packets.Packet) string {
+	t := pk.Properties.ResponseTopic
+	if t == "" || strings.ContainsAny(t, "+#\x00") {
+		return ""
+	}
+	return t
+}
+
+func (h *RPC) conn(cl *mqtt.Client) *rpc.Conn {
+	if c, ok := h.conns.Load(cl); ok {
+		return c.(*rpc.Conn)
+	}
+	c := h.svc.Open(cl.ID)
+	if prev, loaded := h.conns.LoadOrStore(cl, c); loaded {
+		c.Close()
+		return prev.(*rpc.Conn)
+	}
+	return c
+}
+
+// OnDisconnect closes the connection's call queue: queued calls still run,
+// its waiting follows are dropped.
+func (h *RPC) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	if c, ok := h.conns.LoadAndDelete(cl); ok {
+		c.(*rpc.Conn).Close()
+	}
+}

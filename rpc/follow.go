@@ -1,0 +1,308 @@
+package rpc
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/logbroker/logbroker/storage"
+)
+
+// follower is a Log.List with follow that is waiting for entries. It holds
+// no goroutine: a timer bounds it, and the fanout wakes it.
+type follower struct {
+	c      *Conn
+	r      *request
+	q      storage.Query // After is the position: entries above it wake it
+	timer  *time.Timer
+	claims atomic.Bool // set by whoever answers or drops it, once
+}
+
+// hub indexes waiting followers by source.
+type hub struct {
+	mu      sync.Mutex
+	bySrc   map[string]map[*follower]struct{}
+	waiting atomic.Int64
+}
+
+func (h *hub) init() { h.bySrc = map[string]map[*follower]struct{}{} }
+
+// add registers f unless its connection has too many waiting already.
+func (h *hub) add(f *follower, max int) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if f.c.follows >= max {
+		return false
+	}
+	f.c.follows++
+	m := h.bySrc[f.q.Src]
+	if m == nil {
+		m = map[*follower]struct{}{}
+		h.bySrc[f.q.Src] = m
+	}
+	m[f] = struct{}{}
+	h.waiting.Add(1)
+	return true
+}
+
+// claim takes f out of the hub; only the first caller gets true.
+func (h *hub) claim(f *follower) bool {
+	if !f.claims.CompareAndSwap(false, true) {
+		return false
+	}
+	if f.timer != nil {
+		f.timer.Stop()
+	}
+	h.mu.Lock()
+	h.removeLocked(f)
+	h.mu.Unlock()
+	return true
+}
+
+func (h *hub) removeLocked(f *follower) {
+	m := h.bySrc[f.q.Src]
+	if _, ok := m[f]; !ok {
+		return
+	}
+	delete(m, f)
+	if len(m) == 0 {
+		delete(h.bySrc, f.q.Src)
+	}
+	f.c.follows--
+	h.waiting.Add(-1)
+}
+
+// dropConn releases every follower of c without answering.
+func (h *hub) dropConn(c *Conn) {
+	h.collect(func(f *follower) bool { return f.c == c })
+}
+
+// releaseAll claims every follower and calls answer for each.
+func (h *hub) releaseAll(answer func(*follower)) {
+	for _, f := range h.collect(func(*follower) bool { return true }) {
+		answer(f)
+	}
+}
+
+// collect claims and returns the followers that match.
+func (h *hub) collect(match func(*follower) bool) []*follower {
+	h.mu.Lock()
+	var out []*follower
+	for _, m := range h.bySrc {
+		for f := range m {
+			if match(f) && f.claims.CompareAndSwap(false, true) {
+				out = append(out, f)
+			}
+		}
+	}
+	for _, f := range out {
+		if f.timer != nil {
+			f.timer.Stop()
+		}
+		h.removeLocked(f)
+	}
+	h.mu.Unlock()
+	return out
+}
+
+// wake answers the followers that entries (one durable commit group) satisfy.
+func (h *hub) wake(entries []storage.Entry) {
+	if h.waiting.Load() == 0 {
+		return
+	}
+	type woken struct {
+		f   *follower
+		got []storage.Entry
+	}
+	var ready []woken
+	bySrc := map[string][]storage.Entry{}
+	for _, e := range entries {
+		bySrc[e.Src] = append(bySrc[e.Src], e)
+	}
+	h.mu.Lock()
+	for src, group := range bySrc {
+		for f := range h.bySrc[src] {
+			if got := f.match(group); len(got) > 0 && f.claims.CompareAndSwap(false, true) {
+				ready = append(ready, woken{f, got})
+			}
+		}
+	}
+	for _, w := range ready {
+		if w.f.timer != nil {
+			w.f.timer.Stop()
+		}
+		h.removeLocked(w.f)
+	}
+	h.mu.Unlock()
+	for _, w := range ready {
+		w.f.c.respond(w.f.r, appendEntries(nil, w.got))
+	}
+}
+
+// match returns the entries of group (all of f's source, in seq order) that
+// f waits for, at most f.q.Limit.
+func (f *follower) match(group []storage.Entry) []storage.Entry {
+	var got []storage.Entry
+	for _, e := range group {
+		if e.Seq > f.q.After && (f.q.Stream == "" || f.q.Stream == e.Stream) {
+			got = append(got, e)
+			if len(got) == f.q.Limit {
+				break
+			}
+		}
+	}
+	return got
+}
+
+// follow serves a Log.List with follow: answer now if there is anything,
+// else wait for the first durable entry past the position, or the bound.
+func (c *Conn) follow(r *request, q storage.Query) {
+	s := c.svc
+	ctx := context.Background()
+	f := &follower{c: c, r: r, q: q}
+	if q.Last == 0 {
+		// tail -f from now: the position is the source's head.
+		head, err := s.store.Head(ctx, q.Src)
+		if err != nil {
+			c.fail(r, err)
+			return
+		}
+		f.q.After = max(q.After, head)
+	}
+	f.q.Last = -1
+	if !s.hub.add(f, s.cfg.MaxFollows) {
+		c.fail(r, errorf(CodeTooMany, "too many waiting follow calls on this connection (limit %d)", s.cfg.MaxFollows))
+		return
+	}
+	// Registered first, then read: an entry made durable in between is
+	// seen by the read or wakes f, never neither.
+	first := q
+	if q.Last == 0 {
+		first = f.q
+	}
+	entries, err := s.store.List(ctx, first)
+	if err != nil || len(entries) > 0 {
+		if s.hub.claim(f) {
+			if err != nil {
+				c.fail(r, err)
+			} else {
+				c.respond(r, appendEntries(nil, entries))
+			}
+		}
+		return
+	}
+	wait := c.followWait(r.f)
+	f.timer = time.AfterFunc(wait, func() {
+		if s.hub.claim(f) {
+			c.respond(r, []byte("[]"))
+		}
+	})
+	// A wake or Shutdown may have claimed f before the timer existed.
+	if f.claims.Load() {
+		f.timer.Stop()
+	}
+}
+
+// followWait is how long a follow may wait: the frame's timeout or deadline
+// (the earlier), else the configured default, never over the maximum.
+func (c *Conn) followWait(f *Frame) time.Duration {
+	cfg := &c.svc.cfg
+	wait := cfg.FollowTimeout
+	if f.HasTimeout || f.HasDeadline {
+		wait = cfg.FollowMax
+		if f.HasTimeout {
+			wait = min(wait, time.Duration(f.Timeout*float64(time.Second)))
+		}
+		if f.HasDeadline {
+			until := time.Until(time.UnixMilli(int64(f.Deadline * 1000)))
+			wait = min(wait, max(until, 0))
+		}
+	}
+	return min(wait, cfg.FollowMax)
+}
+
+// fanout hands durable commit groups from the store to one goroutine that
+// publishes live topics and wakes followers, so the commit path never waits
+// on publishing.
+type fanout struct {
+	mu      sync.Mutex
+	queue   [][]storage.Entry
+	wakeup  chan struct{}
+	done    chan struct{}
+	stopped bool
+	deliver func([]storage.Entry)
+}
+
+func (q *fanout) init(deliver func([]storage.Entry)) {
+	q.wakeup = make(chan struct{}, 1)
+	q.done = make(chan struct{})
+	q.deliver = deliver
+	go q.run()
+}
+
+func (q *fanout) push(group []storage.Entry) {
+	q.mu.Lock()
+	if q.stopped {
+		q.mu.Unlock()
+		return
+	}
+	q.queue = append(q.queue, group)
+	q.mu.Unlock()
+	select {
+	case q.wakeup <- struct{}{}:
+	default:
+	}
+}
+
+func (q *fanout) run() {
+	defer close(q.done)
+	for {
+		<-q.wakeup
+		q.mu.Lock()
+		groups, stopped := q.queue, q.stopped
+		q.queue = nil
+		q.mu.Unlock()
+		for _, g := range groups {
+			q.deliver(g)
+		}
+		if stopped {
+			return
+		}
+	}
+}
+
+// stop delivers what is queued and ends the goroutine.
+func (q *fanout) stop() {
+	q.mu.Lock()
+	if q.stopped {
+		q.mu.Unlock()
+		return
+	}
+	q.stopped = true
+	q.mu.Unlock()
+	select {
+	case q.wakeup <- struct{}{}:
+	default:
+	}
+	<-q.done
+}
+
+// deliver publishes each entry on <src>/log/<stream> and wakes followers.
+func (s *Service) deliver(group []storage.Entry) {
+	var buf []byte
+	for _, e := range group {
+		buf = appendEntry(buf[:0], e)
+		err := s.pub.Publish(Message{
+			Topic:   e.Src + "/log/" + e.Stream,
+			Payload: append([]byte(nil), buf...),
+			QoS:     0,
+		})
+		if err != nil {
+			s.log.Warn("live publish failed", "src", e.Src, "err", err)
+			continue
+		}
+		s.live.Add(1)
+	}
+	s.hub.wake(group)
+}

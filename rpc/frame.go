@@ -1,0 +1,185 @@
+package rpc
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// maxSafeInt is the largest id a JSON number can carry exactly (2^53-1).
+const maxSafeInt = 1<<53 - 1
+
+// maxSrcLen bounds a src: it becomes an MQTT topic and a storage key.
+const maxSrcLen = 1024
+
+// Frame is a decoded request frame (PROTOCOL §2).
+type Frame struct {
+	ID          []byte // the id as sent (raw JSON); nil for a notification
+	Src         string // where the reply goes: <Src>/rpc
+	Dst         string
+	HasDst      bool
+	Method      string
+	Args        []byte // raw JSON object; nil when absent or null
+	Tag         string
+	HasTag      bool
+	Timeout     float64 // seconds; valid when HasTimeout
+	HasTimeout  bool
+	Deadline    float64 // Unix seconds; valid when HasDeadline
+	HasDeadline bool
+	NoResponse  bool // nr: true
+}
+
+// Notification reports whether the caller wants no response at all.
+func (f *Frame) Notification() bool { return f.ID == nil || f.NoResponse }
+
+// DecodeFrame parses a request frame. It returns an error wrapping ErrDropped
+// when the payload cannot be answered (not a JSON object, no usable src).
+// Any other error is an *Error to send back; the returned Frame then carries
+// what is needed to address it (Src, ID, Tag).
+func DecodeFrame(payload []byte) (*Frame, error) {
+	var buf [16]member
+	ms, err := members(payload, buf[:])
+	if err != nil {
+		return nil, fmt.Errorf("decode frame: %w: %w", ErrDropped, err)
+	}
+	f := &Frame{}
+	raw := lookup(ms, "src")
+	src, ok := decodeString(raw)
+	if !ok {
+		return nil, fmt.Errorf("decode frame: %w: src is %s, not a string", ErrDropped, jsonKind(raw))
+	}
+	if err := ValidSrc(src); err != nil {
+		return nil, fmt.Errorf("decode frame: %w: %w", ErrDropped, err)
+	}
+	f.Src = src
+	// A tag that is not a string is not echoed; the id still is.
+	if raw := lookup(ms, "tag"); raw != nil {
+		f.Tag, f.HasTag = decodeString(raw)
+	}
+	if raw := lookup(ms, "id"); raw != nil {
+		f.ID = raw
+		if !validID(raw) {
+			return f, errorf(CodeBadRequest, "id must be a positive integer below 2^53 or a string, not %s", raw)
+		}
+	}
+	if raw := lookup(ms, "tag"); raw != nil && !f.HasTag {
+		return f, errorf(CodeBadRequest, "tag must be a string, not %s", jsonKind(raw))
+	}
+	if raw := lookup(ms, "nr"); raw != nil {
+		if f.NoResponse, ok = decodeBool(raw); !ok {
+			return f, errorf(CodeBadRequest, "nr must be a bool, not %s", jsonKind(raw))
+		}
+	}
+	if raw := lookup(ms, "dst"); raw != nil {
+		if f.Dst, ok = decodeString(raw); !ok {
+			return f, errorf(CodeBadRequest, "dst must be a string, not %s", jsonKind(raw))
+		}
+		f.HasDst = true
+	}
+	if raw := lookup(ms, "method"); raw != nil {
+		if f.Method, ok = decodeString(raw); !ok {
+			return f, errorf(CodeBadRequest, "method must be a string, not %s", jsonKind(raw))
+		}
+	}
+	args, params := lookup(ms, "args"), lookup(ms, "params")
+	if args != nil && params != nil {
+		return f, errorf(CodeBadRequest, "args and params are both present; send one")
+	}
+	if args == nil {
+		args = params
+	}
+	if args != nil {
+		switch args[0] {
+		case '{':
+			f.Args = args
+		case 'n': // null: no arguments
+		default:
+			return f, errorf(CodeBadRequest, "args must be an object, not %s", jsonKind(args))
+		}
+	}
+	if raw := lookup(ms, "timeout"); raw != nil {
+		if f.Timeout, ok = decodeNumber(raw); !ok || f.Timeout < 0 {
+			return f, errorf(CodeBadRequest, "timeout must be a non-negative number of seconds, not %s", raw)
+		}
+		f.HasTimeout = true
+	}
+	if raw := lookup(ms, "deadline"); raw != nil {
+		if f.Deadline, ok = decodeNumber(raw); !ok || f.Deadline < 0 {
+			return f, errorf(CodeBadRequest, "deadline must be a non-negative number of Unix seconds, not %s", raw)
+		}
+		f.HasDeadline = true
+	}
+	return f, nil
+}
+
+// validID reports whether raw is an integer in 1..2^53-1 or a string.
+func validID(raw []byte) bool {
+	if raw[0] == '"' {
+		return true
+	}
+	_, ok := decodeInt(raw, 1, maxSafeInt)
+	return ok
+}
+
+// ValidSrc reports why src cannot name a log source and a reply topic:
+// it must be 1..1024 bytes of UTF-8 with no NUL, '+', '#', and must not start
+// with '$' (broker-internal topics).
+func ValidSrc(src string) error {
+	switch {
+	case src == "":
+		return fmt.Errorf("src is empty")
+	case len(src) > maxSrcLen:
+		return fmt.Errorf("src is longer than %d bytes", maxSrcLen)
+	case !utf8.ValidString(src):
+		return fmt.Errorf("src is not valid UTF-8")
+	case strings.ContainsAny(src, "\x00+#"):
+		return fmt.Errorf("src %q contains NUL, '+' or '#'", src)
+	case src[0] == '$':
+		return fmt.Errorf("src %q starts with '$'", src)
+	}
+	return nil
+}
+
+// ValidStream reports why stream cannot name a stream: 1..128 bytes of UTF-8
+// without '/', '+', '#', NUL or control characters (PROTOCOL §5).
+func ValidStream(stream string) error {
+	if stream == "" || len(stream) > 128 {
+		return fmt.Errorf("stream must be 1 to 128 bytes, not %d", len(stream))
+	}
+	if !utf8.ValidString(stream) {
+		return fmt.Errorf("stream is not valid UTF-8")
+	}
+	for _, r := range stream {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == '/' || r == '+' || r == '#' {
+			return fmt.Errorf("stream %s contains '/', '+', '#' or a control character", strconv.Quote(stream))
+		}
+	}
+	return nil
+}
+
+// appendResponse appends a response frame: result when code is 0, else an
+// error object.
+func appendResponse(dst []byte, f *Frame, service string, result []byte, code int, msg string) []byte {
+	dst = append(dst, `{"v":2,"id":`...)
+	dst = append(dst, f.ID...)
+	dst = append(dst, `,"src":`...)
+	dst = appendString(dst, service)
+	dst = append(dst, `,"dst":`...)
+	dst = appendString(dst, f.Src)
+	if f.HasTag {
+		dst = append(dst, `,"tag":`...)
+		dst = appendString(dst, f.Tag)
+	}
+	if code != 0 {
+		dst = append(dst, `,"error":{"code":`...)
+		dst = strconv.AppendInt(dst, int64(code), 10)
+		dst = append(dst, `,"message":`...)
+		dst = appendString(dst, msg)
+		dst = append(dst, '}')
+	} else if result != nil {
+		dst = append(dst, `,"result":`...)
+		dst = append(dst, result...)
+	}
+	return append(dst, '}')
+}

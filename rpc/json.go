@@ -1,0 +1,263 @@
+package rpc
+
+import (
+	"encoding/json"
+	"errors"
+	"strconv"
+	"unicode/utf8"
+)
+
+// errNotObject is returned by members for JSON that is not an object.
+var errNotObject = errors.New("not a JSON object")
+
+// member is one key of a JSON object with the raw bytes of its value.
+type member struct {
+	key string
+	val []byte
+}
+
+// members splits a JSON object into its members, matching keys exactly
+// (encoding/json matches struct fields case-insensitively, which would take
+// "ID" for "id"). It validates the whole document first. Later duplicates of
+// a key come later in the slice; lookups take the last.
+func members(data []byte, buf []member) ([]member, error) {
+	if !json.Valid(data) {
+		return nil, errNotObject
+	}
+	i := skipSpace(data, 0)
+	if i >= len(data) || data[i] != '{' {
+		return nil, errNotObject
+	}
+	i = skipSpace(data, i+1)
+	out := buf[:0]
+	if data[i] == '}' {
+		return out, nil
+	}
+	for {
+		// data is valid JSON, so a key string follows.
+		end := skipString(data, i)
+		key := data[i:end]
+		var k string
+		if containsByte(key, '\\') {
+			if err := json.Unmarshal(key, &k); err != nil {
+				return nil, errNotObject
+			}
+		} else {
+			k = string(key[1 : len(key)-1])
+		}
+		i = skipSpace(data, end)
+		i = skipSpace(data, i+1) // past ':'
+		vend := skipValue(data, i)
+		out = append(out, member{key: k, val: data[i:vend]})
+		i = skipSpace(data, vend)
+		if data[i] == '}' {
+			return out, nil
+		}
+		i = skipSpace(data, i+1) // past ','
+	}
+}
+
+// lookup returns the value of the last member named key, or nil.
+func lookup(ms []member, key string) []byte {
+	for j := len(ms) - 1; j >= 0; j-- {
+		if ms[j].key == key {
+			return ms[j].val
+		}
+	}
+	return nil
+}
+
+func containsByte(b []byte, c byte) bool {
+	for _, x := range b {
+		if x == c {
+			return true
+		}
+	}
+	return false
+}
+
+func skipSpace(data []byte, i int) int {
+	for i < len(data) {
+		switch data[i] {
+		case ' ', '\t', '\n', '\r':
+			i++
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+// skipString returns the index just past the string starting at data[i].
+func skipString(data []byte, i int) int {
+	i++ // opening quote
+	for i < len(data) {
+		switch data[i] {
+		case '\\':
+			i += 2
+		case '"':
+			return i + 1
+		default:
+			i++
+		}
+	}
+	return i
+}
+
+// skipValue returns the index just past the (valid) value starting at data[i].
+func skipValue(data []byte, i int) int {
+	switch data[i] {
+	case '"':
+		return skipString(data, i)
+	case '{', '[':
+		depth := 0
+		for i < len(data) {
+			switch data[i] {
+			case '"':
+				i = skipString(data, i)
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return i + 1
+				}
+			}
+			i++
+		}
+		return i
+	default: // number, true, false, null
+		for i < len(data) {
+			switch data[i] {
+			case ',', '}', ']', ' ', '\t', '\n', '\r':
+				return i
+			}
+			i++
+		}
+		return i
+	}
+}
+
+// jsonKind names the JSON type of a raw value, for error messages.
+func jsonKind(v []byte) string {
+	if len(v) == 0 {
+		return "nothing"
+	}
+	switch v[0] {
+	case '"':
+		return "a string"
+	case '{':
+		return "an object"
+	case '[':
+		return "an array"
+	case 't', 'f':
+		return "a bool"
+	case 'n':
+		return "null"
+	default:
+		return "a number"
+	}
+}
+
+// decodeString decodes a raw JSON value that must be a string.
+func decodeString(v []byte) (string, bool) {
+	if len(v) < 2 || v[0] != '"' {
+		return "", false
+	}
+	if !containsByte(v, '\\') {
+		return string(v[1 : len(v)-1]), true
+	}
+	var s string
+	if err := json.Unmarshal(v, &s); err != nil {
+		return "", false
+	}
+	return s, true
+}
+
+// decodeNumber decodes a raw JSON value that must be a number.
+func decodeNumber(v []byte) (float64, bool) {
+	if len(v) == 0 || !(v[0] == '-' || (v[0] >= '0' && v[0] <= '9')) {
+		return 0, false
+	}
+	f, err := strconv.ParseFloat(string(v), 64)
+	return f, err == nil
+}
+
+// decodeInt decodes a raw JSON number that must have an integer value in
+// [min, max]. 1e3 is 1000; 1.5 is not an integer.
+func decodeInt(v []byte, min, max int64) (int64, bool) {
+	if len(v) == 0 || !(v[0] == '-' || (v[0] >= '0' && v[0] <= '9')) {
+		return 0, false
+	}
+	if n, err := strconv.ParseInt(string(v), 10, 64); err == nil {
+		return n, n >= min && n <= max
+	}
+	f, err := strconv.ParseFloat(string(v), 64)
+	if err != nil || f != float64(int64(f)) || f < float64(min) || f > float64(max) {
+		return 0, false
+	}
+	return int64(f), true
+}
+
+// decodeBool decodes a raw JSON value that must be true or false.
+func decodeBool(v []byte) (bool, bool) {
+	switch string(v) {
+	case "true":
+		return true, true
+	case "false":
+		return false, true
+	}
+	return false, false
+}
+
+// appendString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD, as
+// encoding/json does; HTML characters are left alone.
+func appendString(dst []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				dst = append(dst, '\\', c)
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hex[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}

@@ -1,0 +1,259 @@
+package rpc
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/logbroker/logbroker/storage"
+)
+
+// args is the decoded argument object of a call.
+type args struct {
+	ms []member
+}
+
+func parseArgs(raw []byte) (args, error) {
+	if raw == nil {
+		return args{}, nil
+	}
+	ms, err := members(raw, nil)
+	if err != nil {
+		return args{}, errorf(CodeBadRequest, "args must be an object")
+	}
+	return args{ms: ms}, nil
+}
+
+func (a args) get(key string) []byte { return lookup(a.ms, key) }
+
+// str returns the string argument key, or def when it is absent.
+func (a args) str(key, def string) (string, error) {
+	raw := a.get(key)
+	if raw == nil {
+		return def, nil
+	}
+	s, ok := decodeString(raw)
+	if !ok {
+		return "", errorf(CodeBadRequest, "%s must be a string, not %s", key, jsonKind(raw))
+	}
+	return s, nil
+}
+
+// src returns args.src (default: the frame's src), checked.
+func (a args) src(r *request) (string, error) {
+	src, err := a.str("src", r.f.Src)
+	if err != nil {
+		return "", err
+	}
+	if err := ValidSrc(src); err != nil {
+		return "", errorf(CodeBadRequest, "%v", err)
+	}
+	return src, nil
+}
+
+// stream returns args.stream, checked, or def when it is absent.
+func (a args) stream(def string) (string, error) {
+	if a.get("stream") == nil {
+		return def, nil
+	}
+	stream, err := a.str("stream", def)
+	if err != nil {
+		return "", err
+	}
+	if err := ValidStream(stream); err != nil {
+		return "", errorf(CodeBadRequest, "%v", err)
+	}
+	return stream, nil
+}
+
+func (c *Conn) logLog(r *request) {
+	s := c.svc
+	a, err := parseArgs(r.f.Args)
+	if err != nil {
+		c.fail(r, err)
+		return
+	}
+	msg := a.get("msg")
+	if msg == nil || msg[0] == 'n' {
+		c.fail(r, errorf(CodeBadRequest, "msg is required"))
+		return
+	}
+	if len(msg) > s.cfg.MaxMsg {
+		c.fail(r, errorf(CodeTooLarge, "msg is %d bytes, over the limit of %d", len(msg), s.cfg.MaxMsg))
+		return
+	}
+	src, err := a.src(r)
+	if err != nil {
+		c.fail(r, err)
+		return
+	}
+	stream, err := a.stream(defaultStream)
+	if err != nil {
+		c.fail(r, err)
+		return
+	}
+	ts := time.Now().UnixMilli()
+	if raw := a.get("timestamp"); raw != nil {
+		var ok bool
+		if ts, ok = decodeInt(raw, 0, maxTimestamp-1); !ok {
+			c.fail(r, errorf(CodeBadRequest, "timestamp must be an integer of milliseconds in [0, %d), not %s", int64(maxTimestamp), raw))
+			return
+		}
+	}
+	rec := storage.Record{Src: src, Stream: stream, Timestamp: ts, Msg: append([]byte(nil), msg...)}
+	c.appends.Add(1)
+	s.store.AppendAsync(rec, func(e storage.Entry, err error) {
+		defer c.appends.Done()
+		if err != nil {
+			c.fail(r, err)
+			return
+		}
+		if r.f.Notification() {
+			return
+		}
+		res := make([]byte, 0, 32)
+		res = append(res, `{"id":"`...)
+		res = append(res, e.ID()...)
+		res = append(res, `"}`...)
+		c.respond(r, res)
+	})
+}
+
+// listArgs are the decoded arguments of Log.List.
+type listArgs struct {
+	q      storage.Query
+	follow bool
+}
+
+func parseListArgs(r *request) (listArgs, error) {
+	var la listArgs
+	a, err := parseArgs(r.f.Args)
+	if err != nil {
+		return la, err
+	}
+	if la.q.Src, err = a.src(r); err != nil {
+		return la, err
+	}
+	if la.q.Stream, err = a.stream(""); err != nil {
+		return la, err
+	}
+	if raw := a.get("after"); raw != nil {
+		tok, ok := decodeString(raw)
+		if !ok {
+			return la, errorf(CodeBadRequest, "after must be an entry id string, not %s", jsonKind(raw))
+		}
+		if la.q.After, err = storage.ParseID(tok); err != nil {
+			return la, errorf(CodeBadRequest, "after %q is not a valid entry id", tok)
+		}
+	}
+	la.q.Last = -1
+	if raw := a.get("last"); raw != nil {
+		n, ok := decodeInt(raw, 0, 1<<31-1)
+		if !ok {
+			return la, errorf(CodeBadRequest, "last must be a non-negative integer, not %s", raw)
+		}
+		la.q.Last = int(n)
+	}
+	la.q.Limit = defaultLimit
+	if raw := a.get("limit"); raw != nil {
+		n, ok := decodeInt(raw, 1, 1<<62)
+		if !ok {
+			return la, errorf(CodeBadRequest, "limit must be a positive integer, not %s", raw)
+		}
+		la.q.Limit = int(min(n, maxLimit))
+	}
+	if raw := a.get("follow"); raw != nil {
+		var ok bool
+		if la.follow, ok = decodeBool(raw); !ok {
+			return la, errorf(CodeBadRequest, "follow must be a bool, not %s", jsonKind(raw))
+		}
+	}
+	return la, nil
+}
+
+func (c *Conn) logList(r *request) {
+	la, err := parseListArgs(r)
+	if err != nil {
+		c.fail(r, err)
+		return
+	}
+	// Read your writes: earlier Log.Log calls of this connection first.
+	c.appends.Wait()
+	if la.follow {
+		c.follow(r, la.q)
+		return
+	}
+	entries, err := c.svc.store.List(context.Background(), la.q)
+	if err != nil {
+		c.fail(r, err)
+		return
+	}
+	c.respond(r, appendEntries(nil, entries))
+}
+
+func (c *Conn) logDelete(r *request) {
+	a, err := parseArgs(r.f.Args)
+	if err != nil {
+		c.fail(r, err)
+		return
+	}
+	src, err := a.src(r)
+	if err != nil {
+		c.fail(r, err)
+		return
+	}
+	stream, err := a.stream(defaultStream)
+	if err != nil {
+		c.fail(r, err)
+		return
+	}
+	if err := c.svc.store.Delete(context.Background(), src, stream); err != nil {
+		c.fail(r, err)
+		return
+	}
+	c.respond(r, nil)
+}
+
+func (c *Conn) rpcList(r *request) {
+	res := []byte{'['}
+	for i, n := range c.svc.methodNames() {
+		if i > 0 {
+			res = append(res, ',')
+		}
+		res = appendString(res, n)
+	}
+	c.respond(r, append(res, ']'))
+}
+
+// rpcPing answers at once without touching storage, as a Mongoose OS peer
+// does: the result names the channel the call came over.
+func (c *Conn) rpcPing(r *request) {
+	c.respond(r, []byte(`{"channel_info":"MQTT"}`))
+}
+
+// appendEntry appends e as the entry object of PROTOCOL §4.
+func appendEntry(dst []byte, e storage.Entry) []byte {
+	dst = append(dst, `{"id":"`...)
+	dst = append(dst, e.ID()...)
+	dst = append(dst, `","src":`...)
+	dst = appendString(dst, e.Src)
+	dst = append(dst, `,"stream":`...)
+	dst = appendString(dst, e.Stream)
+	dst = append(dst, `,"timestamp":`...)
+	dst = strconv.AppendInt(dst, e.Timestamp, 10)
+	dst = append(dst, `,"msg":`...)
+	dst = append(dst, e.Msg...)
+	return append(dst, '}')
+}
+
+// appendEntries appends entries as a JSON array.
+func appendEntries(dst []byte, entries []storage.Entry) []byte {
+	dst = append(dst, '[')
+	for i, e := range entries {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendEntry(dst, e)
+	}
+	return append(dst, ']')
+}

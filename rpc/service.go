@@ -1,0 +1,388 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/logbroker/logbroker/storage"
+)
+
+// LogStore is the storage the Log methods need. storage.Store implements it,
+// and so must any other backend (see storage/storetest).
+type LogStore interface {
+	AppendAsync(rec storage.Record, done func(storage.Entry, error))
+	List(ctx context.Context, q storage.Query) ([]storage.Entry, error)
+	Head(ctx context.Context, src string) (uint64, error)
+	Delete(ctx context.Context, src, stream string) error
+	Subscribe(fn func([]storage.Entry)) (cancel func())
+}
+
+// Message is one MQTT message the service sends.
+type Message struct {
+	Topic       string
+	Payload     []byte
+	QoS         byte
+	Correlation []byte // MQTT 5 Correlation Data, copied from the request
+}
+
+// Publisher sends messages to MQTT subscribers. It must not block for long:
+// it is called from the commit path.
+type Publisher interface {
+	Publish(Message) error
+}
+
+// Config holds the service's settings. Zero values take the defaults below.
+type Config struct {
+	ID            string        // service id; default "logbroker"
+	Aliases       []string      // other names the service answers to
+	MaxMsg        int           // bytes of msg; default 65536
+	MaxFrame      int           // bytes of a request frame; default 1 MiB
+	FollowTimeout time.Duration // default wait of a follow; default 30 s
+	FollowMax     time.Duration // upper bound of any follow wait; default 300 s
+	MaxFollows    int           // waiting follows per connection; default 64
+	QueueLen      int           // calls queued per connection before its reader waits; default 1024
+	Logger        *slog.Logger
+}
+
+// Defaults of Config.
+const (
+	DefaultID            = "logbroker"
+	DefaultMaxMsg        = 64 << 10
+	DefaultMaxFrame      = 1 << 20
+	DefaultFollowTimeout = 30 * time.Second
+	DefaultFollowMax     = 300 * time.Second
+	DefaultMaxFollows    = 64
+	DefaultQueueLen      = 1024
+	defaultStream        = "console"
+	defaultLimit         = 100
+	maxLimit             = 1000
+	maxTimestamp         = 253402300800000 // year 10000, exclusive
+)
+
+func (c *Config) setDefaults() {
+	if c.ID == "" {
+		c.ID = DefaultID
+	}
+	if c.MaxMsg <= 0 {
+		c.MaxMsg = DefaultMaxMsg
+	}
+	if c.MaxFrame <= 0 {
+		c.MaxFrame = DefaultMaxFrame
+	}
+	if c.FollowTimeout <= 0 {
+		c.FollowTimeout = DefaultFollowTimeout
+	}
+	if c.FollowMax <= 0 {
+		c.FollowMax = DefaultFollowMax
+	}
+	if c.FollowTimeout > c.FollowMax {
+		c.FollowTimeout = c.FollowMax
+	}
+	if c.MaxFollows <= 0 {
+		c.MaxFollows = DefaultMaxFollows
+	}
+	if c.QueueLen <= 0 {
+		c.QueueLen = DefaultQueueLen
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+}
+
+// Stats are counters of the service, for metrics and tests.
+type Stats struct {
+	Dropped     int64 // frames that could not be answered
+	Calls       int64 // frames handled (answered or notifications)
+	Failed      int64 // calls answered with an error
+	Waiting     int64 // follows waiting now
+	LivePublish int64 // entries published on <src>/log/<stream>
+}
+
+// Service runs the Log methods for frames that hooks hand it, one ordered
+// queue per MQTT connection.
+type Service struct {
+	cfg     Config
+	store   LogStore
+	pub     Publisher
+	log     *slog.Logger
+	names   map[string]bool // id and aliases
+	methods map[string]handler
+	hub     hub
+	fan     fanout
+	unsub   func()
+
+	closing atomic.Bool
+	mu      sync.Mutex
+	conns   map[*Conn]struct{}
+	workers sync.WaitGroup
+
+	dropped, calls, failed, live atomic.Int64
+}
+
+// New makes a service over store that sends through pub. It subscribes to
+// store for live topics and follows; Shutdown undoes that.
+func New(store LogStore, pub Publisher, cfg Config) *Service {
+	cfg.setDefaults()
+	s := &Service{
+		cfg:   cfg,
+		store: store,
+		pub:   pub,
+		log:   cfg.Logger,
+		names: map[string]bool{cfg.ID: true},
+		conns: map[*Conn]struct{}{},
+	}
+	for _, a := range cfg.Aliases {
+		s.names[a] = true
+	}
+	s.methods = map[string]handler{
+		"Log.Log":    (*Conn).logLog,
+		"Log.List":   (*Conn).logList,
+		"Log.Delete": (*Conn).logDelete,
+		"RPC.List":   (*Conn).rpcList,
+		"RPC.Ping":   (*Conn).rpcPing,
+	}
+	s.hub.init()
+	s.fan.init(s.deliver)
+	s.unsub = store.Subscribe(s.fan.push)
+	return s
+}
+
+// Names returns the service id followed by its aliases.
+func (s *Service) Names() []string {
+	out := []string{s.cfg.ID}
+	return append(out, s.cfg.Aliases...)
+}
+
+// Stats returns the service's counters.
+func (s *Service) Stats() Stats {
+	return Stats{
+		Dropped:     s.dropped.Load(),
+		Calls:       s.calls.Load(),
+		Failed:      s.failed.Load(),
+		Waiting:     s.hub.waiting.Load(),
+		LivePublish: s.live.Load(),
+	}
+}
+
+// Call is one request frame as it arrived over MQTT.
+type Call struct {
+	Payload       []byte
+	Service       string // the service name the topic used (id or alias)
+	Method        string // method named by the topic suffix, if HasMethod
+	HasMethod     bool
+	ResponseTopic string // MQTT 5 Response Topic; "" for <src>/rpc
+	Correlation   []byte // MQTT 5 Correlation Data
+}
+
+// Conn is the ordered call queue of one MQTT connection. Calls submitted to
+// a Conn run in submission order; a Log.Log does not hold up the calls after
+// it while it waits for its fsync, but a later List or Delete sees it.
+type Conn struct {
+	svc     *Service
+	client  string
+	ch      chan Call
+	mu      sync.Mutex // guards closed and sends on ch
+	closed  bool
+	appends sync.WaitGroup // Log.Log calls not yet durable
+	follows int            // waiting follows; guarded by svc.hub.mu
+}
+
+// Open starts the call queue of a new connection. client names it in logs.
+func (s *Service) Open(client string) *Conn {
+	c := &Conn{svc: s, client: client, ch: make(chan Call, s.cfg.QueueLen)}
+	s.mu.Lock()
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+	s.workers.Add(1)
+	go c.run()
+	return c
+}
+
+// Submit queues call. It waits only while the connection's queue is full,
+// which slows that connection alone.
+func (c *Conn) Submit(call Call) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	c.ch <- call
+}
+
+// Close ends the connection's queue: calls already queued still run (their
+// publishes were acknowledged), its waiting follows are dropped unanswered.
+func (c *Conn) Close() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	close(c.ch)
+	c.mu.Unlock()
+	c.svc.hub.dropConn(c)
+}
+
+func (c *Conn) run() {
+	defer c.svc.workers.Done()
+	for call := range c.ch {
+		c.handle(call)
+	}
+	c.appends.Wait()
+	c.svc.mu.Lock()
+	delete(c.svc.conns, c)
+	c.svc.mu.Unlock()
+}
+
+// request is a call being served.
+type request struct {
+	f       *Frame
+	call    Call
+	method  string
+	started time.Time
+}
+
+type handler func(c *Conn, r *request)
+
+// NormalizeMethod maps "/v1/Log.List" and "v1/Log.List" to "Log.List".
+func NormalizeMethod(m string) string {
+	m = strings.TrimPrefix(m, "/")
+	return strings.TrimPrefix(m, "v1/")
+}
+
+func (c *Conn) handle(call Call) {
+	s := c.svc
+	f, err := DecodeFrame(call.Payload)
+	if errors.Is(err, ErrDropped) {
+		s.dropped.Add(1)
+		s.log.Debug("frame dropped", "client", c.client, "err", err)
+		return
+	}
+	s.calls.Add(1)
+	r := &request{f: f, call: call, started: time.Now()}
+	if err != nil {
+		c.fail(r, err)
+		return
+	}
+	r.method = f.Method
+	if call.HasMethod {
+		r.method = call.Method
+	}
+	r.method = NormalizeMethod(r.method)
+	switch {
+	case len(call.Payload) > s.cfg.MaxFrame:
+		c.fail(r, errorf(CodeTooLarge, "frame is %d bytes, over the limit of %d", len(call.Payload), s.cfg.MaxFrame))
+		return
+	case f.HasDst && !s.names[f.Dst]:
+		c.fail(r, errorf(CodeBadRequest, "dst %q is not this service (%s)", f.Dst, s.cfg.ID))
+		return
+	case r.method == "":
+		c.fail(r, errorf(CodeBadRequest, "method is required"))
+		return
+	}
+	h, ok := s.methods[r.method]
+	if !ok {
+		c.fail(r, errorf(CodeNotFound, "no such method: %s", r.method))
+		return
+	}
+	if s.closing.Load() {
+		c.fail(r, ErrShuttingDown)
+		return
+	}
+	h(c, r)
+}
+
+// respond sends the result of r (nil: no result field).
+func (c *Conn) respond(r *request, result []byte) {
+	if r.f.Notification() {
+		return
+	}
+	c.svc.send(r, appendResponse(nil, r.f, c.responder(r), result, 0, ""))
+}
+
+// fail answers r with err, logging it; internal errors are logged in full
+// and answered with a generic message.
+func (c *Conn) fail(r *request, err error) {
+	s := c.svc
+	s.failed.Add(1)
+	code, msg, internal := toWire(err)
+	var id string
+	if r.f != nil {
+		id = string(r.f.ID)
+	}
+	if internal {
+		s.log.Error("call failed", "client", c.client, "src", r.f.Src, "method", r.method, "id", id, "code", code, "err", err)
+	} else {
+		s.log.Info("call failed", "client", c.client, "src", r.f.Src, "method", r.method, "id", id, "code", code, "err", msg)
+	}
+	if r.f.Notification() {
+		return
+	}
+	s.send(r, appendResponse(nil, r.f, c.responder(r), nil, code, msg))
+}
+
+// responder is the src of a response: the service name the request used.
+func (c *Conn) responder(r *request) string {
+	if r.call.Service != "" {
+		return r.call.Service
+	}
+	return c.svc.cfg.ID
+}
+
+func (s *Service) send(r *request, payload []byte) {
+	topic := r.call.ResponseTopic
+	if topic == "" {
+		topic = r.f.Src + "/rpc"
+	}
+	if err := s.pub.Publish(Message{Topic: topic, Payload: payload, QoS: 1, Correlation: r.call.Correlation}); err != nil {
+		s.log.Warn("response not sent", "src", r.f.Src, "method", r.method, "id", string(r.f.ID), "err", err)
+	}
+}
+
+// Shutdown stops taking calls (new ones get 503), answers every waiting
+// follow with [], and waits until queued calls have run and their responses
+// are sent, or ctx ends.
+func (s *Service) Shutdown(ctx context.Context) error {
+	s.closing.Store(true)
+	s.hub.releaseAll(func(f *follower) { f.c.respond(f.r, []byte("[]")) })
+	s.mu.Lock()
+	conns := make([]*Conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+	done := make(chan struct{})
+	go func() {
+		s.workers.Wait()
+		close(done)
+	}()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	s.unsub()
+	s.fan.stop()
+	return err
+}
+
+// methodNames returns the served method names, sorted.
+func (s *Service) methodNames() []string {
+	names := make([]string, 0, len(s.methods))
+	for n := range s.methods {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
