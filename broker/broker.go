@@ -21,6 +21,7 @@ var ErrNotStarted = errors.New("broker not started")
 type Config struct {
 	MQTTAddr    string      // TCP address for MQTT; "" disables
 	WSAddr      string      // TCP address for MQTT over WebSocket; "" disables
+	PlainAddr   string      // with TLS set: an extra MQTT listener without TLS; "" none
 	TLS         *tls.Config // when set, both listeners speak TLS
 	MaxPacket   uint32      // largest MQTT packet accepted, bytes; 0 = no limit
 	ClientQueue int32       // outbound messages queued per client before drops; 0 = 1024
@@ -36,11 +37,12 @@ type Broker struct {
 	srv    *mqtt.Server
 	inline *mqtt.Client
 
-	mu       sync.Mutex
-	started  bool
-	closed   bool
-	mqttAddr net.Addr
-	wsAddr   net.Addr
+	mu        sync.Mutex
+	started   bool
+	closed    bool
+	mqttAddr  net.Addr
+	wsAddr    net.Addr
+	plainAddr net.Addr
 }
 
 // New makes a broker; it listens on nothing until Start.
@@ -94,6 +96,18 @@ func (b *Broker) Start() error {
 			return fmt.Errorf("start mqtt listener: %w", err)
 		}
 	}
+	if b.cfg.PlainAddr != "" {
+		ln, err := net.Listen("tcp", b.cfg.PlainAddr)
+		if err != nil {
+			b.srv.Listeners.CloseAll(func(string) {})
+			return fmt.Errorf("start plain mqtt listener: %w", err)
+		}
+		b.plainAddr = ln.Addr()
+		if err := b.srv.AddListener(listeners.NewNet("mqtt-plain", ln)); err != nil {
+			ln.Close()
+			return fmt.Errorf("start plain mqtt listener: %w", err)
+		}
+	}
 	if b.cfg.WSAddr != "" {
 		ln, err := b.listen(b.cfg.WSAddr)
 		if err != nil {
@@ -126,6 +140,9 @@ func (b *Broker) listen(addr string) (net.Listener, error) {
 
 // MQTTAddr is the bound MQTT address ("" when disabled or not started).
 func (b *Broker) MQTTAddr() string { return addrString(b.mqttAddr) }
+
+// PlainAddr is the bound plain MQTT address beside TLS ("" when none).
+func (b *Broker) PlainAddr() string { return addrString(b.plainAddr) }
 
 // WSAddr is the bound WebSocket address ("" when disabled or not started).
 func (b *Broker) WSAddr() string { return addrString(b.wsAddr) }

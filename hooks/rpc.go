@@ -40,6 +40,7 @@ type RPC struct {
 	svc      *rpc.Service
 	prefixes []prefix
 	conns    sync.Map // *mqtt.Client -> *rpc.Conn
+	identify func(*mqtt.Client) rpc.Caller
 }
 
 // prefix is "<name>/rpc" for one name of the service.
@@ -47,9 +48,10 @@ type prefix struct {
 	name, topic string
 }
 
-// NewRPC makes the hook for svc, answering to every name svc has.
-func NewRPC(svc *rpc.Service) *RPC {
-	h := &RPC{svc: svc}
+// NewRPC makes the hook for svc, answering to every name svc has. identify
+// tells who a client is (Auth.Caller); nil is open mode.
+func NewRPC(svc *rpc.Service, identify func(*mqtt.Client) rpc.Caller) *RPC {
+	h := &RPC{svc: svc, identify: identify}
 	for _, n := range svc.Names() {
 		h.prefixes = append(h.prefixes, prefix{name: n, topic: n + "/rpc"})
 	}
@@ -115,7 +117,11 @@ func (h *RPC) conn(cl *mqtt.Client) *rpc.Conn {
 	if c, ok := h.conns.Load(cl); ok {
 		return c.(*rpc.Conn)
 	}
-	c := h.svc.Open(cl.ID)
+	var caller rpc.Caller
+	if h.identify != nil {
+		caller = h.identify(cl)
+	}
+	c := h.svc.OpenAs(cl.ID, caller)
 	if prev, loaded := h.conns.LoadOrStore(cl, c); loaded {
 		c.Close()
 		return prev.(*rpc.Conn)

@@ -48,6 +48,9 @@ func (a args) src(r *request) (string, error) {
 	if err := ValidSrc(src); err != nil {
 		return "", errorf(CodeBadRequest, "%v", err)
 	}
+	if !r.caller.may(methodAccess[r.method], src) {
+		return "", errorf(CodeForbidden, "%s (%s) may not call %s for src %q", r.caller.Identity, r.caller.Role, r.method, src)
+	}
 	return src, nil
 }
 

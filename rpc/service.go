@@ -48,6 +48,8 @@ type Config struct {
 	FollowMax     time.Duration // upper bound of any follow wait; default 300 s
 	MaxFollows    int           // waiting follows per connection; default 64
 	QueueLen      int           // calls queued per connection before its reader waits; default 1024
+	Rate          float64       // calls per second per connection (token bucket); 0 = unlimited
+	RateBurst     int           // bucket size; default max(1, Rate)
 	Logger        *slog.Logger
 }
 
@@ -190,13 +192,29 @@ type Conn struct {
 	ch      chan Call
 	mu      sync.Mutex // guards closed and sends on ch
 	closed  bool
+	caller  Caller
+	limit   *bucket        // nil: no rate limit
 	appends sync.WaitGroup // Log.Log calls not yet durable
 	follows int            // waiting follows; guarded by svc.hub.mu
+	gone    bool           // closed: no new follows; guarded by svc.hub.mu
 }
 
-// Open starts the call queue of a new connection. client names it in logs.
+// Open starts the call queue of a new connection in open mode (every call
+// allowed). client names it in logs.
 func (s *Service) Open(client string) *Conn {
-	c := &Conn{svc: s, client: client, ch: make(chan Call, s.cfg.QueueLen)}
+	return s.OpenAs(client, Caller{})
+}
+
+// OpenAs starts the call queue of a new connection made by caller.
+func (s *Service) OpenAs(client string, caller Caller) *Conn {
+	c := &Conn{svc: s, client: client, caller: caller, ch: make(chan Call, s.cfg.QueueLen)}
+	if s.cfg.Rate > 0 {
+		burst := s.cfg.RateBurst
+		if burst <= 0 {
+			burst = max(1, int(s.cfg.Rate))
+		}
+		c.limit = newBucket(s.cfg.Rate, burst)
+	}
 	s.mu.Lock()
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
@@ -246,6 +264,8 @@ type request struct {
 	f       *Frame
 	call    Call
 	method  string
+	caller  Caller
+	replyTo string // overrides <src>/rpc: a refused foreign src is answered at <identity>/rpc
 	started time.Time
 }
 
@@ -266,9 +286,22 @@ func (c *Conn) handle(call Call) {
 		return
 	}
 	s.calls.Add(1)
-	r := &request{f: f, call: call, started: time.Now()}
+	r := &request{f: f, call: call, caller: c.caller, started: time.Now()}
+	if !c.caller.mayFrame(f.Src) {
+		r.replyTo = c.caller.Identity + "/rpc"
+		r.call.ResponseTopic = ""
+		c.fail(r, errorf(CodeForbidden, "src %q is not yours (%s)", f.Src, c.caller.Identity))
+		return
+	}
+	if r.call.ResponseTopic != "" && !c.caller.mayFrame(r.call.ResponseTopic) {
+		r.call.ResponseTopic = "" // a foreign Response Topic is ignored
+	}
 	if err != nil {
 		c.fail(r, err)
+		return
+	}
+	if c.limit != nil && !c.limit.take(r.started) {
+		c.fail(r, errorf(CodeTooMany, "rate limit of %g calls per second exceeded", s.cfg.Rate))
 		return
 	}
 	r.method = f.Method
@@ -338,7 +371,10 @@ func (c *Conn) responder(r *request) string {
 
 func (s *Service) send(r *request, payload []byte) {
 	topic := r.call.ResponseTopic
-	if topic == "" {
+	switch {
+	case r.replyTo != "":
+		topic = r.replyTo
+	case topic == "":
 		topic = r.f.Src + "/rpc"
 	}
 	if err := s.pub.Publish(Message{Topic: topic, Payload: payload, QoS: 1, Correlation: r.call.Correlation}); err != nil {

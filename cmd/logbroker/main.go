@@ -35,6 +35,7 @@ const usage = `logbroker: an MQTT broker with a built-in, durable log service.
 
 Usage:
   logbroker serve [flags]    run the broker
+  logbroker passwd           read a password on stdin, print its bcrypt hash
   logbroker help             show this text
 
 Run 'logbroker serve -h' for the flags of serve. Every flag also reads an
@@ -50,6 +51,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "serve":
 		return serve(ctx, args[1:], stdout, stderr)
+	case "passwd":
+		return passwd(args[1:], os.Stdin, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	mqtt "github.com/mochi-mqtt/server/v2"
+
 	"github.com/logbroker/logbroker/broker"
 	"github.com/logbroker/logbroker/hooks"
 	"github.com/logbroker/logbroker/rpc"
@@ -25,7 +27,12 @@ type serveConfig struct {
 	id                         string
 	aliases                    string
 	auth                       string
+	tlsCert, tlsKey            string
+	plainMQTT                  string
 	insecureOpen               bool
+	rate                       float64
+	rateBurst                  int
+	maxConns                   int
 	maxMsg, maxFrame           int
 	maxPacket                  int
 	clientQueue                int
@@ -44,8 +51,14 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.StringVar(&c.dataDir, "data", "./logbroker-data", "directory of the Pebble store (created if missing)")
 	fs.StringVar(&c.id, "id", rpc.DefaultID, "service id: requests go to <id>/rpc")
 	fs.StringVar(&c.aliases, "alias", "", "comma-separated extra service ids that also answer")
-	fs.StringVar(&c.auth, "auth", "", "users file for secured mode (not yet supported: open mode only)")
+	fs.StringVar(&c.auth, "auth", "", "users file (YAML or JSON) for secured mode; SIGHUP reloads it. Empty: open mode, loopback only")
+	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM certificate: with --tls-key, the MQTT and WebSocket listeners speak TLS")
+	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM private key for --tls-cert")
+	fs.StringVar(&c.plainMQTT, "plain-mqtt", "", "with TLS on, also listen for plain MQTT (no TLS) on this address; empty: none")
 	fs.BoolVar(&c.insecureOpen, "insecure-open", false, "allow open mode (no --auth) on non-loopback addresses")
+	fs.Float64Var(&c.rate, "rate", 0, "calls per second allowed per connection (token bucket; more: error 429); 0 = unlimited")
+	fs.IntVar(&c.rateBurst, "rate-burst", 0, "calls a connection may make at once before --rate applies; 0 = max(1, rate)")
+	fs.IntVar(&c.maxConns, "max-conns-per-user", 0, "connections per identity in secured mode (more are refused); 0 = unlimited")
 	fs.IntVar(&c.maxMsg, "max-msg", rpc.DefaultMaxMsg, "largest msg of Log.Log in bytes (larger: error 413)")
 	fs.IntVar(&c.maxFrame, "max-frame", rpc.DefaultMaxFrame, "largest request frame in bytes (larger: error 413)")
 	fs.IntVar(&c.maxPacket, "max-packet", 4<<20, "largest MQTT packet in bytes; a client sending more is disconnected")
@@ -104,11 +117,18 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var users hooks.Users
 	if c.auth != "" {
-		return errors.New("--auth: secured mode is not available in this build yet; run without --auth on loopback")
+		if users, err = hooks.LoadUsers(c.auth); err != nil {
+			return err
+		}
 	}
-	if !c.insecureOpen {
-		for _, a := range []struct{ name, addr string }{{"mqtt", c.mqttAddr}, {"ws", c.wsAddr}, {"http", c.httpAddr}} {
+	tlsConf, err := loadTLS(c.tlsCert, c.tlsKey)
+	if err != nil {
+		return err
+	}
+	if c.auth == "" && !c.insecureOpen {
+		for _, a := range []struct{ name, addr string }{{"mqtt", c.mqttAddr}, {"ws", c.wsAddr}, {"http", c.httpAddr}, {"plain-mqtt", c.plainMQTT}} {
 			if err := checkOpenAddr(a.name, a.addr); err != nil {
 				return err
 			}
@@ -132,6 +152,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	b := broker.New(broker.Config{
 		MQTTAddr:    c.mqttAddr,
 		WSAddr:      c.wsAddr,
+		PlainAddr:   c.plainMQTT,
+		TLS:         tlsConf,
 		MaxPacket:   uint32(c.maxPacket),
 		ClientQueue: int32(c.clientQueue),
 		Logger:      mochiLogger(log),
@@ -150,12 +172,25 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		FollowTimeout: c.followTimeout,
 		FollowMax:     c.followMax,
 		MaxFollows:    c.maxFollows,
+		Rate:          c.rate,
+		RateBurst:     c.rateBurst,
 		Logger:        log,
 	})
-	if err := b.AddHook(new(hooks.Open), nil); err != nil {
+	mode := "open"
+	var identify func(*mqtt.Client) rpc.Caller
+	if users != nil {
+		mode = "secured"
+		auth := hooks.NewAuth(b.Server(), users, svc.Names(), c.maxConns, log)
+		identify = auth.Caller
+		if err := b.AddHook(auth, nil); err != nil {
+			return err
+		}
+		stopReload := reloadOnHUP(c.auth, auth, log)
+		defer stopReload()
+	} else if err := b.AddHook(new(hooks.Open), nil); err != nil {
 		return err
 	}
-	if err := b.AddHook(hooks.NewRPC(svc), nil); err != nil {
+	if err := b.AddHook(hooks.NewRPC(svc, identify), nil); err != nil {
 		return err
 	}
 	if err := b.Start(); err != nil {
@@ -181,7 +216,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}()
 	}
 	log.Info("logbroker started", "mqtt", b.MQTTAddr(), "ws", b.WSAddr(), "http", httpBound,
-		"data", c.dataDir, "id", c.id, "mode", "open")
+		"plain_mqtt", b.PlainAddr(), "tls", tlsConf != nil, "data", c.dataDir, "id", c.id, "mode", mode)
 
 	<-ctx.Done()
 	log.Info("shutting down")

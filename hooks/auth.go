@@ -1,0 +1,178 @@
+package hooks
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/logbroker/logbroker/rpc"
+)
+
+// Auth is the hook of secured mode: it authenticates CONNECT against the
+// users file, limits connections per identity, and applies the ACL table
+// (aclRules) to every publish and subscription.
+type Auth struct {
+	mqtt.HookBase
+	srv      *mqtt.Server
+	services []string
+	maxConns int
+	log      *slog.Logger
+
+	users atomic.Pointer[Users]
+
+	mu     sync.Mutex
+	conns  map[string]int      // identity -> connections
+	proven map[string][32]byte // identity -> sha256 of a password bcrypt accepted
+}
+
+// NewAuth makes the hook. services are the service's names (for the ACL);
+// maxConns bounds connections per identity (0: no bound).
+func NewAuth(srv *mqtt.Server, users Users, services []string, maxConns int, log *slog.Logger) *Auth {
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	a := &Auth{srv: srv, services: services, maxConns: maxConns, log: log,
+		conns: map[string]int{}, proven: map[string][32]byte{}}
+	a.users.Store(&users)
+	return a
+}
+
+// ID names the hook in mochi's logs.
+func (a *Auth) ID() string { return "logbroker-auth" }
+
+// Provides reports the events the hook handles.
+func (a *Auth) Provides(b byte) bool {
+	switch b {
+	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck,
+		mqtt.OnSessionEstablished, mqtt.OnDisconnect:
+		return true
+	}
+	return false
+}
+
+func (a *Auth) user(cl *mqtt.Client) (User, bool) {
+	u, ok := (*a.users.Load())[string(cl.Properties.Username)]
+	return u, ok
+}
+
+// Caller is the rpc identity of a connected client; ok is false for a client
+// that is no longer in the users file.
+func (a *Auth) Caller(cl *mqtt.Client) rpc.Caller {
+	u, ok := a.user(cl)
+	if !ok {
+		return rpc.Caller{Identity: string(cl.Properties.Username), Role: rpc.RoleReader, Secured: true}
+	}
+	return rpc.Caller{Identity: u.Name, Role: u.Role, Secured: true}
+}
+
+// OnConnect checks the username and password and the per-identity limit. A
+// refusal is sent here so that MQTT 5 clients get 0x87 "not authorized"
+// (3.1.1 clients: return code 5).
+func (a *Auth) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	name := string(pk.Connect.Username)
+	u, ok := a.user(cl)
+	if !ok || !a.checkPassword(u, pk.Connect.Password) {
+		a.log.Info("connection refused", "client", cl.ID, "user", name, "remote", cl.Net.Remote, "err", "bad username or password")
+		_ = a.srv.SendConnack(cl, packets.ErrNotAuthorized, false, nil)
+		return packets.ErrNotAuthorized
+	}
+	if a.maxConns > 0 {
+		a.mu.Lock()
+		n := a.conns[name]
+		a.mu.Unlock()
+		if n >= a.maxConns {
+			a.log.Warn("connection refused", "client", cl.ID, "user", name, "err", "too many connections for this identity")
+			_ = a.srv.SendConnack(cl, packets.ErrQuotaExceeded, false, nil)
+			return packets.ErrQuotaExceeded
+		}
+	}
+	return nil
+}
+
+// checkPassword runs bcrypt once per identity and password; later connects
+// with the same password compare a SHA-256 in constant time, so a reconnect
+// storm does not cost a bcrypt each.
+func (a *Auth) checkPassword(u User, password []byte) bool {
+	sum := sha256.Sum256(append(append([]byte(nil), u.Hash...), password...))
+	a.mu.Lock()
+	known, ok := a.proven[u.Name]
+	a.mu.Unlock()
+	if ok && subtle.ConstantTimeCompare(known[:], sum[:]) == 1 {
+		return true
+	}
+	if bcrypt.CompareHashAndPassword(u.Hash, password) != nil {
+		return false
+	}
+	a.mu.Lock()
+	a.proven[u.Name] = sum
+	a.mu.Unlock()
+	return true
+}
+
+// OnConnectAuthenticate accepts: OnConnect has already refused bad logins.
+func (a *Auth) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
+
+// OnSessionEstablished counts the identity's connection.
+func (a *Auth) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+	a.mu.Lock()
+	a.conns[string(cl.Properties.Username)]++
+	a.mu.Unlock()
+	a.log.Info("client connected", "client", cl.ID, "user", string(cl.Properties.Username), "remote", cl.Net.Remote)
+}
+
+// OnDisconnect uncounts it.
+func (a *Auth) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
+	name := string(cl.Properties.Username)
+	a.mu.Lock()
+	if a.conns[name]--; a.conns[name] <= 0 {
+		delete(a.conns, name)
+	}
+	a.mu.Unlock()
+	a.log.Info("client disconnected", "client", cl.ID, "user", name, "err", err)
+}
+
+// OnACLCheck applies aclRules.
+func (a *Auth) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	u, ok := a.user(cl)
+	if !ok {
+		return false
+	}
+	if allowed(u.Role, u.Name, a.services, topic, write) {
+		return true
+	}
+	verb := "subscribe"
+	if write {
+		verb = "publish"
+	}
+	a.log.Info("acl denied", "client", cl.ID, "user", u.Name, "role", u.Role.String(), "op", verb, "topic", topic)
+	return false
+}
+
+// Reload swaps in a new users file. Clients whose user was removed, or whose
+// role or password changed, are disconnected; the others stay.
+func (a *Auth) Reload(users Users) {
+	old := *a.users.Swap(&users)
+	a.mu.Lock()
+	a.proven = map[string][32]byte{}
+	a.mu.Unlock()
+	for _, cl := range a.srv.Clients.GetAll() {
+		if cl.Net.Inline {
+			continue
+		}
+		name := string(cl.Properties.Username)
+		was, had := old[name]
+		now, has := users[name]
+		if had && has && was.Role == now.Role && string(was.Hash) == string(now.Hash) {
+			continue
+		}
+		a.log.Info("disconnecting client after reload", "client", cl.ID, "user", name)
+		_ = a.srv.DisconnectClient(cl, packets.ErrNotAuthorized)
+	}
+}

@@ -1,0 +1,126 @@
+package rpc
+
+import (
+	"strings"
+	"sync"
+	"time"
+)
+
+// Role is what a caller may do (PROTOCOL §6).
+type Role int
+
+// Roles. The zero Role is RoleAdmin: open mode lets every call through.
+const (
+	RoleAdmin  Role = iota // anything, on behalf of any source
+	RoleDevice             // its own sources only
+	RoleReader             // List any source; no Log, no Delete
+)
+
+// String names the role as the users file does.
+func (r Role) String() string {
+	switch r {
+	case RoleAdmin:
+		return "admin"
+	case RoleDevice:
+		return "device"
+	case RoleReader:
+		return "reader"
+	}
+	return "unknown"
+}
+
+// ParseRole is the inverse of Role.String.
+func ParseRole(s string) (Role, bool) {
+	switch s {
+	case "admin":
+		return RoleAdmin, true
+	case "device":
+		return RoleDevice, true
+	case "reader":
+		return RoleReader, true
+	}
+	return 0, false
+}
+
+// Caller is who is calling: in secured mode the MQTT username and its role.
+// The zero Caller is open mode's anonymous admin.
+type Caller struct {
+	Identity string
+	Role     Role
+	Secured  bool // false: open mode, every call allowed
+}
+
+// owns reports whether src is one of the caller's own sources: its identity
+// or a path under it.
+func (c Caller) owns(src string) bool {
+	return src == c.Identity || strings.HasPrefix(src, c.Identity+"/")
+}
+
+// access is what a method does to the source it names.
+type access int
+
+const (
+	accessNone  access = iota // touches no source (RPC.Ping, RPC.List)
+	accessRead                // Log.List
+	accessWrite               // Log.Log, Log.Delete
+)
+
+// methodAccess is the permission table of the methods: one row each.
+var methodAccess = map[string]access{
+	"Log.Log":    accessWrite,
+	"Log.Delete": accessWrite,
+	"Log.List":   accessRead,
+	"RPC.Ping":   accessNone,
+	"RPC.List":   accessNone,
+}
+
+// mayFrame reports whether the caller may send a frame with this src (where
+// the reply goes): its own sources, or any for an admin.
+func (c Caller) mayFrame(src string) bool {
+	return !c.Secured || c.Role == RoleAdmin || c.owns(src)
+}
+
+// may reports whether the caller may do a to src.
+func (c Caller) may(a access, src string) bool {
+	if !c.Secured || c.Role == RoleAdmin || a == accessNone {
+		return true
+	}
+	switch c.Role {
+	case RoleDevice:
+		return c.owns(src)
+	case RoleReader:
+		return a == accessRead
+	}
+	return false
+}
+
+// bucket is a token bucket: rate tokens a second, up to burst.
+type bucket struct {
+	mu     sync.Mutex
+	rate   float64
+	burst  float64
+	tokens float64
+	last   time.Time
+}
+
+func newBucket(rate float64, burst int) *bucket {
+	if burst < 1 {
+		burst = 1
+	}
+	return &bucket{rate: rate, burst: float64(burst), tokens: float64(burst)}
+}
+
+// take reports whether a token was available at now, and takes it.
+func (b *bucket) take(now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.last.IsZero() {
+		b.tokens = min(b.burst, b.tokens+now.Sub(b.last).Seconds()*b.rate)
+	}
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
