@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,17 +24,30 @@ type follower struct {
 type hub struct {
 	mu      sync.Mutex
 	bySrc   map[string]map[*follower]struct{}
+	closed  bool // set by releaseAll (Shutdown): no more waiting
 	waiting atomic.Int64
 }
 
+// errGone is returned by hub.add for a follow whose connection has closed:
+// it is dropped unanswered, as if it had been waiting.
+var errGone = errors.New("connection closed")
+
 func (h *hub) init() { h.bySrc = map[string]map[*follower]struct{}{} }
 
-// add registers f unless its connection has too many waiting already.
-func (h *hub) add(f *follower, max int) bool {
+// add registers f unless the service is shutting down, its connection has
+// closed, or that connection has too many waiting already. Checked under mu,
+// so a follow registers before releaseAll or dropConn (and is released by
+// them) or not at all.
+func (h *hub) add(f *follower, max int) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if f.c.follows >= max {
-		return false
+	switch {
+	case h.closed:
+		return ErrShuttingDown
+	case f.c.gone:
+		return errGone
+	case f.c.follows >= max:
+		return errorf(CodeTooMany, "too many waiting follow calls on this connection (limit %d)", max)
 	}
 	f.c.follows++
 	m := h.bySrc[f.q.Src]
@@ -43,7 +57,7 @@ func (h *hub) add(f *follower, max int) bool {
 	}
 	m[f] = struct{}{}
 	h.waiting.Add(1)
-	return true
+	return nil
 }
 
 // claim takes f out of the hub; only the first caller gets true.
@@ -51,10 +65,10 @@ func (h *hub) claim(f *follower) bool {
 	if !f.claims.CompareAndSwap(false, true) {
 		return false
 	}
-	if f.timer != nil {
+	h.mu.Lock()
+	if f.timer != nil { // f.timer is written under mu
 		f.timer.Stop()
 	}
-	h.mu.Lock()
 	h.removeLocked(f)
 	h.mu.Unlock()
 	return true
@@ -75,11 +89,17 @@ func (h *hub) removeLocked(f *follower) {
 
 // dropConn releases every follower of c without answering.
 func (h *hub) dropConn(c *Conn) {
+	h.mu.Lock()
+	c.gone = true
+	h.mu.Unlock()
 	h.collect(func(f *follower) bool { return f.c == c })
 }
 
 // releaseAll claims every follower and calls answer for each.
 func (h *hub) releaseAll(answer func(*follower)) {
+	h.mu.Lock()
+	h.closed = true
+	h.mu.Unlock()
 	for _, f := range h.collect(func(*follower) bool { return true }) {
 		answer(f)
 	}
@@ -171,8 +191,10 @@ func (c *Conn) follow(r *request, q storage.Query) {
 		f.q.After = max(q.After, head)
 	}
 	f.q.Last = -1
-	if !s.hub.add(f, s.cfg.MaxFollows) {
-		c.fail(r, errorf(CodeTooMany, "too many waiting follow calls on this connection (limit %d)", s.cfg.MaxFollows))
+	if err := s.hub.add(f, s.cfg.MaxFollows); err != nil {
+		if !errors.Is(err, errGone) {
+			c.fail(r, err)
+		}
 		return
 	}
 	// Registered first, then read: an entry made durable in between is
@@ -193,14 +215,17 @@ func (c *Conn) follow(r *request, q storage.Query) {
 		return
 	}
 	wait := c.followWait(r.f)
-	f.timer = time.AfterFunc(wait, func() {
+	t := time.AfterFunc(wait, func() {
 		if s.hub.claim(f) {
 			c.respond(r, []byte("[]"))
 		}
 	})
+	s.hub.mu.Lock() // whoever claims f reads f.timer under mu
+	f.timer = t
+	s.hub.mu.Unlock()
 	// A wake or Shutdown may have claimed f before the timer existed.
 	if f.claims.Load() {
-		f.timer.Stop()
+		t.Stop()
 	}
 }
 
@@ -208,18 +233,19 @@ func (c *Conn) follow(r *request, q storage.Query) {
 // (the earlier), else the configured default, never over the maximum.
 func (c *Conn) followWait(f *Frame) time.Duration {
 	cfg := &c.svc.cfg
-	wait := cfg.FollowTimeout
-	if f.HasTimeout || f.HasDeadline {
-		wait = cfg.FollowMax
-		if f.HasTimeout {
-			wait = min(wait, time.Duration(f.Timeout*float64(time.Second)))
-		}
-		if f.HasDeadline {
-			until := time.Until(time.UnixMilli(int64(f.Deadline * 1000)))
-			wait = min(wait, max(until, 0))
-		}
+	if !f.HasTimeout && !f.HasDeadline {
+		return min(cfg.FollowTimeout, cfg.FollowMax)
 	}
-	return min(wait, cfg.FollowMax)
+	// In float seconds, clamped before converting: a timeout of 1e10 s or a
+	// deadline of 1e300 must mean FollowMax, not overflow a Duration.
+	wait := cfg.FollowMax.Seconds()
+	if f.HasTimeout {
+		wait = min(wait, f.Timeout)
+	}
+	if f.HasDeadline {
+		wait = min(wait, f.Deadline-float64(time.Now().UnixNano())/1e9)
+	}
+	return time.Duration(max(wait, 0) * float64(time.Second))
 }
 
 // fanout hands durable commit groups from the store to one goroutine that

@@ -53,23 +53,24 @@ func DecodeFrame(payload []byte) (*Frame, error) {
 		return nil, fmt.Errorf("decode frame: %w: %w", ErrDropped, err)
 	}
 	f.Src = src
-	// A tag that is not a string is not echoed; the id still is.
-	if raw := lookup(ms, "tag"); raw != nil {
-		f.Tag, f.HasTag = decodeString(raw)
+	// Whatever else is wrong, an answer carries the id as sent and the tag.
+	f.ID = lookup(ms, "id")
+	rawTag := lookup(ms, "tag")
+	if rawTag != nil {
+		f.Tag, f.HasTag = decodeString(rawTag)
 	}
-	if raw := lookup(ms, "id"); raw != nil {
-		f.ID = raw
-		if !validID(raw) {
-			return f, errorf(CodeBadRequest, "id must be a positive integer below 2^53 or a string, not %s", raw)
-		}
-	}
-	if raw := lookup(ms, "tag"); raw != nil && !f.HasTag {
-		return f, errorf(CodeBadRequest, "tag must be a string, not %s", jsonKind(raw))
-	}
+	// nr before the checks below: a caller that asked for no response gets
+	// none, not even for a bad id or tag.
 	if raw := lookup(ms, "nr"); raw != nil {
 		if f.NoResponse, ok = decodeBool(raw); !ok {
 			return f, errorf(CodeBadRequest, "nr must be a bool, not %s", jsonKind(raw))
 		}
+	}
+	if f.ID != nil && !validID(f.ID) {
+		return f, errorf(CodeBadRequest, "id must be a positive integer below 2^53 or a string, not %s", f.ID)
+	}
+	if rawTag != nil && !f.HasTag {
+		return f, errorf(CodeBadRequest, "tag must be a string, not %s", jsonKind(rawTag))
 	}
 	if raw := lookup(ms, "dst"); raw != nil {
 		if f.Dst, ok = decodeString(raw); !ok {
@@ -161,8 +162,11 @@ func ValidStream(stream string) error {
 // appendResponse appends a response frame: result when code is 0, else an
 // error object.
 func appendResponse(dst []byte, f *Frame, service string, result []byte, code int, msg string) []byte {
-	dst = append(dst, `{"v":2,"id":`...)
-	dst = append(dst, f.ID...)
+	dst = append(dst, `{"v":2`...)
+	if f.ID != nil { // a notification gets no response; if built anyway, no id
+		dst = append(dst, `,"id":`...)
+		dst = append(dst, f.ID...)
+	}
 	dst = append(dst, `,"src":`...)
 	dst = appendString(dst, service)
 	dst = append(dst, `,"dst":`...)

@@ -1,8 +1,10 @@
 package rpc
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"math"
 	"strconv"
 	"unicode/utf8"
 )
@@ -185,7 +187,8 @@ func decodeNumber(v []byte) (float64, bool) {
 }
 
 // decodeInt decodes a raw JSON number that must have an integer value in
-// [min, max]. 1e3 is 1000; 1.5 is not an integer.
+// [min, max]. 1e3 is 1000; 1.5 is not an integer, nor is 1.0000000000000001
+// (which a float64 would round to 1).
 func decodeInt(v []byte, min, max int64) (int64, bool) {
 	if len(v) == 0 || !(v[0] == '-' || (v[0] >= '0' && v[0] <= '9')) {
 		return 0, false
@@ -193,11 +196,49 @@ func decodeInt(v []byte, min, max int64) (int64, bool) {
 	if n, err := strconv.ParseInt(string(v), 10, 64); err == nil {
 		return n, n >= min && n <= max
 	}
+	if !integral(v) {
+		return 0, false
+	}
 	f, err := strconv.ParseFloat(string(v), 64)
-	if err != nil || f != float64(int64(f)) || f < float64(min) || f > float64(max) {
+	if err != nil || f < float64(min) || f > float64(max) {
 		return 0, false
 	}
 	return int64(f), true
+}
+
+// integral reports whether the (valid) JSON number v has an integer value,
+// reading its decimal digits exactly rather than through a float64.
+func integral(v []byte) bool {
+	exp := 0
+	if i := bytes.IndexAny(v, "eE"); i >= 0 {
+		e, err := strconv.Atoi(string(v[i+1:]))
+		if err != nil { // out of range: only its sign matters
+			e = math.MaxInt32
+			if v[i+1] == '-' {
+				e = math.MinInt32
+			}
+		}
+		exp, v = e, v[:i]
+	}
+	scale := 0 // digits after the decimal point
+	if i := bytes.IndexByte(v, '.'); i >= 0 {
+		scale = len(v) - i - 1
+	}
+	// v is digits × 10^(exp-scale); trailing zeros of the digits raise the
+	// exponent. The value is an integer when that exponent is not negative.
+	zeros := 0
+	for j := len(v) - 1; j >= 0; j-- {
+		switch v[j] {
+		case '0':
+			zeros++
+		case '.':
+		case '-':
+			return true // every digit is 0
+		default:
+			return exp-scale+zeros >= 0
+		}
+	}
+	return true
 }
 
 // decodeBool decodes a raw JSON value that must be true or false.

@@ -1,0 +1,377 @@
+package storage
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// opKind says what a queued op does.
+type opKind uint8
+
+const (
+	opAppend opKind = iota
+	opDelete        // delete every entry of rec.Src in rec.Stream
+)
+
+// op is one queued call. Exactly one of done and w is set for appends; w is
+// set for deletes.
+type op struct {
+	rec  Record
+	done func(Entry, error)
+	w    *waiter
+	seq  uint64 // assigned by the committer
+	err  error  // the call failed (not yet wrapped with the operation)
+	kind opKind
+}
+
+// size estimates the bytes op adds to a batch.
+func (o *op) size() int {
+	n := 2*len(o.rec.Src) + 2*len(o.rec.Stream) + 32
+	if o.kind == opAppend {
+		n += len(o.rec.Msg)
+	}
+	return n
+}
+
+func (o *op) wrapErr() error {
+	if o.kind == opDelete {
+		return fmt.Errorf("delete: %w", o.err)
+	}
+	return fmt.Errorf("append: %w", o.err)
+}
+
+// waiter is how a synchronous call (Append, Delete) waits for its op.
+// Waiters are pooled; one whose caller gave up (ctx) is left to the GC.
+type waiter struct {
+	ch  chan struct{} // cap 1
+	e   Entry
+	err error
+}
+
+var waiterPool = sync.Pool{New: func() any { return &waiter{ch: make(chan struct{}, 1)} }}
+
+// group is a committed (or failed) run of ops, handed to the notifier.
+type group struct {
+	ops []op
+	buf []op // set on the last group of a drained queue: recycled after delivery
+}
+
+// Append stores rec and returns its entry once it is durable (synced). If
+// ctx ends first it returns ctx's error; the entry may still be stored.
+// rec.Msg must not be modified until Append returns.
+func (s *Store) Append(ctx context.Context, rec Record) (Entry, error) {
+	if err := checkNames(rec.Src, rec.Stream); err != nil {
+		return Entry{}, fmt.Errorf("append: %w", err)
+	}
+	if err := s.precheck(ctx); err != nil {
+		return Entry{}, fmt.Errorf("append: %w", err)
+	}
+	w := waiterPool.Get().(*waiter)
+	if !s.enqueue(op{kind: opAppend, rec: rec, w: w}) {
+		waiterPool.Put(w)
+		return Entry{}, fmt.Errorf("append: %w", ErrClosed)
+	}
+	return s.wait(ctx, w, "append")
+}
+
+// AppendAsync queues rec and returns at once. done (if not nil) runs exactly
+// once, on another goroutine, when the entry is durable or has failed.
+// Records queued by one goroutine, and the Deletes it issues after them,
+// take effect in the order it queued them. rec.Msg must not be modified
+// until done runs.
+func (s *Store) AppendAsync(rec Record, done func(Entry, error)) {
+	if err := checkNames(rec.Src, rec.Stream); err != nil {
+		s.refuse(done, err)
+		return
+	}
+	if !s.enqueue(op{kind: opAppend, rec: rec, done: done}) {
+		s.refuse(done, ErrClosed)
+	}
+}
+
+// refuse fails an AppendAsync that was never queued, on another goroutine
+// as promised.
+func (s *Store) refuse(done func(Entry, error), err error) {
+	if done != nil {
+		go done(Entry{}, fmt.Errorf("append: %w", err))
+	}
+}
+
+// Delete removes every entry of src in stream, durably. It takes effect
+// after every AppendAsync the calling goroutine issued before it. Other
+// streams, the source's sequence and its Head are untouched. If ctx ends
+// first it returns ctx's error; the delete may still happen.
+func (s *Store) Delete(ctx context.Context, src, stream string) error {
+	if err := checkNames(src, stream); err != nil {
+		return fmt.Errorf("delete: %w", err)
+	}
+	if err := s.precheck(ctx); err != nil {
+		return fmt.Errorf("delete: %w", err)
+	}
+	w := waiterPool.Get().(*waiter)
+	if !s.enqueue(op{kind: opDelete, rec: Record{Src: src, Stream: stream}, w: w}) {
+		waiterPool.Put(w)
+		return fmt.Errorf("delete: %w", ErrClosed)
+	}
+	_, err := s.wait(ctx, w, "delete")
+	return err
+}
+
+// precheck refuses a synchronous write early: ctx already done, or the
+// store failed.
+func (s *Store) precheck(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.Err()
+}
+
+// wait waits for w's op to be delivered, or ctx to end. The error of a
+// delivered op is already wrapped with its operation.
+func (s *Store) wait(ctx context.Context, w *waiter, opName string) (Entry, error) {
+	select {
+	case <-w.ch:
+		e, err := w.e, w.err
+		w.e, w.err = Entry{}, nil
+		waiterPool.Put(w)
+		return e, err
+	case <-ctx.Done():
+		return Entry{}, fmt.Errorf("%s: %w", opName, ctx.Err())
+	}
+}
+
+// enqueue adds o to the queue; false means the store is closing.
+func (s *Store) enqueue(o op) bool {
+	s.qmu.Lock()
+	if s.closing {
+		s.qmu.Unlock()
+		return false
+	}
+	wasEmpty := len(s.queue) == 0
+	s.queue = append(s.queue, o)
+	s.qmu.Unlock()
+	if wasEmpty {
+		s.signal()
+	}
+	return true
+}
+
+// signal wakes the committer.
+func (s *Store) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// commitLoop is the committer goroutine: it drains the queue and commits
+// it, a batch at a time, handing each batch's ops to the notifier.
+func (s *Store) commitLoop() {
+	defer close(s.groups)
+	for {
+		<-s.wake
+		var next []op
+		select {
+		case next = <-s.free:
+		default:
+		}
+		s.qmu.Lock()
+		ops := s.queue
+		s.queue = next
+		closing := s.closing
+		s.qmu.Unlock()
+
+		s.process(ops)
+		if closing {
+			// Calls are refused once closing is set, and this drain took
+			// everything queued before.
+			return
+		}
+	}
+}
+
+// process commits ops in batches of at most s.maxBatch bytes.
+func (s *Store) process(ops []op) {
+	if len(ops) == 0 {
+		return
+	}
+	for start := 0; start < len(ops); {
+		end, size := start, 0
+		for end < len(ops) {
+			n := ops[end].size()
+			if end > start && size+n > s.maxBatch {
+				break
+			}
+			size += n
+			end++
+		}
+		s.commit(ops[start:end])
+		g := group{ops: ops[start:end]}
+		if end == len(ops) {
+			g.buf = ops
+		}
+		s.groups <- g
+		start = end
+	}
+}
+
+// commit writes ops as one Pebble batch, synced, and on success publishes
+// the new durable heads. Failed ops get their err set.
+func (s *Store) commit(ops []op) {
+	if f := s.failed.Load(); f != nil {
+		for i := range ops {
+			ops[i].err = f.err
+		}
+		return
+	}
+	s.batchNo++
+	touched := s.touched[:0]
+	b := s.db.NewBatch()
+	n := 0
+	for i := range ops {
+		o := &ops[i]
+		switch o.kind {
+		case opAppend:
+			st, err := s.sourceFor(o.rec.Src)
+			if err != nil {
+				o.err = err
+				continue
+			}
+			if st.mark != s.batchNo {
+				st.mark = s.batchNo
+				touched = append(touched, st)
+			}
+			st.last++
+			o.seq = st.last
+			r := &o.rec
+			d := b.SetDeferred(entryKeyLen(r.Src, r.Stream), valueLen(r.Timestamp, r.Msg))
+			putEntryKey(d.Key, r.Src, r.Stream, o.seq)
+			putValue(d.Value, r.Timestamp, r.Msg)
+			_ = d.Finish() // only indexed batches can fail
+		case opDelete:
+			r := &o.rec
+			d := b.DeleteRangeDeferred(entryKeyLen(r.Src, r.Stream)-seqLen, entryKeyLen(r.Src, r.Stream)-seqLen)
+			appendStreamPrefix(d.Key[:0], r.Src, r.Stream)
+			appendStreamEnd(d.Value[:0], r.Src, r.Stream)
+			_ = d.Finish()
+		}
+		n++
+	}
+	// The sequences, in the same batch as the entries: whatever of it is on
+	// disk, no entry's sequence is above its source's stored one.
+	for _, st := range touched {
+		d := b.SetDeferred(1+len(st.name), seqLen)
+		appendSeqKey(d.Key[:0], st.name)
+		binary.BigEndian.PutUint64(d.Value, st.last)
+		_ = d.Finish()
+	}
+	s.touched = touched
+	if n == 0 {
+		_ = b.Close()
+		return
+	}
+	if err := s.write(b); err != nil {
+		// The ops' sequences stay consumed (s.sources keeps them): the batch
+		// may be on disk, so they must not be handed out again. The store
+		// is failed from now on anyway.
+		for i := range ops {
+			if ops[i].err == nil {
+				ops[i].err = err
+			}
+		}
+		return
+	}
+	s.smu.Lock()
+	for _, st := range touched {
+		st.head = st.last
+	}
+	s.smu.Unlock()
+}
+
+// write commits b with a WAL sync and closes it. Any error, or a panic in
+// Pebble, fails the store: after a failed WAL write or sync Pebble cannot
+// take further writes safely.
+func (s *Store) write(b *pebble.Batch) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = s.fail(fmt.Errorf("commit: %w", panicError(r)), true)
+		}
+	}()
+	// ApplyNoSyncWait + SyncWait rather than Apply: a failed sync comes
+	// back as an error instead of through Pebble's Fatalf.
+	if err := s.db.ApplyNoSyncWait(b, pebble.Sync); err != nil {
+		return s.fail(fmt.Errorf("commit: %w", err), false)
+	}
+	if err := b.SyncWait(); err != nil {
+		return s.fail(fmt.Errorf("sync: %w", err), false)
+	}
+	_ = b.Close()
+	return nil
+}
+
+// notifyLoop is the notifier goroutine: it runs the done callbacks, wakes
+// the waiters and calls the subscribers, group by group in commit order.
+func (s *Store) notifyLoop() {
+	defer close(s.notifierDone)
+	for g := range s.groups {
+		s.deliver(g.ops)
+		if g.buf != nil {
+			clear(g.buf)
+			select {
+			case s.free <- g.buf[:0]:
+			default:
+			}
+		}
+	}
+}
+
+func (s *Store) deliver(ops []op) {
+	var subs []*subscriber
+	if p := s.subs.Load(); p != nil {
+		subs = *p
+	}
+	var entries []Entry
+	if len(subs) > 0 {
+		n := 0
+		for i := range ops {
+			if ops[i].kind == opAppend && ops[i].err == nil {
+				n++
+			}
+		}
+		if n > 0 {
+			entries = make([]Entry, 0, n)
+		}
+	}
+	for i := range ops {
+		o := &ops[i]
+		var e Entry
+		var err error
+		if o.err != nil {
+			err = o.wrapErr()
+		} else if o.kind == opAppend {
+			e = Entry{Seq: o.seq, Src: o.rec.Src, Stream: o.rec.Stream, Timestamp: o.rec.Timestamp, Msg: o.rec.Msg}
+			if entries != nil {
+				entries = append(entries, e)
+			}
+		}
+		if o.done != nil {
+			o.done(e, err)
+		}
+		if o.w != nil {
+			o.w.e, o.w.err = e, err
+			o.w.ch <- struct{}{}
+		}
+	}
+	if len(entries) == 0 {
+		return
+	}
+	for _, sub := range subs {
+		if !sub.cancelled.Load() {
+			sub.fn(entries)
+		}
+	}
+}

@@ -1,0 +1,97 @@
+/*
+Package storage is logbroker's durable log: entries of log sources, each in
+named streams, kept in a Pebble database. It knows nothing of MQTT or
+JSON-RPC; the rpc package calls it through its LogStore interface, and
+storetest holds the conformance suite any backend must pass.
+
+# Basics
+
+Open a Store on a directory; Close it when done.
+
+	s, err := storage.Open("./logbroker-data", storage.Options{Logger: logger})
+	...
+	defer s.Close()
+
+Append (or AppendAsync, which calls back) stores a Record and returns its
+Entry once it is durable: synced to disk, so it survives kill -9 and power
+loss. Each source has one sequence shared by all its streams: an entry's Seq
+is strictly increasing in append order within its source and never reused,
+not after Delete and not after a restart. Entry.ID renders it as the wire
+token. List selects by Query (PROTOCOL §5: after, then last, then limit;
+one stream or all streams merged by Seq), Head reports the highest durable
+Seq of a source, Delete removes one stream of a source, and Subscribe gets
+every durable group of entries, in commit order, after it is listable.
+
+List never returns an entry that is not yet durable: Pebble makes a batch
+visible to readers before its WAL sync completes, so every read is cut at
+the source's durable head, which the store advances only after the sync.
+
+# Group commit
+
+Append, AppendAsync and Delete only queue their call (a mutex-guarded slice
+and a one-slot wake-up channel; no goroutine or channel per call). One
+committer goroutine drains the whole queue, assigns sequences, and writes it
+as one Pebble batch (split every Options.MaxBatchBytes) with a single WAL
+sync: one fsync for every call that arrived during the previous one. It
+then advances the durable heads and hands the batch to a notifier goroutine,
+which runs the done callbacks and wakes the waiting Append and Delete calls
+in queue order, then calls the subscribers with the batch's entries. So
+calls one goroutine queues take effect in that order, a Delete after its
+appends included: later operations in a Pebble batch win over earlier ones.
+
+Done and Subscribe callbacks run on the notifier goroutine, one at a time:
+they should be quick, and must not call Append, Delete or Close (which wait
+for the notifier); AppendAsync and List are fine.
+
+# Key layout
+
+All keys start with a one-byte kind. Source and stream names are non-empty
+and contain no NUL byte (ErrInvalid otherwise), so every prefix below is
+unambiguous.
+
+	'e' src 0x00 stream 0x00 seq[8 BE]  ->  uvarint(timestamp) msg
+	'q' src                             ->  seq[8 BE], last sequence assigned
+	'm'                                 ->  "logbroker/1", the format marker
+
+An entry's value is the uvarint of its timestamp followed by the raw JSON
+bytes of msg, kept byte for byte. The 'q' key of a source is written in the
+same batch as its entries, is never decreased and never deleted, so no
+entry on disk has a sequence above it and sequences are not reused after a
+Delete or a restart. The committer keeps each source's last sequence in
+memory (loaded from 'q' on first use) next to its durable head.
+
+List of one stream is a bounded forward (or, for last, backward) scan of
+the stream's prefix. List of all streams discovers the source's streams by
+a skip-scan (seek to stream 0x01 to jump to the next stream; nothing to go
+stale), then merges one iterator per stream, all cloned from one view, by
+sequence in a heap. Delete is a single DeleteRange over the stream's
+prefix, so its cost does not depend on the stream's size. A source's
+streams are not listed anywhere else: a deleted stream simply has no keys.
+
+# Caveats
+
+A failed WAL write or sync fails every call of its batch with an error
+wrapping ErrFailed and the cause; nothing of that batch is acknowledged, and
+its entries are never listed in this process, though they may reappear after
+a restart (they may have reached the disk). Pebble cannot take more writes
+after such a failure (its WAL writer latches the error and would panic), so
+the store latches too: every later Append, AppendAsync and Delete fails
+with ErrFailed, Err reports the cause, List and Head keep serving what is
+durable. Close, then Open again (in practice: restart the process) to
+recover. A Delete whose batch failed may already hide its stream from List
+in this process.
+
+Pebble reports some errors it cannot recover from through Logger.Fatalf
+(for instance a failed MANIFEST write in a background flush); the store logs
+them and panics. A panic in a call the store makes is recovered and fails
+the store (it then refuses reads too, and Close leaves Pebble unclosed, since
+it may hold its own locks); one on Pebble's own goroutines ends the process,
+with the message logged, rather than exiting silently.
+
+The store keeps a small record per source written since Open, for the life
+of the process. The queue is unbounded: callers bound their own concurrency
+(the rpc layer does, per connection). Limit <= 0 in a Query means no limit;
+callers clamp it. With Last, List steps over up to Last keys (not values) to
+find where the final Last begin.
+*/
+package storage

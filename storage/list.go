@@ -1,0 +1,285 @@
+package storage
+
+import (
+	"container/heap"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// ctxCheckEvery is how many iterator steps List takes between checks of
+// its context.
+const ctxCheckEvery = 1024
+
+// List returns the entries q selects (PROTOCOL §5), in ascending Seq order,
+// only ever durable ones: nothing above the source's durable head at the
+// time of the call. q.Limit <= 0 means no limit. The cost is proportional
+// to the entries returned (plus, with Last, the entries stepped over to find
+// the final Last; plus one seek per stream when Stream is empty), not to
+// the size of the log.
+func (s *Store) List(ctx context.Context, q Query) ([]Entry, error) {
+	if !validName(q.Src) {
+		return nil, fmt.Errorf("list: %w: source %q", ErrInvalid, q.Src)
+	}
+	if q.Stream != "" && !validName(q.Stream) {
+		return nil, fmt.Errorf("list: %w: stream %q", ErrInvalid, q.Stream)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("list: %w", err)
+	}
+	s.life.RLock()
+	defer s.life.RUnlock()
+	if err := s.readable(); err != nil {
+		return nil, fmt.Errorf("list: %w", err)
+	}
+	head, err := s.durableHead(q.Src)
+	if err != nil {
+		return nil, fmt.Errorf("list: %w", err)
+	}
+	if q.Last == 0 || q.After >= head {
+		return nil, nil
+	}
+	l := lister{db: s.db, q: q, head: head, limit: q.Limit}
+	if l.limit <= 0 {
+		l.limit = math.MaxInt
+	}
+	out, err := l.run(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list: %w", err)
+	}
+	return out, nil
+}
+
+// cursor walks the entries of one stream with seq in (After, head].
+type cursor struct {
+	it     *pebble.Iterator
+	stream string
+	prefix []byte // the stream's key prefix, with room for a seq after it
+	seq    uint64 // of the current position
+}
+
+// seekGE positions c at its first entry with sequence >= seq.
+func (c *cursor) seekGE(seq uint64) bool {
+	k := binary.BigEndian.AppendUint64(c.prefix[:len(c.prefix):len(c.prefix)], seq)
+	if !c.it.SeekGE(k) {
+		return false
+	}
+	c.seq = keySeq(c.it.Key())
+	return true
+}
+
+func (c *cursor) step(ok bool) bool {
+	if ok {
+		c.seq = keySeq(c.it.Key())
+	}
+	return ok
+}
+
+// cursorHeap orders cursors by seq: smallest first, or largest if desc.
+type cursorHeap struct {
+	cs   []*cursor
+	desc bool
+}
+
+func (h *cursorHeap) Len() int { return len(h.cs) }
+func (h *cursorHeap) Less(i, j int) bool {
+	if h.desc {
+		return h.cs[i].seq > h.cs[j].seq
+	}
+	return h.cs[i].seq < h.cs[j].seq
+}
+func (h *cursorHeap) Swap(i, j int) { h.cs[i], h.cs[j] = h.cs[j], h.cs[i] }
+func (h *cursorHeap) Push(x any)    { h.cs = append(h.cs, x.(*cursor)) }
+func (h *cursorHeap) Pop() any {
+	c := h.cs[len(h.cs)-1]
+	h.cs = h.cs[:len(h.cs)-1]
+	return c
+}
+
+// lister runs one List.
+type lister struct {
+	db      *pebble.DB
+	q       Query
+	head    uint64
+	limit   int
+	cursors []*cursor
+	heap    cursorHeap
+	steps   int
+
+	out  []Entry
+	slab []byte // every returned Msg, back to back
+	ends []int  // end of out[i].Msg in slab
+}
+
+func (l *lister) run(ctx context.Context) (out []Entry, err error) {
+	defer func() {
+		for _, c := range l.cursors {
+			err = errors.Join(err, c.it.Error(), c.it.Close())
+		}
+		if err != nil {
+			out = nil
+		}
+	}()
+	if err := l.open(); err != nil {
+		return nil, err
+	}
+	if len(l.cursors) == 0 {
+		return nil, nil
+	}
+	from := l.q.After + 1
+	if l.q.Last > 0 {
+		// Walk back from the head to find the first of the final Last.
+		// When Last <= limit those are exactly the result: collect them.
+		collect := l.q.Last <= l.limit
+		l.heap = cursorHeap{cs: l.heap.cs[:0], desc: true}
+		for _, c := range l.cursors {
+			if c.step(c.it.Last()) {
+				l.heap.cs = append(l.heap.cs, c)
+			}
+		}
+		heap.Init(&l.heap)
+		n := 0
+		for n < l.q.Last && len(l.heap.cs) > 0 {
+			if err := l.tick(ctx); err != nil {
+				return nil, err
+			}
+			c := l.heap.cs[0]
+			from = c.seq
+			if collect {
+				if err := l.add(c); err != nil {
+					return nil, err
+				}
+			}
+			n++
+			if c.step(c.it.Prev()) {
+				heap.Fix(&l.heap, 0)
+			} else {
+				heap.Pop(&l.heap)
+			}
+		}
+		if collect || n == 0 {
+			l.finish()
+			for i, j := 0, len(l.out)-1; i < j; i, j = i+1, j-1 {
+				l.out[i], l.out[j] = l.out[j], l.out[i]
+			}
+			return l.out, nil
+		}
+	}
+	// Merge forward from the first wanted sequence.
+	l.heap = cursorHeap{cs: l.heap.cs[:0]}
+	for _, c := range l.cursors {
+		if c.seekGE(from) {
+			l.heap.cs = append(l.heap.cs, c)
+		}
+	}
+	heap.Init(&l.heap)
+	for len(l.out) < l.limit && len(l.heap.cs) > 0 {
+		if err := l.tick(ctx); err != nil {
+			return nil, err
+		}
+		c := l.heap.cs[0]
+		if err := l.add(c); err != nil {
+			return nil, err
+		}
+		if c.step(c.it.Next()) {
+			heap.Fix(&l.heap, 0)
+		} else {
+			heap.Pop(&l.heap)
+		}
+	}
+	l.finish()
+	return l.out, nil
+}
+
+// tick checks ctx now and then.
+func (l *lister) tick(ctx context.Context) error {
+	l.steps++
+	if l.steps%ctxCheckEvery == 0 {
+		return ctx.Err()
+	}
+	return nil
+}
+
+// open makes one cursor per stream to read, each bounded to the sequences
+// (After, head].
+func (l *lister) open() error {
+	if l.q.Stream != "" {
+		prefix := appendStreamPrefix(make([]byte, 0, entryKeyLen(l.q.Src, l.q.Stream)), l.q.Src, l.q.Stream)
+		it, err := l.db.NewIter(l.bounds(prefix))
+		if err != nil {
+			return err
+		}
+		l.cursors = append(l.cursors, &cursor{it: it, stream: l.q.Stream, prefix: prefix})
+		return nil
+	}
+	// Skip-scan the source's streams: one seek per stream.
+	srcPrefix := appendSourcePrefix(nil, l.q.Src)
+	disc, err := l.db.NewIter(&pebble.IterOptions{
+		LowerBound: srcPrefix,
+		UpperBound: appendSourceEnd(nil, l.q.Src),
+	})
+	if err != nil {
+		return err
+	}
+	var seek []byte
+	for valid := disc.SeekGE(srcPrefix); valid; valid = disc.SeekGE(seek) {
+		stream := string(keyStream(disc.Key(), len(srcPrefix)))
+		prefix := appendStreamPrefix(make([]byte, 0, entryKeyLen(l.q.Src, stream)), l.q.Src, stream)
+		// A clone shares disc's view of the database: every stream is read
+		// at the same point in time.
+		it, err := disc.Clone(pebble.CloneOptions{IterOptions: l.bounds(prefix)})
+		if err != nil {
+			return errors.Join(err, disc.Close())
+		}
+		l.cursors = append(l.cursors, &cursor{it: it, stream: stream, prefix: prefix})
+		seek = appendStreamEnd(seek[:0], l.q.Src, stream)
+	}
+	return errors.Join(disc.Error(), disc.Close())
+}
+
+// bounds returns iterator options limiting a stream (by its key prefix) to
+// the sequences (After, head].
+func (l *lister) bounds(prefix []byte) *pebble.IterOptions {
+	n := len(prefix)
+	buf := make([]byte, 0, 2*(n+seqLen))
+	lower := binary.BigEndian.AppendUint64(append(buf, prefix...), l.q.After+1)
+	var upper []byte
+	if l.head == math.MaxUint64 {
+		upper = append(lower[len(lower):], prefix[:n-1]...)
+		upper = append(upper, sep+1)
+	} else {
+		upper = binary.BigEndian.AppendUint64(append(lower[len(lower):], prefix...), l.head+1)
+	}
+	return &pebble.IterOptions{LowerBound: lower, UpperBound: upper}
+}
+
+// add appends the entry under c to the result.
+func (l *lister) add(c *cursor) error {
+	v, err := c.it.ValueAndErr()
+	if err != nil {
+		return err
+	}
+	ts, msg, err := decodeValue(v)
+	if err != nil {
+		return fmt.Errorf("entry %d of %q/%q: %w", c.seq, l.q.Src, c.stream, err)
+	}
+	l.slab = append(l.slab, msg...)
+	l.ends = append(l.ends, len(l.slab))
+	l.out = append(l.out, Entry{Seq: c.seq, Src: l.q.Src, Stream: c.stream, Timestamp: ts})
+	return nil
+}
+
+// finish points each entry's Msg into the slab. Each Msg is capped, so
+// appending to one cannot clobber the next.
+func (l *lister) finish() {
+	start := 0
+	for i := range l.out {
+		end := l.ends[i]
+		l.out[i].Msg = l.slab[start:end:end]
+		start = end
+	}
+}

@@ -1,0 +1,345 @@
+package storage
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// Sentinel errors of the Pebble store, in addition to those in entry.go.
+var (
+	// ErrFailed is returned by every write (and, after a panic inside
+	// Pebble, every read) once a write or sync to disk has failed. The store
+	// stays failed: close it and open it again (restart the process) to
+	// recover what is on disk. Store.Err reports the cause.
+	ErrFailed = errors.New("store failed")
+	// ErrInvalid is returned for a source or stream name that is empty or
+	// contains a NUL byte (the key layout cannot hold it).
+	ErrInvalid = errors.New("invalid source or stream name")
+)
+
+// DefaultMaxBatchBytes is the default of Options.MaxBatchBytes.
+const DefaultMaxBatchBytes = 1 << 20
+
+// Options configure Open. The zero value is ready to use.
+type Options struct {
+	// FS is the file system Pebble uses; nil means vfs.Default (the OS).
+	// Tests pass vfs.NewMem(), vfs.NewCrashableMem() or an errorfs wrapper.
+	FS vfs.FS
+	// Logger receives Pebble's errors and the store's own; nil discards.
+	Logger *slog.Logger
+	// MaxBatchBytes bounds the keys and values of one group commit; a
+	// longer queue is committed as several batches, one after another.
+	// 0 means DefaultMaxBatchBytes. Keep it under half of Pebble's memtable
+	// size (4 MiB by default), else batches bypass the memtable.
+	MaxBatchBytes int
+}
+
+// Store is the Pebble-backed durable log. It is safe for concurrent use.
+type Store struct {
+	db       *pebble.DB
+	log      *slog.Logger
+	maxBatch int
+
+	// The queue of AppendAsync, Append and Delete calls, drained by the
+	// committer goroutine.
+	qmu     sync.Mutex
+	queue   []op
+	closing bool          // no more calls accepted
+	wake    chan struct{} // cap 1: the queue went from empty to non-empty
+	free    chan []op     // drained queue slices, recycled by the notifier
+
+	groups       chan group    // committer -> notifier, in commit order
+	notifierDone chan struct{} // closed when both goroutines are gone
+
+	// Per-source sequences. The map is written only by the committer (under
+	// smu); readers use smu.RLock.
+	smu     sync.RWMutex
+	sources map[string]*source
+
+	failed atomic.Pointer[failure] // set once, by the first failed write
+
+	// life guards db against Close while reads use it.
+	life   sync.RWMutex
+	closed bool
+
+	closeOnce sync.Once
+	closeErr  error
+
+	subMu sync.Mutex
+	subs  atomic.Pointer[[]*subscriber]
+
+	// Committer-private scratch.
+	batchNo uint64
+	touched []*source
+}
+
+// source is the sequence state of one log source.
+type source struct {
+	name string
+	last uint64 // last sequence assigned; committer only
+	head uint64 // last sequence made durable; guarded by Store.smu
+	mark uint64 // batchNo of the last batch that touched it; committer only
+}
+
+// failure is the latched cause of a failed store.
+type failure struct {
+	err      error // wraps ErrFailed and the cause
+	poisoned bool  // Pebble panicked: do not call it again, not even Close
+}
+
+type subscriber struct {
+	fn        func([]Entry)
+	cancelled atomic.Bool
+}
+
+// Open opens (creating if needed) the store kept in dir.
+func Open(dir string, opts Options) (s *Store, err error) {
+	fs := opts.FS
+	if fs == nil {
+		fs = vfs.Default
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	maxBatch := opts.MaxBatchBytes
+	if maxBatch <= 0 {
+		maxBatch = DefaultMaxBatchBytes
+	}
+	po := &pebble.Options{
+		FS:                 fs,
+		FormatMajorVersion: pebble.FormatNewest,
+		Logger:             pebbleLogger{log: log},
+	}
+	var db *pebble.DB
+	if err := catch(func() error {
+		var err error
+		db, err = pebble.Open(dir, po)
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("open %q: %w", dir, err)
+	}
+	if err := checkFormat(db); err != nil {
+		_ = catch(db.Close)
+		return nil, fmt.Errorf("open %q: %w", dir, err)
+	}
+	s = &Store{
+		db:           db,
+		log:          log,
+		maxBatch:     maxBatch,
+		wake:         make(chan struct{}, 1),
+		free:         make(chan []op, 2),
+		groups:       make(chan group, 4),
+		notifierDone: make(chan struct{}),
+		sources:      make(map[string]*source),
+	}
+	go s.commitLoop()
+	go s.notifyLoop()
+	return s, nil
+}
+
+// checkFormat writes the format marker into a new database and checks it
+// in an existing one.
+func checkFormat(db *pebble.DB) error {
+	v, closer, err := db.Get(metaKey)
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+		return catch(func() error { return db.Set(metaKey, []byte(formatVersion), pebble.Sync) })
+	case err != nil:
+		return err
+	}
+	defer closer.Close()
+	if string(v) != formatVersion {
+		return fmt.Errorf("not a logbroker store (format %q, want %q)", v, formatVersion)
+	}
+	return nil
+}
+
+// Err returns nil while the store is healthy, else the error (wrapping
+// ErrFailed and its cause) that made it refuse writes.
+func (s *Store) Err() error {
+	if f := s.failed.Load(); f != nil {
+		return f.err
+	}
+	return nil
+}
+
+// fail latches the store into the failed state and returns the latched
+// error (the first one, if it had already failed).
+func (s *Store) fail(cause error, poisoned bool) error {
+	f := &failure{err: fmt.Errorf("%w: %w", ErrFailed, cause), poisoned: poisoned}
+	if s.failed.CompareAndSwap(nil, f) {
+		s.log.Error("storage failed: writes are refused until the store is reopened", "err", cause)
+		return f.err
+	}
+	return s.failed.Load().err
+}
+
+// readable is called with s.life read-locked: it says whether reads may use
+// the database.
+func (s *Store) readable() error {
+	if s.closed {
+		return ErrClosed
+	}
+	if f := s.failed.Load(); f != nil && f.poisoned {
+		return f.err
+	}
+	return nil
+}
+
+// Head returns the highest sequence ever made durable for src (0: none),
+// including entries since deleted.
+func (s *Store) Head(ctx context.Context, src string) (uint64, error) {
+	if !validName(src) {
+		return 0, fmt.Errorf("head: %w: source %q", ErrInvalid, src)
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("head: %w", err)
+	}
+	s.life.RLock()
+	defer s.life.RUnlock()
+	if err := s.readable(); err != nil {
+		return 0, fmt.Errorf("head: %w", err)
+	}
+	h, err := s.durableHead(src)
+	if err != nil {
+		return 0, fmt.Errorf("head: %w", err)
+	}
+	return h, nil
+}
+
+// durableHead returns the highest durable sequence of src. A source the
+// committer has not touched since Open is read from disk: holding smu
+// keeps the committer from registering it (and so from writing anything of
+// it) meanwhile, so what is on disk is durable.
+func (s *Store) durableHead(src string) (uint64, error) {
+	s.smu.RLock()
+	defer s.smu.RUnlock()
+	if st := s.sources[src]; st != nil {
+		return st.head, nil
+	}
+	return s.loadSeq(src)
+}
+
+// loadSeq reads the last sequence of src stored on disk.
+func (s *Store) loadSeq(src string) (uint64, error) {
+	var kb [64]byte
+	v, closer, err := s.db.Get(appendSeqKey(kb[:0], src))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("load sequence of %q: %w", src, err)
+	}
+	defer closer.Close()
+	if len(v) != seqLen {
+		return 0, fmt.Errorf("load sequence of %q: %w", src, errCorrupt)
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+// sourceFor returns the sequence state of src, loading it from disk the
+// first time. Only the committer calls it: it is the only writer of
+// s.sources, so it may read the map without the lock.
+func (s *Store) sourceFor(src string) (*source, error) {
+	if st := s.sources[src]; st != nil {
+		return st, nil
+	}
+	s.smu.Lock()
+	defer s.smu.Unlock()
+	seq, err := s.loadSeq(src)
+	if err != nil {
+		return nil, err
+	}
+	st := &source{name: strings.Clone(src), last: seq, head: seq}
+	s.sources[st.name] = st
+	return st, nil
+}
+
+// Subscribe registers fn to be called with each group of entries once they
+// are durable and listable, in commit order, one call at a time, on the
+// store's notifier goroutine (after the group's done callbacks). fn must not
+// modify the slice, may keep it, and must not call Close. After cancel
+// returns, fn is not called with entries made durable later.
+func (s *Store) Subscribe(fn func([]Entry)) (cancel func()) {
+	sub := &subscriber{fn: fn}
+	s.subMu.Lock()
+	var next []*subscriber
+	if old := s.subs.Load(); old != nil {
+		next = append(next, *old...)
+	}
+	next = append(next, sub)
+	s.subs.Store(&next)
+	s.subMu.Unlock()
+	return func() {
+		if sub.cancelled.Swap(true) {
+			return
+		}
+		s.subMu.Lock()
+		defer s.subMu.Unlock()
+		old := *s.subs.Load()
+		next := make([]*subscriber, 0, len(old))
+		for _, o := range old {
+			if o != sub {
+				next = append(next, o)
+			}
+		}
+		s.subs.Store(&next)
+	}
+}
+
+// Close stops accepting calls, commits what is already queued (failing it
+// if the store has failed), waits for the done and Subscribe callbacks, and
+// closes Pebble. Calls made after Close get ErrClosed. Close is idempotent;
+// it must not be called from a done or Subscribe callback.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.qmu.Lock()
+		s.closing = true
+		s.qmu.Unlock()
+		s.signal()
+		<-s.notifierDone
+
+		s.life.Lock()
+		s.closed = true
+		s.life.Unlock()
+
+		if f := s.failed.Load(); f != nil && f.poisoned {
+			// Pebble panicked mid-operation and may hold its own locks:
+			// closing it could hang. Leave it to the process exit.
+			s.closeErr = fmt.Errorf("close: %w", f.err)
+			return
+		}
+		if err := catch(s.db.Close); err != nil {
+			s.closeErr = fmt.Errorf("close: %w", err)
+		}
+	})
+	return s.closeErr
+}
+
+// catch runs fn, turning a panic (Pebble panics on some internal errors,
+// and its Fatalf does through pebbleLogger) into an error.
+func catch(fn func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = panicError(r)
+		}
+	}()
+	return fn()
+}
+
+func panicError(r any) error {
+	if err, ok := r.(error); ok {
+		return fmt.Errorf("pebble panic: %w", err)
+	}
+	return fmt.Errorf("pebble panic: %v", r)
+}
