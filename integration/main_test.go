@@ -142,6 +142,7 @@ type server struct {
 	t     testing.TB
 	data  string
 	extra []string
+	env   []string
 
 	cmd    *exec.Cmd
 	stderr *logBuffer
@@ -168,17 +169,24 @@ func start(t testing.TB, extra ...string) *server {
 // startIn is start on a given data directory.
 func startIn(t testing.TB, data string, extra ...string) *server {
 	t.Helper()
+	return startEnvIn(t, nil, data, extra...)
+}
+
+// startEnvIn is startIn with extra environment variables (KEY=value), such
+// as the LOGBROKER_* twins of flags.
+func startEnvIn(t testing.TB, env []string, data string, extra ...string) *server {
+	t.Helper()
 	args := []string{"serve",
 		"--mqtt", "127.0.0.1:0", "--ws", "127.0.0.1:0", "--http", "127.0.0.1:0",
 		"--data", data,
 	}
 	args = append(args, extra...)
-	s := &server{t: t, data: data, extra: extra, stderr: newLogBuffer(), exited: make(chan struct{})}
+	s := &server{t: t, data: data, extra: extra, env: env, stderr: newLogBuffer(), exited: make(chan struct{})}
 	s.cmd = exec.Command(binPath, args...)
 	s.cmd.Dir = t.TempDir() // never the working directory
 	s.cmd.Stdout = s.stderr
 	s.cmd.Stderr = s.stderr
-	s.cmd.Env = cleanEnv()
+	s.cmd.Env = append(cleanEnv(), env...)
 	s.cmd.WaitDelay = 5 * time.Second
 	if err := s.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", binPath, err)
@@ -311,7 +319,7 @@ func (s *server) kill9() {
 func (s *server) restart() *server {
 	s.t.Helper()
 	s.stop()
-	return startIn(s.t, s.data, s.extra...)
+	return startEnvIn(s.t, s.env, s.data, s.extra...)
 }
 
 // logs returns what the process wrote so far.
@@ -321,11 +329,17 @@ func (s *server) logs() string { return s.stderr.String() }
 // returns its combined output and exit code.
 func runBinary(t testing.TB, d time.Duration, args ...string) (string, int) {
 	t.Helper()
+	return runBinaryEnv(t, d, nil, args...)
+}
+
+// runBinaryEnv is runBinary with extra environment variables (KEY=value).
+func runBinaryEnv(t testing.TB, d time.Duration, env []string, args ...string) (string, int) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, binPath, args...)
 	cmd.Dir = t.TempDir()
-	cmd.Env = cleanEnv()
+	cmd.Env = append(cleanEnv(), env...)
 	out, err := cmd.CombinedOutput()
 	if ctx.Err() != nil {
 		t.Fatalf("logbroker %s: still running after %v; output:\n%s", strings.Join(args, " "), d, out)
