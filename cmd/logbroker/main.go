@@ -3,6 +3,7 @@
 // Usage:
 //
 //	logbroker serve [flags]   run the broker (logbroker serve -h lists the flags)
+//	logbroker bench [flags]   measure a broker: calls/s, latency, errors
 package main
 
 import (
@@ -35,10 +36,17 @@ const usage = `logbroker: an MQTT broker with a built-in, durable log service.
 
 Usage:
   logbroker serve [flags]    run the broker
+  logbroker bench [flags]    load generator: calls/s, latency and errors of a broker
+                             (--embedded starts one in-process)
   logbroker passwd           read a password on stdin, print its bcrypt hash
+  logbroker call METHOD [ARGS_JSON]
+                             call the log service, print the result
+  logbroker log MSG...       log MSG (or each line of stdin) as --src
+  logbroker tail [SRC]       print the last entries of SRC; -f follows
+  logbroker simulate         run a demo fleet: --devices N --rate R
   logbroker help             show this text
 
-Run 'logbroker serve -h' for the flags of serve. Every flag also reads an
+Run 'logbroker COMMAND -h' for the flags of a command. Every flag also reads an
 environment variable: --follow-timeout is LOGBROKER_FOLLOW_TIMEOUT.
 `
 
@@ -51,8 +59,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "serve":
 		return serve(ctx, args[1:], stdout, stderr)
+	case "bench":
+		return bench(ctx, args[1:], stdout, stderr)
 	case "passwd":
 		return passwd(args[1:], os.Stdin, stdout, stderr)
+	case "call":
+		return call(ctx, args[1:], os.Stdin, stdout, stderr)
+	case "log":
+		return logCmd(ctx, args[1:], os.Stdin, stdout, stderr)
+	case "tail":
+		return tail(ctx, args[1:], stdout, stderr)
+	case "simulate":
+		return simulate(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

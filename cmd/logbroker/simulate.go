@@ -1,0 +1,214 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/logbroker/logbroker/cmd/internal/rpcclient"
+)
+
+// simulate runs `logbroker simulate`: a demo fleet, one MQTT connection
+// per device, each logging with Log.Log calls until interrupted.
+func simulate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("simulate", "simulate [flags]\n\nRuns a demo fleet: --devices MQTT connections with srcs <prefix>-001, ...,\neach logging a boot sequence, then sensor readings (JSON objects on stream\nsensors), housekeeping lines (console) and the odd error (errors) with\nLog.Log calls, until interrupted or --duration passes. Prints a summary.", stderr)
+	c := addConnFlags(fs)
+	var devices int
+	var rate float64
+	var prefix string
+	var duration time.Duration
+	fs.IntVar(&devices, "devices", 5, "number of simulated devices (one connection each)")
+	fs.Float64Var(&rate, "rate", 1, "entries per second per device, after its boot lines")
+	fs.StringVar(&prefix, "prefix", "dev", "device srcs are <prefix>-001, <prefix>-002, ...")
+	fs.DurationVar(&duration, "duration", 0, "stop after this long; 0: run until interrupted")
+	if _, err := parseArgs(fs, args); err != nil {
+		return helpIsNoError(err)
+	}
+	if devices < 1 || devices > 10000 {
+		return fmt.Errorf("--devices %d: want 1..10000", devices)
+	}
+	if !(rate > 0) || math.IsInf(rate, 0) {
+		return fmt.Errorf("--rate %v: want a positive number", rate)
+	}
+	if duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, duration)
+		defer cancel()
+	}
+
+	// Connect the whole fleet first, so a wrong --broker fails at once.
+	fleet := make([]*device, devices)
+	var wg sync.WaitGroup
+	errs := make([]error, devices)
+	for i := range fleet {
+		wg.Go(func() {
+			dc := *c
+			dc.src = fmt.Sprintf("%s-%03d", prefix, i+1)
+			cl, err := dc.dial(ctx, stderr)
+			if err != nil {
+				errs[i] = fmt.Errorf("device %s: %w", dc.src, err)
+				return
+			}
+			fleet[i] = newDevice(cl, uint64(i+1), c.broker)
+		})
+	}
+	wg.Wait()
+	defer func() {
+		for _, d := range fleet {
+			if d != nil {
+				d.cl.Close()
+			}
+		}
+	}()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "simulate: %d devices (%s .. %s) logging %g entries/s each to %s; Ctrl-C stops\n",
+		devices, fleet[0].cl.Src(), fleet[devices-1].cl.Src(), rate, c.broker)
+
+	var st simStats
+	began := time.Now()
+	interval := time.Duration(float64(time.Second) / rate)
+	for _, d := range fleet {
+		wg.Go(func() { d.run(ctx, interval, c.timeout, &st) })
+	}
+	wg.Wait()
+	elapsed := time.Since(began)
+	acked, failed := st.acked.Load(), st.failed.Load()
+	fmt.Fprintf(stdout, "simulate: %d devices for %.1f s: %d entries acknowledged (%.1f/s), %d failed\n",
+		devices, elapsed.Seconds(), acked, float64(acked)/elapsed.Seconds(), failed)
+	if failed > 0 {
+		st.mu.Lock()
+		fmt.Fprintf(stdout, "simulate: first failure: %v\n", st.firstErr)
+		st.mu.Unlock()
+	}
+	return nil
+}
+
+// simStats counts the fleet's calls.
+type simStats struct {
+	acked, failed atomic.Int64
+	mu            sync.Mutex
+	firstErr      error
+}
+
+func (s *simStats) fail(err error) {
+	s.failed.Add(1)
+	s.mu.Lock()
+	if s.firstErr == nil {
+		s.firstErr = err
+	}
+	s.mu.Unlock()
+}
+
+// device is one simulated device: a connection and some drifting state.
+type device struct {
+	cl     *rpcclient.Client
+	rnd    *rand.Rand
+	broker string
+	booted time.Time
+	temp   float64 // °C
+	hum    float64 // %
+	batt   float64 // V
+}
+
+func newDevice(cl *rpcclient.Client, n uint64, broker string) *device {
+	rnd := rand.New(rand.NewPCG(n, uint64(time.Now().UnixNano())))
+	return &device{
+		cl:     cl,
+		rnd:    rnd,
+		broker: broker,
+		temp:   18 + rnd.Float64()*6,
+		hum:    35 + rnd.Float64()*20,
+		batt:   3.6 + rnd.Float64()*0.5,
+	}
+}
+
+// run logs the boot lines, then one line per interval (with jitter) until
+// ctx ends.
+func (d *device) run(ctx context.Context, interval, timeout time.Duration, st *simStats) {
+	send := func(stream string, msg any) {
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		_, err := d.cl.Call(cctx, "Log.Log", map[string]any{"stream": stream, "msg": msg})
+		switch {
+		case err == nil:
+			st.acked.Add(1)
+		case ctx.Err() == nil:
+			st.fail(err)
+		}
+	}
+	d.boot(send)
+	// Spread the devices over the first interval.
+	next := time.Now().Add(time.Duration(d.rnd.Float64() * float64(interval)))
+	for {
+		t := time.NewTimer(time.Until(next))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		stream, msg := d.line()
+		send(stream, msg)
+		if stream == "errors" && d.rnd.IntN(20) == 0 {
+			send("console", "watchdog: task sensors stuck for 8000 ms, rebooting")
+			d.boot(send)
+		}
+		// Jitter of ±20% keeps the fleet from logging in lockstep.
+		next = next.Add(time.Duration(float64(interval) * (0.8 + 0.4*d.rnd.Float64())))
+		if now := time.Now(); next.Before(now) {
+			next = now // behind (slow acks): do not burst to catch up
+		}
+	}
+}
+
+// boot logs a boot sequence on console.
+func (d *device) boot(send func(stream string, msg any)) {
+	d.booted = time.Now()
+	reasons := []string{"power-on", "software reset", "watchdog"}
+	send("console", fmt.Sprintf("boot: fw 1.4.%d (build 20261102-0915), reset reason: %s", d.rnd.IntN(3), reasons[d.rnd.IntN(len(reasons))]))
+	send("console", fmt.Sprintf("wifi: connected to \"plant-%d\", rssi %d dBm, ip 10.0.%d.%d",
+		1+d.rnd.IntN(4), -45-d.rnd.IntN(40), d.rnd.IntN(8), 10+d.rnd.IntN(200)))
+	send("console", "mqtt: connected to "+d.broker)
+	send("console", fmt.Sprintf("boot ok in %d ms", 600+d.rnd.IntN(1800)))
+}
+
+// line makes the next regular line: mostly sensor readings, some
+// housekeeping, the odd error.
+func (d *device) line() (stream string, msg any) {
+	switch p := d.rnd.IntN(100); {
+	case p < 65:
+		d.temp += (d.rnd.Float64() - 0.5) * 0.4
+		d.hum = min(max(d.hum+(d.rnd.Float64()-0.5), 5), 95)
+		d.batt = max(d.batt-0.0005*d.rnd.Float64(), 3.0)
+		return "sensors", map[string]any{
+			"temp_c":       math.Round(d.temp*10) / 10,
+			"humidity_pct": math.Round(d.hum*10) / 10,
+			"battery_v":    math.Round(d.batt*1000) / 1000,
+		}
+	case p < 94:
+		switch d.rnd.IntN(3) {
+		case 0:
+			return "console", fmt.Sprintf("heap free %d bytes, uptime %d s", 28000+d.rnd.IntN(6000), int(time.Since(d.booted).Seconds()))
+		case 1:
+			return "console", fmt.Sprintf("wifi: rssi %d dBm", -45-d.rnd.IntN(40))
+		default:
+			return "console", "ota: no update available"
+		}
+	default:
+		errs := []string{
+			"i2c: sensor 0x44 read timeout, retry 1/3",
+			"wifi: beacon timeout, reconnecting",
+			"ota: checksum mismatch, download aborted",
+			fmt.Sprintf("adc: battery reading out of range: %.2f V", d.rnd.Float64()*0.1),
+		}
+		return "errors", errs[d.rnd.IntN(len(errs))]
+	}
+}
