@@ -55,6 +55,10 @@ func DecodeFrame(payload []byte) (*Frame, error) {
 	f.Src = src
 	// Whatever else is wrong, an answer carries the id as sent and the tag.
 	f.ID = lookup(ms, "id")
+	if !utf8.Valid(f.ID) {
+		// It could not be echoed byte for byte in a valid response.
+		return nil, fmt.Errorf("decode frame: %w: id is not valid UTF-8", ErrDropped)
+	}
 	rawTag := lookup(ms, "tag")
 	if rawTag != nil {
 		f.Tag, f.HasTag = decodeString(rawTag)
@@ -65,6 +69,12 @@ func DecodeFrame(payload []byte) (*Frame, error) {
 		if f.NoResponse, ok = decodeBool(raw); !ok {
 			return f, errorf(CodeBadRequest, "nr must be a bool, not %s", jsonKind(raw))
 		}
+	}
+	// JSON text is UTF-8 (RFC 8259 §8.1); encoding/json lets invalid bytes
+	// through in strings, and a msg stored with them would poison every
+	// List that returns it.
+	if !utf8.Valid(payload) {
+		return f, errorf(CodeBadRequest, "frame is not valid UTF-8")
 	}
 	if f.ID != nil && !validID(f.ID) {
 		return f, errorf(CodeBadRequest, "id must be a positive integer below 2^53 or a string, not %s", f.ID)

@@ -177,13 +177,14 @@ func decodeString(v []byte) (string, bool) {
 	return s, true
 }
 
-// decodeNumber decodes a raw JSON value that must be a number.
+// decodeNumber decodes a raw JSON number. One beyond the range of a float64
+// (1e400) is ±Inf: huge, not malformed.
 func decodeNumber(v []byte) (float64, bool) {
 	if len(v) == 0 || !(v[0] == '-' || (v[0] >= '0' && v[0] <= '9')) {
 		return 0, false
 	}
 	f, err := strconv.ParseFloat(string(v), 64)
-	return f, err == nil
+	return f, err == nil || errors.Is(err, strconv.ErrRange)
 }
 
 // decodeInt decodes a raw JSON number that must have an integer value in
