@@ -48,7 +48,8 @@ func (s *server) mosquittoSub(t testing.TB, args ...string) *mosqSub {
 	all := append(s.hostPort(), "-d", "-F", mosqFormat)
 	all = append(all, args...)
 	m := &mosqSub{t: t, out: newLogBuffer(), exited: make(chan struct{})}
-	m.cmd = exec.Command("mosquitto_sub", all...)
+	// Line-buffered: mosquitto_sub's stdio buffers a pipe otherwise.
+	m.cmd = exec.Command("stdbuf", append([]string{"-oL", "-eL", "mosquitto_sub"}, all...)...)
 	m.cmd.Stdout = m.out
 	m.cmd.Stderr = m.out
 	m.cmd.WaitDelay = 2 * time.Second
