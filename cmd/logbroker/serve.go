@@ -117,39 +117,75 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	n, err := startNode(c, log)
+	if err != nil {
+		return err
+	}
+	log.Info("logbroker started", "mqtt", n.broker.MQTTAddr(), "ws", n.broker.WSAddr(), "http", n.httpAddr,
+		"plain_mqtt", n.broker.PlainAddr(), "tls", n.tls, "data", c.dataDir, "id", c.id, "mode", n.mode)
+
+	<-ctx.Done()
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
+	defer cancel()
+	n.Close(sctx)
+	return nil
+}
+
+// node is one running logbroker: store, rpc service, hooks, broker and
+// HTTP server, wired together. `serve` runs one until a signal arrives;
+// `bench --embedded` runs one in-process.
+type node struct {
+	log      *slog.Logger
+	store    *storage.Store
+	broker   *broker.Broker
+	svc      *rpc.Service
+	hs       *http.Server // nil when --http is empty
+	httpAddr string       // the bound HTTP address; "" when disabled
+	mode     string       // "open" or "secured"
+	tls      bool
+
+	stopReload func() // stops the SIGHUP reloader (secured mode); nil in open mode
+	started    bool   // the broker's listeners are up
+}
+
+// startNode checks c, opens the store, builds the service, hooks and
+// broker, and starts the listeners: storage first, broker last. On error
+// whatever was started is closed again, in reverse order.
+func startNode(c *serveConfig, log *slog.Logger) (_ *node, err error) {
 	var users hooks.Users
 	if c.auth != "" {
 		if users, err = hooks.LoadUsers(c.auth); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	tlsConf, err := loadTLS(c.tlsCert, c.tlsKey)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if c.auth == "" && !c.insecureOpen {
 		for _, a := range []struct{ name, addr string }{{"mqtt", c.mqttAddr}, {"ws", c.wsAddr}, {"http", c.httpAddr}, {"plain-mqtt", c.plainMQTT}} {
 			if err := checkOpenAddr(a.name, a.addr); err != nil {
-				return err
+				return nil, err
 			}
 		}
 	}
 	if err := rpc.ValidSrc(c.id); err != nil || strings.Contains(c.id, "/") {
-		return fmt.Errorf("--id %q: must be a non-empty topic level without '/', '+', '#'", c.id)
+		return nil, fmt.Errorf("--id %q: must be a non-empty topic level without '/', '+', '#'", c.id)
 	}
 
-	// Storage first, broker last; closed in reverse.
-	store, err := storage.Open(c.dataDir, storage.Options{Logger: log.With("component", "storage")})
+	n := &node{log: log, mode: "open", tls: tlsConf != nil}
+	n.store, err = storage.Open(c.dataDir, storage.Options{Logger: log.With("component", "storage")})
 	if err != nil {
-		return fmt.Errorf("open store %s: %w", c.dataDir, err)
+		return nil, fmt.Errorf("open store %s: %w", c.dataDir, err)
 	}
 	defer func() {
-		if err := store.Close(); err != nil {
-			log.Error("close store", "err", err)
+		if err != nil {
+			n.unwind()
 		}
 	}()
 
-	b := broker.New(broker.Config{
+	n.broker = broker.New(broker.Config{
 		MQTTAddr:    c.mqttAddr,
 		WSAddr:      c.wsAddr,
 		PlainAddr:   c.plainMQTT,
@@ -164,7 +200,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			aliases = append(aliases, a)
 		}
 	}
-	svc := rpc.New(store, hooks.Sender{P: b}, rpc.Config{
+	n.svc = rpc.New(n.store, hooks.Sender{P: n.broker}, rpc.Config{
 		ID:            c.id,
 		Aliases:       aliases,
 		MaxMsg:        c.maxMsg,
@@ -176,64 +212,77 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		RateBurst:     c.rateBurst,
 		Logger:        log,
 	})
-	mode := "open"
 	var identify func(*mqtt.Client) rpc.Caller
 	if users != nil {
-		mode = "secured"
-		auth := hooks.NewAuth(b.Server(), users, svc.Names(), c.maxConns, log)
+		n.mode = "secured"
+		auth := hooks.NewAuth(n.broker.Server(), users, n.svc.Names(), c.maxConns, log)
 		identify = auth.Caller
-		if err := b.AddHook(auth, nil); err != nil {
-			return err
+		if err := n.broker.AddHook(auth, nil); err != nil {
+			return nil, err
 		}
-		stopReload := reloadOnHUP(c.auth, auth, log)
-		defer stopReload()
-	} else if err := b.AddHook(new(hooks.Open), nil); err != nil {
-		return err
+		n.stopReload = reloadOnHUP(c.auth, auth, log)
+	} else if err := n.broker.AddHook(new(hooks.Open), nil); err != nil {
+		return nil, err
 	}
-	if err := b.AddHook(hooks.NewRPC(svc, identify), nil); err != nil {
-		return err
+	if err := n.broker.AddHook(hooks.NewRPC(n.svc, identify), nil); err != nil {
+		return nil, err
 	}
-	if err := b.Start(); err != nil {
-		_ = svc.Shutdown(context.Background())
-		return err
+	if err := n.broker.Start(); err != nil {
+		return nil, err
 	}
+	n.started = true
 
-	var hs *http.Server
-	httpBound := ""
 	if c.httpAddr != "" {
 		ln, err := net.Listen("tcp", c.httpAddr)
 		if err != nil {
-			_ = svc.Shutdown(context.Background())
-			_ = b.Close()
-			return fmt.Errorf("listen http %s: %w", c.httpAddr, err)
+			return nil, fmt.Errorf("listen http %s: %w", c.httpAddr, err)
 		}
-		httpBound = ln.Addr().String()
-		hs = &http.Server{Handler: httpHandler(b), ReadHeaderTimeout: 10 * time.Second}
+		n.httpAddr = ln.Addr().String()
+		n.hs = &http.Server{Handler: httpHandler(n.broker), ReadHeaderTimeout: 10 * time.Second}
 		go func() {
-			if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := n.hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("http server stopped", "err", err)
 			}
 		}()
 	}
-	log.Info("logbroker started", "mqtt", b.MQTTAddr(), "ws", b.WSAddr(), "http", httpBound,
-		"plain_mqtt", b.PlainAddr(), "tls", tlsConf != nil, "data", c.dataDir, "id", c.id, "mode", mode)
+	return n, nil
+}
 
-	<-ctx.Done()
-	log.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
-	defer cancel()
-	if err := svc.Shutdown(sctx); err != nil {
-		log.Warn("calls still running at shutdown", "err", err)
+// unwind undoes a startNode that failed half-way.
+func (n *node) unwind() {
+	_ = n.svc.Shutdown(context.Background())
+	if n.started {
+		_ = n.broker.Close()
 	}
-	if hs != nil {
-		_ = hs.Shutdown(sctx)
+	n.closeLast()
+}
+
+// Close shuts n down in reverse start order: the service answers waiting
+// calls and lets calls in flight finish (until ctx ends), the HTTP server
+// and the broker stop, and the store is flushed and closed last.
+func (n *node) Close(ctx context.Context) {
+	if err := n.svc.Shutdown(ctx); err != nil {
+		n.log.Warn("calls still running at shutdown", "err", err)
 	}
-	if err := b.Close(); err != nil {
-		log.Error("close broker", "err", err)
+	if n.hs != nil {
+		_ = n.hs.Shutdown(ctx)
 	}
-	st := svc.Stats()
-	log.Info("stopped", "calls", st.Calls, "failed", st.Failed, "dropped", st.Dropped)
-	return nil
+	if err := n.broker.Close(); err != nil {
+		n.log.Error("close broker", "err", err)
+	}
+	st := n.svc.Stats()
+	n.log.Info("stopped", "calls", st.Calls, "failed", st.Failed, "dropped", st.Dropped)
+	n.closeLast()
+}
+
+// closeLast stops the SIGHUP reloader and closes the store.
+func (n *node) closeLast() {
+	if n.stopReload != nil {
+		n.stopReload()
+	}
+	if err := n.store.Close(); err != nil {
+		n.log.Error("close store", "err", err)
+	}
 }
 
 // mochiLogger quiets mochi's own chatter below warnings.

@@ -1,0 +1,155 @@
+package loadgen
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// openIdle opens cfg.Idle MQTT connections that then stay silent (keep-alive
+// 0), reading cfg.RSSPid's resident memory before and after.
+func openIdle(ctx context.Context, cfg Config) (*IdleResult, func(), error) {
+	u, err := url.Parse(cfg.Broker)
+	if err != nil {
+		return nil, nil, err
+	}
+	res := &IdleResult{PID: cfg.RSSPid}
+	if cfg.RSSPid > 0 {
+		if res.RSSBefore, err = readRSS(cfg.RSSPid); err != nil {
+			return nil, nil, err
+		}
+	}
+	conns := make([]net.Conn, cfg.Idle)
+	var mu sync.Mutex
+	var firstErr error
+	sem := make(chan struct{}, 32)
+	var wg sync.WaitGroup
+	for i := range cfg.Idle {
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			c, err := connectIdle(u.Host, fmt.Sprintf("%s-idle%d", cfg.Prefix, i), cfg.User, cfg.Password, cfg.Timeout)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				res.Failed++
+				if firstErr == nil {
+					firstErr = err
+				}
+				return
+			}
+			conns[i] = c
+			res.Connections++
+		}()
+	}
+	wg.Wait()
+	closeAll := func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}
+	if res.Connections == 0 && firstErr != nil {
+		closeAll()
+		return nil, nil, fmt.Errorf("idle connections: %w", firstErr)
+	}
+	if cfg.RSSPid > 0 {
+		if res.RSSAfter, err = readRSS(cfg.RSSPid); err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		if res.Connections > 0 {
+			res.PerConn = float64(res.RSSAfter-res.RSSBefore) / float64(res.Connections)
+		}
+	}
+	return res, closeAll, nil
+}
+
+// connectIdle sends an MQTT 3.1.1 CONNECT (clean session, keep-alive 0)
+// and reads the CONNACK.
+func connectIdle(addr, id, user, password string, timeout time.Duration) (net.Conn, error) {
+	c, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	var body []byte
+	body = append(body, 0, 4, 'M', 'Q', 'T', 'T', 4)
+	flags := byte(0x02) // clean session
+	if user != "" {
+		flags |= 0x80 | 0x40
+	}
+	body = append(body, flags, 0, 0) // keep-alive 0: no deadline
+	str := func(s string) {
+		body = append(body, byte(len(s)>>8), byte(len(s)))
+		body = append(body, s...)
+	}
+	str(id)
+	if user != "" {
+		str(user)
+		str(password)
+	}
+	pkt := []byte{0x10}
+	for n := len(body); ; {
+		b := byte(n % 128)
+		n /= 128
+		if n > 0 {
+			b |= 0x80
+		}
+		pkt = append(pkt, b)
+		if n == 0 {
+			break
+		}
+	}
+	pkt = append(pkt, body...)
+	_ = c.SetDeadline(time.Now().Add(timeout))
+	if _, err := c.Write(pkt); err != nil {
+		c.Close()
+		return nil, err
+	}
+	var ack [4]byte
+	if _, err := io.ReadFull(c, ack[:]); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("connack: %w", err)
+	}
+	if ack[0] != 0x20 || ack[3] != 0 {
+		c.Close()
+		return nil, fmt.Errorf("connack % x: refused", ack)
+	}
+	_ = c.SetDeadline(time.Time{})
+	return c, nil
+}
+
+// readRSS reads VmRSS of pid from /proc, in bytes.
+func readRSS(pid int) (int64, error) {
+	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, fmt.Errorf("read RSS: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("read RSS: %q: %w", rest, err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, errors.New("read RSS: no VmRSS line")
+}
