@@ -40,6 +40,9 @@ func allowed(role rpc.Role, identity string, services []string, topic string, wr
 	if !write {
 		topic = stripShare(topic)
 	}
+	if !validMQTTTopic(topic, write) {
+		return false
+	}
 	for _, r := range aclRules {
 		if r.role != role || r.write != write {
 			continue
@@ -58,6 +61,25 @@ func allowed(role rpc.Role, identity string, services []string, topic string, wr
 		}
 	}
 	return false
+}
+
+// validMQTTTopic reports whether topic is a valid topic name (write) or topic
+// filter: not empty, wildcards only as whole levels, '#' only last, and none
+// in a name. mochi checks this too, before asking the ACL.
+func validMQTTTopic(topic string, name bool) bool {
+	if topic == "" {
+		return false
+	}
+	if name {
+		return !strings.ContainsAny(topic, "+#")
+	}
+	levels := strings.Split(topic, "/")
+	for i, l := range levels {
+		if (l == "#" && i < len(levels)-1) || (l != "+" && l != "#" && strings.ContainsAny(l, "+#")) {
+			return false
+		}
+	}
+	return true
 }
 
 // stripShare removes a shared-subscription prefix: $share/<group>/<filter>.

@@ -28,8 +28,8 @@ type Auth struct {
 	users atomic.Pointer[Users]
 
 	mu     sync.Mutex
-	conns  map[string]int      // identity -> connections
-	proven map[string][32]byte // identity -> sha256 of a password bcrypt accepted
+	conns  map[string]map[*mqtt.Client]struct{} // identity -> its connections
+	proven map[string][32]byte                  // identity -> sha256 of a password bcrypt accepted
 }
 
 // NewAuth makes the hook. services are the service's names (for the ACL);
@@ -39,7 +39,7 @@ func NewAuth(srv *mqtt.Server, users Users, services []string, maxConns int, log
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	a := &Auth{srv: srv, services: services, maxConns: maxConns, log: log,
-		conns: map[string]int{}, proven: map[string][32]byte{}}
+		conns: map[string]map[*mqtt.Client]struct{}{}, proven: map[string][32]byte{}}
 	a.users.Store(&users)
 	return a
 }
@@ -62,38 +62,78 @@ func (a *Auth) user(cl *mqtt.Client) (User, bool) {
 	return u, ok
 }
 
-// Caller is the rpc identity of a connected client; ok is false for a client
-// that is no longer in the users file.
+// Caller is the rpc identity of a connected client. A client whose user is
+// no longer in the users file (a reload is disconnecting it) may do nothing.
 func (a *Auth) Caller(cl *mqtt.Client) rpc.Caller {
 	u, ok := a.user(cl)
 	if !ok {
-		return rpc.Caller{Identity: string(cl.Properties.Username), Role: rpc.RoleReader, Secured: true}
+		return rpc.Caller{Identity: string(cl.Properties.Username), Role: rpc.RoleNone, Secured: true}
 	}
 	return rpc.Caller{Identity: u.Name, Role: u.Role, Secured: true}
 }
 
-// OnConnect checks the username and password and the per-identity limit. A
-// refusal is sent here so that MQTT 5 clients get 0x87 "not authorized"
-// (3.1.1 clients: return code 5).
+// refuse sends a refusing CONNACK itself, because mochi would send a 3.1.1
+// client the MQTT 5 code unmapped: "not authorized" is 0x87 for MQTT 5 and
+// return code 5 for 3.1.1; "quota exceeded" is 0x97, and 3 "server
+// unavailable" for 3.1.1.
+func (a *Auth) refuse(cl *mqtt.Client, code packets.Code) error {
+	wire := code
+	if cl.Properties.ProtocolVersion < 5 {
+		switch code {
+		case packets.ErrNotAuthorized:
+			wire = packets.Err3NotAuthorized
+		case packets.ErrQuotaExceeded:
+			wire = packets.Err3ServerUnavailable
+		}
+	}
+	_ = a.srv.SendConnack(cl, wire, false, nil)
+	return code
+}
+
+// OnConnect checks the username and password, that the client id is not
+// another identity's session (a takeover would disconnect that client and
+// could inherit its subscriptions), and the per-identity connection limit.
 func (a *Auth) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	name := string(pk.Connect.Username)
 	u, ok := a.user(cl)
 	if !ok || !a.checkPassword(u, pk.Connect.Password) {
 		a.log.Info("connection refused", "client", cl.ID, "user", name, "remote", cl.Net.Remote, "err", "bad username or password")
-		_ = a.srv.SendConnack(cl, packets.ErrNotAuthorized, false, nil)
-		return packets.ErrNotAuthorized
+		return a.refuse(cl, packets.ErrNotAuthorized)
 	}
-	if a.maxConns > 0 {
-		a.mu.Lock()
-		n := a.conns[name]
-		a.mu.Unlock()
-		if n >= a.maxConns {
-			a.log.Warn("connection refused", "client", cl.ID, "user", name, "err", "too many connections for this identity")
-			_ = a.srv.SendConnack(cl, packets.ErrQuotaExceeded, false, nil)
-			return packets.ErrQuotaExceeded
+	if other, ok := a.srv.Clients.Get(cl.ID); ok && string(other.Properties.Username) != name {
+		a.log.Warn("connection refused", "client", cl.ID, "user", name, "remote", cl.Net.Remote, "err", "client id is in use by another user")
+		return a.refuse(cl, packets.ErrNotAuthorized)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.maxConns > 0 && a.liveConns(name, cl.ID) >= a.maxConns {
+		a.log.Warn("connection refused", "client", cl.ID, "user", name, "remote", cl.Net.Remote, "err", "too many connections for this identity")
+		return a.refuse(cl, packets.ErrQuotaExceeded)
+	}
+	// Counted from here, so that simultaneous connects cannot all pass the
+	// check; a connect that fails later is closed and no longer counts.
+	if a.conns[name] == nil {
+		a.conns[name] = map[*mqtt.Client]struct{}{}
+	}
+	a.conns[name][cl] = struct{}{}
+	return nil
+}
+
+// liveConns counts the identity's open connections, forgetting closed ones
+// (a connect that failed after OnConnect never sees OnDisconnect). A
+// connection with the id clientID does not count: the new one takes it
+// over. a.mu is held.
+func (a *Auth) liveConns(name, clientID string) int {
+	n := 0
+	for c := range a.conns[name] {
+		switch {
+		case c.Closed():
+			delete(a.conns[name], c)
+		case c.ID != clientID:
+			n++
 		}
 	}
-	return nil
+	return n
 }
 
 // checkPassword runs bcrypt once per identity and password; later connects
@@ -119,19 +159,17 @@ func (a *Auth) checkPassword(u User, password []byte) bool {
 // OnConnectAuthenticate accepts: OnConnect has already refused bad logins.
 func (a *Auth) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
 
-// OnSessionEstablished counts the identity's connection.
+// OnSessionEstablished logs the connection.
 func (a *Auth) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
-	a.mu.Lock()
-	a.conns[string(cl.Properties.Username)]++
-	a.mu.Unlock()
 	a.log.Info("client connected", "client", cl.ID, "user", string(cl.Properties.Username), "remote", cl.Net.Remote)
 }
 
-// OnDisconnect uncounts it.
+// OnDisconnect uncounts the connection.
 func (a *Auth) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
 	name := string(cl.Properties.Username)
 	a.mu.Lock()
-	if a.conns[name]--; a.conns[name] <= 0 {
+	delete(a.conns[name], cl)
+	if len(a.conns[name]) == 0 {
 		delete(a.conns, name)
 	}
 	a.mu.Unlock()
@@ -156,7 +194,8 @@ func (a *Auth) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 }
 
 // Reload swaps in a new users file. Clients whose user was removed, or whose
-// role or password changed, are disconnected; the others stay.
+// role or password changed, are disconnected at once (their next connect is
+// checked against the new file); the others stay connected.
 func (a *Auth) Reload(users Users) {
 	old := *a.users.Swap(&users)
 	a.mu.Lock()

@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
-	"sort"
 	"strings"
 
 	"golang.org/x/crypto/bcrypt"
@@ -31,11 +31,11 @@ type Users map[string]User
 //
 //	users:
 //	  device_123: {password: "$2a$10$...", role: device}
+//
+// Each account is kept as a node so that a problem in it is reported with
+// the user's name.
 type usersFile struct {
-	Users map[string]struct {
-		Password string `yaml:"password"`
-		Role     string `yaml:"role"`
-	} `yaml:"users"`
+	Users yaml.Node `yaml:"users"`
 }
 
 // LoadUsers reads and checks a users file.
@@ -52,38 +52,81 @@ func LoadUsers(path string) (Users, error) {
 }
 
 // ParseUsers checks every account and reports the first problem by user
-// name: a bad name, an unknown role, a password that is not a bcrypt hash.
+// name: a bad name, a duplicate, an unknown field, an unknown role, a
+// password that is not a bcrypt hash.
 func ParseUsers(data []byte) (Users, error) {
 	var f usersFile
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&f); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%w: empty file (want a top-level \"users:\" map)", ErrUsers)
+		}
 		return nil, fmt.Errorf("%w: %v", ErrUsers, err)
 	}
-	if len(f.Users) == 0 {
-		return nil, fmt.Errorf("%w: no users (want a top-level \"users:\" map)", ErrUsers)
+	if f.Users.Kind != yaml.MappingNode || len(f.Users.Content) == 0 {
+		return nil, fmt.Errorf("%w: no users (want a top-level \"users:\" map of name: {password, role})", ErrUsers)
 	}
-	names := make([]string, 0, len(f.Users))
-	for n := range f.Users {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	out := make(Users, len(names))
-	for _, name := range names {
-		u := f.Users[name]
-		if err := validUserName(name); err != nil {
-			return nil, fmt.Errorf("%w: user %q: %v", ErrUsers, name, err)
+	out := make(Users, len(f.Users.Content)/2)
+	for i := 0; i+1 < len(f.Users.Content); i += 2 {
+		k, v := f.Users.Content[i], f.Users.Content[i+1]
+		name := k.Value
+		u, err := parseUser(name, v)
+		if err == nil {
+			if _, dup := out[name]; dup {
+				err = errors.New("defined twice")
+			}
 		}
-		role, ok := rpc.ParseRole(u.Role)
-		if !ok {
-			return nil, fmt.Errorf("%w: user %q: unknown role %q (want device, reader or admin)", ErrUsers, name, u.Role)
+		if err != nil {
+			return nil, fmt.Errorf("%w: line %d: user %q: %v", ErrUsers, k.Line, name, err)
 		}
-		if _, err := bcrypt.Cost([]byte(u.Password)); err != nil {
-			return nil, fmt.Errorf("%w: user %q: password is not a bcrypt hash (make one with: logbroker passwd)", ErrUsers, name)
-		}
-		out[name] = User{Name: name, Hash: []byte(u.Password), Role: role}
+		out[name] = u
 	}
 	return out, nil
+}
+
+// parseUser checks one account: {password: <bcrypt hash>, role: <role>}.
+func parseUser(name string, n *yaml.Node) (User, error) {
+	if err := validUserName(name); err != nil {
+		return User{}, err
+	}
+	if n.Kind != yaml.MappingNode {
+		return User{}, errors.New("want {password: <bcrypt hash>, role: device|reader|admin}")
+	}
+	var password, role *string
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		var dst **string
+		switch k.Value {
+		case "password":
+			dst = &password
+		case "role":
+			dst = &role
+		default:
+			return User{}, fmt.Errorf("unknown field %q (want password and role)", k.Value)
+		}
+		if *dst != nil {
+			return User{}, fmt.Errorf("%s given twice", k.Value)
+		}
+		if v.Kind != yaml.ScalarNode {
+			return User{}, fmt.Errorf("%s must be a string", k.Value)
+		}
+		*dst = &v.Value
+	}
+	if role == nil {
+		return User{}, errors.New("no role (want device, reader or admin)")
+	}
+	r, ok := rpc.ParseRole(*role)
+	if !ok {
+		return User{}, fmt.Errorf("unknown role %q (want device, reader or admin)", *role)
+	}
+	if password == nil {
+		return User{}, errors.New("no password (make a hash with: logbroker passwd)")
+	}
+	if _, err := bcrypt.Cost([]byte(*password)); err != nil {
+		return User{}, errors.New("password is not a bcrypt hash (plain-text passwords are refused; make a hash with: logbroker passwd)")
+	}
+	return User{Name: name, Hash: []byte(*password), Role: r}, nil
 }
 
 // validUserName: a user name is an identity and a topic level, so it has no

@@ -14,6 +14,7 @@ const (
 	RoleAdmin  Role = iota // anything, on behalf of any source
 	RoleDevice             // its own sources only
 	RoleReader             // List any source; no Log, no Delete
+	RoleNone               // nothing: a client whose account a reload removed
 )
 
 // String names the role as the users file does.
@@ -25,11 +26,14 @@ func (r Role) String() string {
 		return "device"
 	case RoleReader:
 		return "reader"
+	case RoleNone:
+		return "none"
 	}
 	return "unknown"
 }
 
-// ParseRole is the inverse of Role.String.
+// ParseRole is the inverse of Role.String for the roles a users file may
+// name (not "none").
 func ParseRole(s string) (Role, bool) {
 	switch s {
 	case "admin":
@@ -77,7 +81,7 @@ var methodAccess = map[string]access{
 // mayFrame reports whether the caller may send a frame with this src (where
 // the reply goes): its own sources, or any for an admin.
 func (c Caller) mayFrame(src string) bool {
-	return !c.Secured || c.Role == RoleAdmin || c.owns(src)
+	return !c.Secured || c.Role == RoleAdmin || (c.Role != RoleNone && c.owns(src))
 }
 
 // may reports whether the caller may do a to src.
