@@ -4,7 +4,6 @@
 //
 //	logbroker serve [flags]   run the broker (logbroker serve -h lists the flags)
 //	logbroker bench [flags]   measure a broker: calls/s, latency, errors
-//	logbroker bench [flags]   measure a broker: calls/s, latency, errors
 package main
 
 import (
@@ -39,8 +38,6 @@ Usage:
   logbroker serve [flags]    run the broker
   logbroker bench [flags]    load generator: calls/s, latency and errors of a broker
                              (--embedded starts one in-process)
-  logbroker bench [flags]    load generator: calls/s, latency and errors of a broker
-                             (--embedded starts one in-process)
   logbroker passwd           read a password on stdin, print its bcrypt hash
   logbroker call METHOD [ARGS_JSON]
                              call the log service, print the result
@@ -62,8 +59,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "serve":
 		return serve(ctx, args[1:], stdout, stderr)
-	case "bench":
-		return bench(ctx, args[1:], stdout, stderr)
 	case "bench":
 		return bench(ctx, args[1:], stdout, stderr)
 	case "passwd":
