@@ -117,7 +117,7 @@ func Open(dir string, opts Options) (s *Store, err error) {
 	}
 	po := &pebble.Options{
 		FS:                 fs,
-		FormatMajorVersion: pebble.FormatNewest,
+		FormatMajorVersion: formatMajorVersion,
 		Logger:             pebbleLogger{log: log},
 	}
 	var db *pebble.DB
@@ -147,12 +147,29 @@ func Open(dir string, opts Options) (s *Store, err error) {
 	return s, nil
 }
 
-// checkFormat writes the format marker into a new database and checks it
-// in an existing one.
+// formatMajorVersion is the on-disk format Pebble writes, pinned rather than
+// pebble.FormatNewest: with FormatNewest, upgrading the Pebble module would
+// silently ratchet the format of existing stores (irreversibly: an older
+// binary could no longer open them). Raise it deliberately, with a test run
+// on a store written by the previous version. FormatValueSeparation is the
+// newest named format of Pebble v2.1.7 (equal to its FormatNewest); Pebble
+// opens older formats and upgrades them to this one.
+const formatMajorVersion = pebble.FormatValueSeparation
+
+// checkFormat writes the format marker into a new, empty database and checks
+// it in an existing one. A database with keys but no marker belongs to
+// something else: it is refused, never adopted.
 func checkFormat(db *pebble.DB) error {
 	v, closer, err := db.Get(metaKey)
 	switch {
 	case errors.Is(err, pebble.ErrNotFound):
+		empty, err := isEmpty(db)
+		if err != nil {
+			return err
+		}
+		if !empty {
+			return fmt.Errorf("not a logbroker store (no format marker, want %q)", formatVersion)
+		}
 		return catch(func() error { return db.Set(metaKey, []byte(formatVersion), pebble.Sync) })
 	case err != nil:
 		return err
@@ -162,6 +179,16 @@ func checkFormat(db *pebble.DB) error {
 		return fmt.Errorf("not a logbroker store (format %q, want %q)", v, formatVersion)
 	}
 	return nil
+}
+
+// isEmpty reports whether db holds no key at all.
+func isEmpty(db *pebble.DB) (bool, error) {
+	it, err := db.NewIter(nil)
+	if err != nil {
+		return false, err
+	}
+	empty := !it.First()
+	return empty, errors.Join(it.Error(), it.Close())
 }
 
 // Err returns nil while the store is healthy, else the error (wrapping
