@@ -187,7 +187,7 @@ func logCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 			ID string `json:"id"`
 		}
 		if err := json.Unmarshal(res, &r); err != nil {
-			return "", fmt.Errorf("Log.Log result %s: %w", res, err)
+			return "", fmt.Errorf("log: result %s: %w", res, err)
 		}
 		return r.ID, nil
 	}

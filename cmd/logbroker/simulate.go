@@ -133,16 +133,19 @@ func newDevice(cl *rpcclient.Client, n uint64, broker string) *device {
 // run logs the boot lines, then one line per interval (with jitter) until
 // ctx ends.
 func (d *device) run(ctx context.Context, interval, timeout time.Duration, st *simStats) {
+	// Once interrupted, a device starts no new call but lets the one in
+	// flight finish, so that the summary counts every entry stored.
 	send := func(stream string, msg any) {
-		cctx, cancel := context.WithTimeout(ctx, timeout)
-		defer cancel()
-		_, err := d.cl.Call(cctx, "Log.Log", map[string]any{"stream": stream, "msg": msg})
-		switch {
-		case err == nil:
-			st.acked.Add(1)
-		case ctx.Err() == nil:
-			st.fail(err)
+		if ctx.Err() != nil {
+			return
 		}
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+		defer cancel()
+		if _, err := d.cl.Call(cctx, "Log.Log", map[string]any{"stream": stream, "msg": msg}); err != nil {
+			st.fail(err)
+			return
+		}
+		st.acked.Add(1)
 	}
 	d.boot(send)
 	// Spread the devices over the first interval.

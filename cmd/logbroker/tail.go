@@ -124,7 +124,7 @@ func (t *tailer) list(ctx context.Context, extra map[string]any, opts ...rpcclie
 	}
 	var raws []json.RawMessage
 	if err := json.Unmarshal(res, &raws); err != nil {
-		return nil, fmt.Errorf("Log.List result is not an array: %w", err)
+		return nil, fmt.Errorf("list: result is not an array: %w", err)
 	}
 	return raws, nil
 }

@@ -78,7 +78,8 @@ type Client struct {
 	log  *slog.Logger
 
 	mu      sync.Mutex
-	gen     uint64        // connection generation, incremented on every connect
+	gen     uint64        // connections so far: the current one's generation
+	lost    uint64        // connections lost so far
 	ready   bool          // connected and subscribed to <src>/rpc (generation gen)
 	subErr  error         // why the last subscription failed
 	changed chan struct{} // closed and replaced when ready, subErr or closed change
@@ -242,22 +243,23 @@ func (c *Client) onConnect(pc mqtt.Client) {
 	c.notifyLocked()
 }
 
-// onLost fails the calls in flight: their responses are gone with the
-// connection (clean session).
-func (c *Client) onLost(pc mqtt.Client, err error) {
+// onLost fails the calls in flight on the lost connection: their
+// responses are gone with it (clean session). paho reports connections and
+// losses from goroutines of their own, so a loss may be reported after the
+// next connection is up; the n-th loss is that of the n-th connection.
+func (c *Client) onLost(_ mqtt.Client, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.lost++
+	lostGen := c.lost
 	if c.closed {
 		return
 	}
 	c.log.Warn("connection lost; reconnecting", "broker", c.opts.Broker, "err", err)
-	if pc.IsConnectionOpen() {
-		// A new connection is already up (this report is late): its
-		// onConnect failed the calls of the old one.
-		return
+	if c.gen == lostGen {
+		c.ready = false
 	}
-	c.ready = false
-	c.failLocked(func(*pending) bool { return true }, ErrConnectionLost)
+	c.failLocked(func(p *pending) bool { return p.gen <= lostGen }, ErrConnectionLost)
 }
 
 // notifyLocked wakes every waitReady. c.mu is held.
