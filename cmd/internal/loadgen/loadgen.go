@@ -455,6 +455,11 @@ func (r *run) dial(id string) (mqtt.Client, error) {
 	if r.cfg.TLS != nil {
 		opts.SetTLSConfig(r.cfg.TLS)
 	}
+	if u, err := url.Parse(r.cfg.Broker); err == nil {
+		if fn, ok := dialBuffered(u, r.cfg.TLS, r.cfg.Timeout); ok {
+			opts.SetCustomOpenConnectionFn(fn)
+		}
+	}
 	var c *caller
 	for _, cl := range r.callers {
 		if cl.src == id {
