@@ -3,12 +3,21 @@ package integration
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -16,6 +25,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 )
 
 // cliTimeout bounds one run of a client command.
@@ -31,11 +42,17 @@ type cliRun struct {
 // and stderr apart (runBinary combines them).
 func runCLI(t *testing.T, stdin string, args ...string) cliRun {
 	t.Helper()
+	return runCLIEnv(t, nil, stdin, args...)
+}
+
+// runCLIEnv is runCLI with extra environment variables (KEY=value).
+func runCLIEnv(t *testing.T, env []string, stdin string, args ...string) cliRun {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, binPath, args...)
 	cmd.Dir = t.TempDir()
-	cmd.Env = cleanEnv()
+	cmd.Env = append(cleanEnv(), env...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -517,6 +534,73 @@ func TestCLI_WebSocket(t *testing.T) {
 	}
 }
 
+func TestCLI_Secured(t *testing.T) {
+	caFile, certFile, keyFile := cliPKI(t)
+	users := cliUsers(t, map[string]string{"dev1": "device", "ops": "admin"})
+	s := start(t, "--auth", users, "--tls-cert", certFile, "--tls-key", keyFile)
+	ssl := []string{"--broker=ssl://" + s.MQTT, "--cafile", caFile}
+	password := cliPassword
+	as := func(user string, args ...string) []string {
+		return append(append([]string{args[0]}, ssl...), append([]string{"--user", user, "--password", password(user)}, args[1:]...)...)
+	}
+
+	t.Run("SSL", func(t *testing.T) {
+		id := strings.TrimSpace(runCLI(t, "", as("dev1", "log", "--src", "dev1", "over", "tls")...).ok(t).stdout)
+		r := runCLI(t, "", as("ops", "tail", "dev1", "--json")...).ok(t)
+		var e entry
+		if err := json.Unmarshal([]byte(r.stdout), &e); err != nil || e.ID != id || string(e.Msg) != `"over tls"` {
+			t.Errorf("admin tail over ssl:// = %q (%v), want entry %s", r.stdout, err, id)
+		}
+	})
+
+	t.Run("WSS", func(t *testing.T) {
+		r := runCLI(t, "", "call", "--broker=wss://"+s.WS, "--cafile", caFile, "--user", "ops", "--password", password("ops"),
+			"Log.List", `{"src":"dev1","last":1}`).ok(t)
+		if !strings.Contains(r.stdout, `"over tls"`) {
+			t.Errorf("call over wss:// = %q, want the dev1 entry", r.stdout)
+		}
+	})
+
+	t.Run("PasswordFromEnv", func(t *testing.T) {
+		args := append([]string{"call"}, ssl...)
+		args = append(args, "--user", "dev1", "Log.List", `{"src":"dev1","last":1}`)
+		r := runCLIEnv(t, []string{"LOGBROKER_PASSWORD=" + password("dev1")}, "", args...).ok(t)
+		if !strings.Contains(r.stdout, `"over tls"`) {
+			t.Errorf("with LOGBROKER_PASSWORD: %q, want the dev1 entry", r.stdout)
+		}
+	})
+
+	t.Run("DefaultSrcUnderUser", func(t *testing.T) {
+		// Without --src a device's frames carry dev1/cli-<hex>: its own.
+		r := runCLI(t, "", as("dev1", "call", "Log.List", `{"src":"dev1","last":1}`)...).ok(t)
+		if !strings.Contains(r.stdout, `"over tls"`) {
+			t.Errorf("device call without --src = %q, want the dev1 entry", r.stdout)
+		}
+	})
+
+	t.Run("Forbidden", func(t *testing.T) {
+		r := runCLI(t, "", as("dev1", "tail", "dev2")...)
+		if r.code != 1 || !strings.Contains(r.stderr, "error 403:") {
+			t.Errorf("device tail of another source: exit %d, stderr %q; want 1 and error 403", r.code, r.stderr)
+		}
+	})
+
+	t.Run("BadPassword", func(t *testing.T) {
+		args := append([]string{"call"}, ssl...)
+		r := runCLI(t, "", append(args, "--user", "dev1", "--password", "wrong", "Log.List")...)
+		if r.code != 1 || !strings.Contains(r.stderr, "dial ssl://"+s.MQTT) {
+			t.Errorf("bad password: exit %d, stderr %q; want 1 and the failed dial", r.code, r.stderr)
+		}
+	})
+
+	t.Run("UnknownCA", func(t *testing.T) {
+		r := runCLI(t, "", "call", "--broker=ssl://"+s.MQTT, "--user", "ops", "--password", password("ops"), "Log.List")
+		if r.code != 1 || !strings.Contains(r.stderr, "certificate") {
+			t.Errorf("without --cafile: exit %d, stderr %q; want 1 and a certificate error", r.code, r.stderr)
+		}
+	})
+}
+
 func TestCLI_Simulate(t *testing.T) {
 	s := start(t)
 	broker := "--broker=tcp://" + s.MQTT
@@ -566,6 +650,78 @@ func TestCLI_Simulate(t *testing.T) {
 	if streams["console"] < 3*4 || streams["sensors"] == 0 {
 		t.Errorf("streams %v: want each device's 4 boot lines on console and some sensor readings", streams)
 	}
+}
+
+// cliPassword is the password of a user of cliUsers.
+func cliPassword(user string) string { return "cli-pw-" + user }
+
+// cliUsers writes a users file (PROTOCOL §6) for users (name: role), with
+// passwords cliPassword(name), and returns its path.
+func cliUsers(t *testing.T, users map[string]string) string {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString("users:\n")
+	for name, role := range users {
+		h, err := bcrypt.GenerateFromPassword([]byte(cliPassword(name)), bcrypt.MinCost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&b, "  %s: {password: %q, role: %s}\n", name, h, role)
+	}
+	path := filepath.Join(t.TempDir(), "users.yaml")
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// cliPKI makes a CA and a certificate for 127.0.0.1 signed by it, and
+// returns the PEM files.
+func cliPKI(t *testing.T) (caFile, certFile, keyFile string) {
+	t.Helper()
+	newKey := func() *ecdsa.PrivateKey {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	caKey, key := newKey(), newKey()
+	now := time.Now()
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "logbroker CLI test CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caTmpl, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	caFile, certFile, keyFile = filepath.Join(dir, "ca.pem"), filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	for _, f := range []struct {
+		path, kind string
+		der        []byte
+	}{{caFile, "CERTIFICATE", caDER}, {certFile, "CERTIFICATE", der}, {keyFile, "EC PRIVATE KEY", keyDER}} {
+		if err := os.WriteFile(f.path, pem.EncodeToMemory(&pem.Block{Type: f.kind, Bytes: f.der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return caFile, certFile, keyFile
 }
 
 // proxy forwards TCP connections to a broker; down cuts them all and
