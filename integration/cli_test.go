@@ -515,6 +515,57 @@ func TestCLI_TailFollow(t *testing.T) {
 	})
 }
 
+// runOnTerminal runs the binary with args under script(1), whose pty makes
+// its stdout a terminal, and returns what it printed (CRLF made LF).
+func runOnTerminal(t *testing.T, env []string, args ...string) string {
+	t.Helper()
+	script, err := exec.LookPath("script")
+	if err != nil {
+		t.Fatalf("script(1) (Debian's essential bsdutils) is needed to give the CLI a terminal: %v", err)
+	}
+	quoted := []string{shellQuote(binPath)}
+	for _, a := range args {
+		quoted = append(quoted, shellQuote(a))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, script, "-qec", strings.Join(quoted, " "), "/dev/null")
+	cmd.Dir = t.TempDir()
+	cmd.Env = append(cleanEnv(), env...)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("script -qec logbroker %s: %v; output:\n%s", strings.Join(args, " "), err, out)
+	}
+	return strings.ReplaceAll(string(out), "\r\n", "\n")
+}
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+func TestCLI_Terminal(t *testing.T) {
+	s := start(t)
+	broker := "--broker=tcp://" + s.MQTT
+	runCLI(t, "", "log", broker, "--src", "ttydev", "--stream", "errors", "disk full").ok(t)
+
+	t.Run("CallIndents", func(t *testing.T) {
+		out := runOnTerminal(t, nil, "call", broker, "Log.List", `{"src":"ttydev"}`)
+		if !strings.HasPrefix(out, "[\n  {\n    \"id\": ") || !strings.Contains(out, `    "msg": "disk full"`) {
+			t.Errorf("call on a terminal = %q, want indented JSON", out)
+		}
+	})
+	t.Run("TailColours", func(t *testing.T) {
+		out := runOnTerminal(t, nil, "tail", broker, "ttydev")
+		if !strings.Contains(out, "\x1b[36mttydev\x1b[0m") || !strings.Contains(out, "\x1b[31mdisk full\x1b[0m") {
+			t.Errorf("tail on a terminal = %q, want colours", out)
+		}
+	})
+	t.Run("NoColor", func(t *testing.T) {
+		out := runOnTerminal(t, []string{"NO_COLOR=1"}, "tail", broker, "ttydev")
+		if strings.Contains(out, "\x1b") || !strings.HasSuffix(out, " ttydev errors disk full\n") {
+			t.Errorf("tail on a terminal with NO_COLOR = %q, want a plain line", out)
+		}
+	})
+}
+
 func TestCLI_WebSocket(t *testing.T) {
 	s := start(t)
 	if s.WS == "" {
