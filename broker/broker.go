@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
@@ -25,11 +26,17 @@ type Config struct {
 	TLS         *tls.Config // when set, both listeners speak TLS
 	MaxPacket   uint32      // largest MQTT packet accepted, bytes; 0 = no limit
 	ClientQueue int32       // outbound messages queued per client before drops; 0 = 1024
-	Logger      *slog.Logger
+	// DrainTimeout bounds how long Close waits for clients to acknowledge
+	// the QoS 1 and 2 messages sent to them; 0 = 2 s, negative = no wait.
+	DrainTimeout time.Duration
+	Logger       *slog.Logger
 }
 
 // DefaultClientQueue is the per-client outbound queue when Config.ClientQueue is 0.
 const DefaultClientQueue = 1024
+
+// DefaultDrainTimeout is Config.DrainTimeout when it is 0.
+const DefaultDrainTimeout = 2 * time.Second
 
 // Broker is the running MQTT server.
 type Broker struct {
@@ -52,6 +59,9 @@ func New(cfg Config) *Broker {
 	}
 	if cfg.ClientQueue <= 0 {
 		cfg.ClientQueue = DefaultClientQueue
+	}
+	if cfg.DrainTimeout == 0 {
+		cfg.DrainTimeout = DefaultDrainTimeout
 	}
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = cfg.MaxPacket
@@ -174,7 +184,11 @@ func (b *Broker) Clients() int {
 // Server exposes the mochi server for hooks that need to look up clients.
 func (b *Broker) Server() *mqtt.Server { return b.srv }
 
-// Close disconnects every client and stops the listeners.
+// Close disconnects every client and stops the listeners. It first waits,
+// up to Config.DrainTimeout, until every connected client has acknowledged
+// the QoS 1 and 2 messages sent to it, so that responses published just
+// before (the answers to waiting calls at shutdown) are delivered rather
+// than cut off with the connection.
 func (b *Broker) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -182,8 +196,48 @@ func (b *Broker) Close() error {
 		return nil
 	}
 	b.closed = true
+	if b.started {
+		b.drain(b.cfg.DrainTimeout)
+	}
 	if err := b.srv.Close(); err != nil {
 		return fmt.Errorf("close: %w", err)
 	}
 	return nil
+}
+
+// drain waits until every connected client has acknowledged the QoS 1
+// and 2 messages in flight to it when drain began, or d passes. Messages
+// sent later (answers to calls still arriving) do not prolong it. mochi
+// exposes no event for an acknowledgement, so it checks every few
+// milliseconds; it runs once, at shutdown.
+func (b *Broker) drain(d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	type pending struct {
+		cl *mqtt.Client
+		id uint16
+	}
+	var wait []pending
+	for _, cl := range b.srv.Clients.GetAll() {
+		if cl.Net.Inline || cl.Closed() {
+			continue
+		}
+		for _, pk := range cl.State.Inflight.GetAll(false) {
+			wait = append(wait, pending{cl, pk.PacketID})
+		}
+	}
+	deadline := time.Now().Add(d)
+	for len(wait) > 0 && time.Now().Before(deadline) {
+		left := wait[:0]
+		for _, p := range wait {
+			if _, ok := p.cl.State.Inflight.Get(p.id); ok && !p.cl.Closed() {
+				left = append(left, p)
+			}
+		}
+		wait = left
+		if len(wait) > 0 {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
 }

@@ -61,6 +61,12 @@ func connect(t testing.TB, broker string) *client {
 // newClient connects without subscribing to anything.
 func newClient(t testing.TB, broker string) *client {
 	t.Helper()
+	return newClientOpts(t, broker, nil)
+}
+
+// newClientOpts is newClient with a chance to change paho's options.
+func newClientOpts(t testing.TB, broker string, adjust func(*mqtt.ClientOptions)) *client {
+	t.Helper()
 	n := clientSeq.Add(1)
 	c := &client{
 		t:       t,
@@ -89,6 +95,9 @@ func newClient(t testing.TB, broker string) *client {
 				close(c.lostCh)
 			}
 		})
+	if adjust != nil {
+		adjust(opts)
+	}
 	c.pc = mqtt.NewClient(opts)
 	tok := c.pc.Connect()
 	if !tok.WaitTimeout(callTimeout) {

@@ -216,22 +216,33 @@ func (s *Service) OpenAs(client string, caller Caller) *Conn {
 		c.limit = newBucket(s.cfg.Rate, burst)
 	}
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		// Shutdown has begun (it sets closing before it takes mu): no
+		// worker, which could race its workers.Wait; Submit answers 503.
+		c.closed = true
+		c.gone = true
+		return c
+	}
 	s.conns[c] = struct{}{}
-	s.mu.Unlock()
 	s.workers.Add(1)
 	go c.run()
 	return c
 }
 
 // Submit queues call. It waits only while the connection's queue is full,
-// which slows that connection alone.
+// which slows that connection alone. Once Shutdown has begun, call is
+// answered at once (503, or the frame's own error) instead.
 func (c *Conn) Submit(call Call) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
-		return
+	closed := c.closed
+	if !closed {
+		c.ch <- call
 	}
-	c.ch <- call
+	c.mu.Unlock()
+	if closed && c.svc.closing.Load() {
+		c.handle(call) // never reaches a method while closing
+	}
 }
 
 // Close ends the connection's queue: calls already queued still run (their
