@@ -1,0 +1,209 @@
+package jetstream
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// cluster is a JetStream cluster of embedded nats-servers on loopback, each
+// with its store in a temporary directory and sync_interval always.
+type cluster struct {
+	t       tb
+	mu      sync.Mutex
+	opts    []*server.Options
+	servers []*server.Server // nil: stopped
+}
+
+// tb is the part of testing.TB the cluster uses, so that TestMain can
+// start one shared by the tests (see mainTB).
+type tb interface {
+	Helper()
+	Fatalf(format string, args ...any)
+	TempDir() string
+	Cleanup(func())
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort(t tb) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// newCluster starts n servers routed to each other and waits until
+// JetStream has a meta leader. They are shut down by t.Cleanup.
+func newCluster(t tb, n int) *cluster {
+	t.Helper()
+	c := &cluster{t: t}
+	var routes []*url.URL
+	for range n {
+		routes = append(routes, &url.URL{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", freePort(t))})
+	}
+	for i := range n {
+		port, _ := strconvPort(routes[i].Host)
+		c.opts = append(c.opts, &server.Options{
+			ServerName:         fmt.Sprintf("n%d", i),
+			Host:               "127.0.0.1",
+			Port:               freePort(t),
+			NoLog:              true,
+			NoSigs:             true,
+			JetStream:          true,
+			StoreDir:           t.TempDir(),
+			SyncAlways:         true,
+			JetStreamMaxMemory: 64 << 20,
+			JetStreamMaxStore:  4 << 30,
+			Cluster:            server.ClusterOpts{Name: "logbroker-test", Host: "127.0.0.1", Port: port},
+			Routes:             routes,
+		})
+		c.servers = append(c.servers, nil)
+	}
+	t.Cleanup(c.shutdown)
+	for i := range n {
+		c.start(i)
+	}
+	c.waitReady()
+	return c
+}
+
+func strconvPort(hostport string) (int, error) {
+	_, p, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return 0, err
+	}
+	var port int
+	_, err = fmt.Sscan(p, &port)
+	return port, err
+}
+
+// start (re)starts server i on its ports and directory.
+func (c *cluster) start(i int) {
+	c.t.Helper()
+	o := *c.opts[i] // the server keeps and mutates its options
+	s, err := server.NewServer(&o)
+	if err != nil {
+		c.t.Fatalf("server %d: %v", i, err)
+	}
+	s.Start()
+	if !s.ReadyForConnections(20 * time.Second) {
+		s.Shutdown()
+		c.t.Fatalf("server %d not ready", i)
+	}
+	c.mu.Lock()
+	c.servers[i] = s
+	c.mu.Unlock()
+}
+
+// stop shuts server i down, as a crash would (nothing is flushed beyond
+// what SyncAlways already synced).
+func (c *cluster) stop(i int) {
+	c.mu.Lock()
+	s := c.servers[i]
+	c.servers[i] = nil
+	c.mu.Unlock()
+	if s != nil {
+		s.Shutdown()
+		s.WaitForShutdown()
+	}
+}
+
+func (c *cluster) shutdown() {
+	for i := range c.servers {
+		c.stop(i)
+	}
+}
+
+// waitReady waits until JetStream has a meta leader that counts every
+// running server as a peer able to take streams.
+func (c *cluster) waitReady() {
+	c.t.Helper()
+	waitFor(c.t, 30*time.Second, "jetstream meta leader with every peer", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		running, peers := 0, 0
+		for _, s := range c.servers {
+			if s == nil {
+				continue
+			}
+			running++
+			if !s.JetStreamEnabled() {
+				return false
+			}
+			if s.JetStreamIsLeader() {
+				peers = len(s.JetStreamClusterPeers())
+			}
+		}
+		return peers == running
+	})
+}
+
+// urls returns the client URLs of every server, comma-separated.
+func (c *cluster) urls() string {
+	var u []string
+	for _, o := range c.opts {
+		u = append(u, fmt.Sprintf("nats://127.0.0.1:%d", o.Port))
+	}
+	return strings.Join(u, ",")
+}
+
+// connect returns a client connection to the cluster, preferring server
+// first, that reconnects for ever; t.Cleanup closes it.
+func (c *cluster) connect(first int) *nats.Conn {
+	c.t.Helper()
+	urls := strings.Split(c.urls(), ",")
+	urls[0], urls[first] = urls[first], urls[0]
+	nc, err := nats.Connect(strings.Join(urls, ","),
+		nats.DontRandomize(),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(50*time.Millisecond),
+		nats.RetryOnFailedConnect(true),
+	)
+	if err != nil {
+		c.t.Fatalf("connect: %v", err)
+	}
+	c.t.Cleanup(nc.Close)
+	return nc
+}
+
+// streamLeader returns the index of the server leading stream, or -1.
+func (c *cluster) streamLeader(stream string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, s := range c.servers {
+		if s != nil && s.JetStreamIsStreamLeader(server.DEFAULT_GLOBAL_ACCOUNT, stream) {
+			return i
+		}
+	}
+	return -1
+}
+
+// waitFor polls cond until it holds, failing t after timeout.
+func waitFor(t tb, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval of a condition
+	}
+}
+
+// testContext returns a context that ends with the test or after d.
+func testContext(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}

@@ -1,0 +1,51 @@
+package jetstream
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/logbroker/logbroker/storage"
+	"github.com/logbroker/logbroker/storage/storetest"
+)
+
+// Store satisfies the conformance contract (and so rpc.LogStore, a subset).
+var _ storetest.Store = (*Store)(nil)
+
+// harness opens stores on the shared cluster: each fresh location is a new
+// set of stream names, reopened by a new Store on a new connection.
+func harness(opts Options) storetest.Harness {
+	return storetest.Harness{Fresh: func(t testing.TB) func() (storetest.Store, error) {
+		o := opts
+		fresh := freshOptions()
+		o.Name, o.Subject = fresh.Name, fresh.Subject
+		return func() (storetest.Store, error) {
+			nc := shared.connect(int(storeNo.Load() % 3))
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			return Open(ctx, nc, o)
+		}
+	}}
+}
+
+func TestStore_Conformance(t *testing.T) {
+	t.Run("OnePartition", func(t *testing.T) { storetest.Run(t, harness(Options{})) })
+}
+
+func TestStore_Basics(t *testing.T) {
+	nc := shared.connect(0)
+	s, err := Open(testContext(t, 30*time.Second), nc, freshOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := testContext(t, 20*time.Second)
+	e, err := s.Append(ctx, storage.Record{Src: "dev.1", Stream: "a b", Timestamp: 7, Msg: []byte(`"x"`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.List(ctx, storage.Query{Src: "dev.1", Last: -1})
+	if err != nil || len(got) != 1 || got[0].Seq != e.Seq || string(got[0].Msg) != `"x"` {
+		t.Fatalf("list: %v %v", got, err)
+	}
+}

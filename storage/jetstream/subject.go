@@ -1,0 +1,119 @@
+package jetstream
+
+import (
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"strings"
+
+	"github.com/logbroker/logbroker/storage"
+)
+
+// Subject kinds (see doc.go, "Subject layout").
+const (
+	kindEntry = "e" // <prefix>.<part>.e.<src>.<stream>: one entry
+	kindHead  = "h" // <prefix>.<part>.h.<src>: head marker written by Delete
+)
+
+// token encodes a source or stream name as one subject token: unpadded
+// base64url, so '.', '*', '>', spaces and any UTF-8 are safe.
+func token(name string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(name))
+}
+
+// untoken is the inverse of token.
+func untoken(tok string) (string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(tok)
+	if err != nil {
+		return "", fmt.Errorf("decode subject token %q: %w", tok, errCorrupt)
+	}
+	return string(b), nil
+}
+
+// errCorrupt marks data in a stream that this package did not write.
+var errCorrupt = errors.New("unexpected message in stream")
+
+// validName reports whether s may be a source or stream name. The subjects
+// could hold any name; the rule is the Pebble store's, so that both
+// backends accept the same names.
+func validName(s string) bool {
+	return s != "" && strings.IndexByte(s, 0) < 0
+}
+
+func checkNames(src, stream string) error {
+	if !validName(src) {
+		return fmt.Errorf("%w: source %q", storage.ErrInvalid, src)
+	}
+	if !validName(stream) {
+		return fmt.Errorf("%w: stream %q", storage.ErrInvalid, stream)
+	}
+	return nil
+}
+
+// partition is one JetStream stream of the store: every source lives in
+// exactly one, chosen by a hash of its name.
+type partition struct {
+	index  int
+	name   string // JetStream stream name
+	prefix string // "<subject prefix>.<index>"
+}
+
+func (p *partition) entrySubject(src, stream string) string {
+	return p.prefix + "." + kindEntry + "." + token(src) + "." + token(stream)
+}
+
+// sourceFilter matches every entry subject of src.
+func (p *partition) sourceFilter(src string) string {
+	return p.prefix + "." + kindEntry + "." + token(src) + ".*"
+}
+
+func (p *partition) headSubject(src string) string {
+	return p.prefix + "." + kindHead + "." + token(src)
+}
+
+// parseEntrySubject returns the source and stream of an entry subject of p.
+func (p *partition) parseEntrySubject(subj string) (src, stream string, err error) {
+	rest, ok := strings.CutPrefix(subj, p.prefix+"."+kindEntry+".")
+	if !ok {
+		return "", "", fmt.Errorf("subject %q: %w", subj, errCorrupt)
+	}
+	st, sm, ok := strings.Cut(rest, ".")
+	if !ok {
+		return "", "", fmt.Errorf("subject %q: %w", subj, errCorrupt)
+	}
+	if src, err = untoken(st); err != nil {
+		return "", "", err
+	}
+	if stream, err = untoken(sm); err != nil {
+		return "", "", err
+	}
+	return src, stream, nil
+}
+
+// partitionOf returns the index of the partition that holds src.
+func partitionOf(src string, n int) int {
+	if n == 1 {
+		return 0
+	}
+	h := fnv.New32a()
+	h.Write([]byte(src))
+	return int(h.Sum32() % uint32(n))
+}
+
+// encodeValue returns a message payload: uvarint(timestamp) then msg, the
+// Pebble store's value layout.
+func encodeValue(ts int64, msg []byte) []byte {
+	b := make([]byte, 0, binary.MaxVarintLen64+len(msg))
+	b = binary.AppendUvarint(b, uint64(ts))
+	return append(b, msg...)
+}
+
+func decodeValue(v []byte) (ts int64, msg []byte, err error) {
+	u, n := binary.Uvarint(v)
+	if n <= 0 {
+		return 0, nil, fmt.Errorf("decode entry: %w", errCorrupt)
+	}
+	return int64(u), v[n:], nil
+}
