@@ -144,6 +144,10 @@ func (r reply) entries(t testing.TB) []entry {
 	return es
 }
 
+// callIDs is where the ids env.call hands out start, above those tests
+// write into frames themselves.
+const callIDs = 1 << 40
+
 // env is a Service over a real Pebble store in memory.
 type env struct {
 	t     testing.TB
@@ -228,7 +232,7 @@ func decodeReply(t testing.TB, m Message) reply {
 func (e *env) call(c *Conn, src, method, args string) reply {
 	e.t.Helper()
 	e.ids++
-	id := fmt.Sprint(e.ids)
+	id := fmt.Sprint(callIDs + e.ids)
 	frame := `{"id":` + id + `,"src":` + quote(src) + `,"method":` + quote(method)
 	if args != "" {
 		frame += `,"args":` + args
@@ -273,4 +277,9 @@ func waitUntil(t testing.TB, what string, cond func() bool) {
 func quote(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
+}
+
+// storageQuery selects every entry of src, for reading the store directly.
+func storageQuery(src string) storage.Query {
+	return storage.Query{Src: src, Last: -1, Limit: 1000}
 }

@@ -28,7 +28,7 @@ func TestLogLog(t *testing.T) {
 		before := time.Now().UnixMilli()
 		r := e.call(c, "dev1", "Log.Log", `{"msg":"boot ok"}`)
 		after := time.Now().UnixMilli()
-		if r.Error != nil || r.topic != "dev1/rpc" || r.Src != DefaultID || r.Dst != "dev1" || string(r.ID) != "1" {
+		if r.Error != nil || r.topic != "dev1/rpc" || r.Src != DefaultID || r.Dst != "dev1" || string(r.ID) != fmt.Sprint(callIDs+1) {
 			t.Fatalf("reply %s on %s", r.raw, r.topic)
 		}
 		var res map[string]string
