@@ -21,6 +21,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -36,6 +37,11 @@ type account struct {
 
 func password(name string) string { return "pw-" + name }
 
+// hashes keeps one bcrypt hash per user name, so that rewriting a users
+// file leaves the unchanged accounts byte for byte the same (a reload drops
+// the connections of an account whose hash changed).
+var hashes sync.Map // name -> string
+
 // usersYAML renders a users file for accounts, with bcrypt hashes of the
 // minimum cost (the broker accepts any cost; tests want speed).
 func usersYAML(t testing.TB, accounts ...account) []byte {
@@ -44,9 +50,13 @@ func usersYAML(t testing.TB, accounts ...account) []byte {
 	var b bytes.Buffer
 	b.WriteString("users:\n")
 	for _, a := range accounts {
-		h, err := bcrypt.GenerateFromPassword([]byte(password(a.name)), bcrypt.MinCost)
-		if err != nil {
-			t.Fatal(err)
+		h, ok := hashes.Load(a.name)
+		if !ok {
+			raw, err := bcrypt.GenerateFromPassword([]byte(password(a.name)), bcrypt.MinCost)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h, _ = hashes.LoadOrStore(a.name, string(raw))
 		}
 		fmt.Fprintf(&b, "  %s: {password: %q, role: %s}\n", a.name, h, a.role)
 	}
@@ -116,6 +126,7 @@ func tryDial(t testing.TB, broker string, o dialOpts) (*client, error) {
 	opts := mqtt.NewClientOptions().
 		AddBroker(broker).
 		SetClientID(c.id).
+		SetProtocolVersion(4). // no silent retry as MQTT 3.1 after a refusal
 		SetCleanSession(true).
 		SetAutoReconnect(false).
 		SetConnectRetry(false).
