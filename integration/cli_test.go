@@ -566,6 +566,34 @@ func TestCLI_Terminal(t *testing.T) {
 	})
 }
 
+func TestCLI_TailRestart(t *testing.T) {
+	// tail -f through a proxy, so that its address survives a restart of
+	// the broker (which binds a new port 0).
+	s := start(t)
+	px := newProxy(t, s.MQTT)
+	runCLI(t, "", "log", "--broker=tcp://"+s.MQTT, "--src", "rsdev", "r0").ok(t)
+	p := startCLI(t, "tail", "--broker=tcp://"+px.addr(), "rsdev", "-f", "--last", "1")
+	p.waitLines(1, cliTimeout)
+
+	s = s.restart() // answers the waiting follow (503 or []), closes the connection
+	px.retarget(s.MQTT)
+	runCLI(t, "", "log", "--broker=tcp://"+s.MQTT, "--src", "rsdev", "r1").ok(t)
+	runCLI(t, "", "log", "--broker=tcp://"+s.MQTT, "--src", "rsdev", "r2").ok(t)
+	p.waitLines(3, cliTimeout)
+	if code := p.signal(syscall.SIGINT, cliTimeout); code != 0 {
+		t.Errorf("exit code after SIGINT = %d, want 0", code)
+	}
+	lines := p.lines()
+	if len(lines) != 3 {
+		t.Fatalf("tail printed %d lines, want r0, r1, r2 once each:\n%s", len(lines), strings.Join(lines, "\n"))
+	}
+	for i, line := range lines {
+		if _, _, _, msg := parseHuman(t, line); msg != fmt.Sprint("r", i) {
+			t.Errorf("line %d = %q, want r%d", i, line, i)
+		}
+	}
+}
+
 func TestCLI_WebSocket(t *testing.T) {
 	s := start(t)
 	if s.WS == "" {
@@ -825,8 +853,18 @@ func (px *proxy) serve() {
 	}
 }
 
+// retarget sends new connections to target.
+func (px *proxy) retarget(target string) {
+	px.mu.Lock()
+	defer px.mu.Unlock()
+	px.target = target
+}
+
 func (px *proxy) pipe(c net.Conn) {
-	b, err := net.Dial("tcp", px.target)
+	px.mu.Lock()
+	target := px.target
+	px.mu.Unlock()
+	b, err := net.Dial("tcp", target)
 	if err != nil {
 		c.Close()
 		return

@@ -199,6 +199,11 @@ func logCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		fmt.Fprintln(stdout, id)
 		return nil
 	}
+	if isTerminal(stdin) {
+		fmt.Fprintln(stderr, "logbroker log: give MSG, or pipe lines into stdin")
+		fs.Usage()
+		return errUsage
+	}
 	sc := bufio.NewScanner(stdin)
 	sc.Buffer(make([]byte, 64*1024), 4<<20)
 	for sc.Scan() {
@@ -253,9 +258,10 @@ func helpIsNoError(err error) error {
 	return err
 }
 
-// isTerminal reports whether w is a terminal (a character device).
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
+// isTerminal reports whether f, an io.Reader or io.Writer, is a terminal
+// (a character device).
+func isTerminal(rw any) bool {
+	f, ok := rw.(*os.File)
 	if !ok {
 		return false
 	}
