@@ -232,8 +232,8 @@ func (c *Client) onConnect(pc mqtt.Client) {
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.gen != gen {
-		return // a newer connection took over
+	if c.gen != gen || c.lost >= gen {
+		return // this connection is gone already: the next one subscribes
 	}
 	if err != nil {
 		c.log.Warn("cannot receive responses", "broker", c.opts.Broker, "err", err)
