@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -46,6 +47,7 @@ var hashes sync.Map // name -> string
 // minimum cost (the broker accepts any cost; tests want speed).
 func usersYAML(t testing.TB, accounts ...account) []byte {
 	t.Helper()
+	accounts = slices.Clone(accounts) // callers share slices such as secFleet
 	sort.Slice(accounts, func(i, j int) bool { return accounts[i].name < accounts[j].name })
 	var b bytes.Buffer
 	b.WriteString("users:\n")
