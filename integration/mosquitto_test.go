@@ -118,43 +118,70 @@ func TestMosquittoQoS(t *testing.T) {
 	}
 }
 
-// TestReadmeSample runs the sample exchange of the README, as printed there.
+// TestReadmeSample runs the sample exchange of README.md ("A sample
+// exchange") with the same commands, and checks that the watcher prints
+// what the README shows (timestamps aside).
 func TestReadmeSample(t *testing.T) {
 	t.Parallel()
 	s := start(t)
-	sub := s.mosquittoSub(t, "-v", "-t", "dev1/rpc", "-t", "dev1/log/#")
-	s.mosquittoPub(t, "-t", "logbroker/rpc", "-m",
-		`{"id":1,"src":"dev1","method":"Log.Log","args":{"msg":"boot ok"}}`)
-	s.mosquittoPub(t, "-t", "logbroker/rpc", "-m",
-		`{"id":2,"src":"dev1","method":"Log.List","args":{"last":10}}`)
-	got := sub.wait(callTimeout, 3, "the sample's messages", func(mosqMsg) bool { return true })
+	sub := s.mosquittoSub(t, "-t", "dev1/rpc", "-t", "+/log/#", "-v")
+	// Each mosquitto_pub is its own connection, and calls from different
+	// connections are concurrent: like a reader at the keyboard, wait for
+	// each answer before the next command.
+	steps := []struct {
+		args  []string
+		total int // messages the watcher has printed once it is answered
+	}{
+		{[]string{"-q", "1", "-t", "logbroker/rpc", "-m", `{"id":1,"src":"dev1","method":"Log.Log","args":{"msg":"boot ok"}}`}, 2},
+		{[]string{"-q", "1", "-t", "logbroker/rpc", "-m", `{"id":2,"src":"dev1","method":"Log.List","args":{"last":10}}`}, 3},
+		{[]string{"-q", "1", "-t", "logbroker/rpc/Log.Delete", "-m", `{"id":3,"src":"dev1","tag":"t"}`}, 4},
+		{[]string{"-q", "1", "-t", "logbroker/rpc", "-m", `{"id":4,"src":"dev1","method":"Nope"}`}, 5},
+	}
+	for _, st := range steps {
+		s.mosquittoPub(t, st.args...)
+		sub.wait(callTimeout, st.total, "the answer", func(mosqMsg) bool { return true })
+	}
+	got := sub.wait(callTimeout, 5, "the sample's messages", func(mosqMsg) bool { return true })
+	var live entry
+	for _, m := range got {
+		if m.Topic == "dev1/log/console" {
+			if err := json.Unmarshal([]byte(m.Payload), &live); err != nil {
+				t.Fatalf("live entry %s", m.Payload)
+			}
+		}
+	}
+	entryJSON := fmt.Sprintf(`{"id":"0000000000000001","src":"dev1","stream":"console","timestamp":%d,"msg":"boot ok"}`, live.Timestamp)
+	want := []string{
+		`dev1/rpc {"v":2,"id":1,"src":"logbroker","dst":"dev1","result":{"id":"0000000000000001"}}`,
+		`dev1/log/console ` + entryJSON,
+		`dev1/rpc {"v":2,"id":2,"src":"logbroker","dst":"dev1","result":[` + entryJSON + `]}`,
+		`dev1/rpc {"v":2,"id":3,"src":"logbroker","dst":"dev1","tag":"t"}`,
+		`dev1/rpc {"v":2,"id":4,"src":"logbroker","dst":"dev1","error":{"code":404,"message":"no such method: Nope"}}`,
+	}
+	// The live entry and the Log.Log response are published independently:
+	// either may come first. The rest is in order.
 	var lines []string
 	for _, m := range got {
 		lines = append(lines, m.Topic+" "+m.Payload)
-		t.Logf("%s %s", m.Topic, m.Payload)
 	}
-	var logResp, listResp, live string
-	for _, m := range got {
-		switch {
-		case m.Topic == "dev1/rpc" && strings.Contains(m.Payload, `"id":1,`):
-			logResp = m.Payload
-		case m.Topic == "dev1/rpc" && strings.Contains(m.Payload, `"id":2,`):
-			listResp = m.Payload
-		case m.Topic == "dev1/log/console":
-			live = m.Payload
+	if len(lines) == 5 && lines[0] == want[1] && lines[1] == want[0] {
+		lines[0], lines[1] = lines[1], lines[0]
+	}
+	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
+		t.Errorf("mosquitto_sub printed:\n%s\nwant:\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+	}
+
+	// In a script, mosquitto_rr waits for each answer and prints it.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*callTimeout)
+	defer cancel()
+	for _, tc := range []struct{ frame, want string }{
+		{`{"id":5,"src":"dev1","method":"Log.Log","args":{"msg":"scripted","stream":"rr"}}`, `{"v":2,"id":5,"src":"logbroker","dst":"dev1","result":{"id":"0000000000000002"}}`},
+		{`{"id":6,"src":"dev1","method":"Log.List","args":{"stream":"rr"}}`, `"id":"0000000000000002","src":"dev1","stream":"rr"`},
+	} {
+		args := append(s.hostPort(), "-t", "logbroker/rpc", "-e", "dev1/rpc", "-m", tc.frame)
+		out, err := exec.CommandContext(ctx, "mosquitto_rr", args...).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), tc.want) {
+			t.Errorf("mosquitto_rr %s: %v: printed %s, want %s", tc.frame, err, out, tc.want)
 		}
-	}
-	var e entry
-	if err := json.Unmarshal([]byte(live), &e); err != nil {
-		t.Fatalf("no live entry on dev1/log/console in:\n%s", strings.Join(lines, "\n"))
-	}
-	if want := fmt.Sprintf(`{"v":2,"id":1,"src":"logbroker","dst":"dev1","result":{"id":%q}}`, e.ID); logResp != want {
-		t.Errorf("Log.Log response\n got %s\nwant %s", logResp, want)
-	}
-	if want := fmt.Sprintf(`{"v":2,"id":2,"src":"logbroker","dst":"dev1","result":[%s]}`, live); listResp != want {
-		t.Errorf("Log.List response\n got %s\nwant %s", listResp, want)
-	}
-	if e.Src != "dev1" || e.Stream != "console" || string(e.Msg) != `"boot ok"` {
-		t.Errorf("live entry %s", live)
 	}
 }
