@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -90,14 +91,19 @@ func (a *Auth) refuse(cl *mqtt.Client, code packets.Code) error {
 	return code
 }
 
-// OnConnect checks the username and password, that the client id is not
-// another identity's session (a takeover would disconnect that client and
-// could inherit its subscriptions), and the per-identity connection limit.
+// OnConnect checks the username and password, the will's topic, that the
+// client id is not another identity's session (a takeover would disconnect
+// that client and could inherit its subscriptions), and the per-identity
+// connection limit.
 func (a *Auth) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	name := string(pk.Connect.Username)
 	u, ok := a.user(cl)
 	if !ok || !a.checkPassword(u, pk.Connect.Password) {
 		a.log.Info("connection refused", "client", cl.ID, "user", name, "remote", cl.Net.Remote, "err", "bad username or password")
+		return a.refuse(cl, packets.ErrNotAuthorized)
+	}
+	if pk.Connect.WillFlag && !a.willAllowed(u, pk.Connect.WillTopic) {
+		a.log.Warn("connection refused", "client", cl.ID, "user", name, "remote", cl.Net.Remote, "err", "will topic not allowed", "topic", pk.Connect.WillTopic)
 		return a.refuse(cl, packets.ErrNotAuthorized)
 	}
 	if other, ok := a.srv.Clients.Get(cl.ID); ok && string(other.Properties.Username) != name {
@@ -117,6 +123,20 @@ func (a *Auth) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	}
 	a.conns[name][cl] = struct{}{}
 	return nil
+}
+
+// willAllowed reports whether u may leave a will on topic. mochi publishes a
+// will without an ACL check and without the RPC hook, so it is checked here,
+// once, like a publish; and never on a request topic of the service, which
+// would deliver (and perhaps retain) a request frame that the service never
+// sees.
+func (a *Auth) willAllowed(u User, topic string) bool {
+	for _, s := range a.services {
+		if topic == s+"/rpc" || strings.HasPrefix(topic, s+"/rpc/") {
+			return false
+		}
+	}
+	return allowed(u.Role, u.Name, a.services, topic, true)
 }
 
 // liveConns counts the identity's open connections, forgetting closed ones

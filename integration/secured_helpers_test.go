@@ -92,6 +92,7 @@ type dialOpts struct {
 	noPassword     bool        // send a username without a password
 	clientID       string      // "" picks a fresh one
 	tls            *tls.Config // for ssl:// and wss://
+	willTopic      string      // "" : no will
 }
 
 // dialAs connects a paho MQTT 3.1.1 client to broker as user (password
@@ -153,6 +154,9 @@ func tryDial(t testing.TB, broker string, o dialOpts) (*client, error) {
 	}
 	if o.tls != nil {
 		opts.SetTLSConfig(o.tls)
+	}
+	if o.willTopic != "" {
+		opts.SetWill(o.willTopic, `{"id":"0000000000000001","src":"forged","msg":"forged"}`, 0, true)
 	}
 	c.pc = mqtt.NewClient(opts)
 	tok := c.pc.Connect()

@@ -370,3 +370,37 @@ func TestSecured_SrcPrefixIsPerLevel(t *testing.T) {
 		t.Fatalf("dev1 lists %s", r.Raw)
 	}
 }
+
+// TestSecured_WillTopic: mochi publishes a will with no ACL check and past
+// the service, so a will is checked at CONNECT like a publish: a device may
+// not leave one on another's log topic, nor anyone on the service's request
+// topic (it would be delivered and retained as a request frame).
+func TestSecured_WillTopic(t *testing.T) {
+	t.Parallel()
+	s := start(t, "--auth", writeUsers(t, secFleet...), "--ws", "", "--http", "")
+	url := "tcp://" + s.MQTT
+	for _, c := range []struct {
+		user, topic string
+		ok          bool
+	}{
+		{"dev1", "dev2/log/console", false},
+		{"dev1", "dev1/log/console", false},
+		{"dev1", "logbroker/rpc", false},
+		{"dev1", "logbroker/rpc/Log.Delete", false},
+		{"dash", "dev1/log/console", false},
+		{"ops", "logbroker/rpc", false},
+		{"dev1", "dev2/rpc", true}, // a device may publish there (device-to-device RPC)
+		{"ops", "fleet/status/ops", true},
+	} {
+		_, err := tryDial(t, url, dialOpts{user: c.user, password: password(c.user), willTopic: c.topic})
+		switch {
+		case c.ok && err != nil:
+			t.Errorf("%s with a will on %s: %v, want accepted", c.user, c.topic, err)
+		case !c.ok && !errors.Is(err, packets.ErrorRefusedNotAuthorised):
+			t.Errorf("%s with a will on %s: %v, want not authorised", c.user, c.topic, err)
+		}
+	}
+	if !strings.Contains(s.logs(), `err="will topic not allowed" topic=dev2/log/console`) {
+		t.Error("the refusal of a will does not say why")
+	}
+}
