@@ -58,7 +58,7 @@ func benchFlags(stderr io.Writer) (*flag.FlagSet, *benchConfig) {
 	fs.IntVar(&g.Followers, "followers", 0, "clients each keeping a Log.List follow waiting on a logged source; measures Log.Log response to follower answer")
 	fs.IntVar(&g.Dashboards, "dashboards", 0, "clients subscribed to +/log/# at QoS 0, counting live messages (dropped = logged - received)")
 	fs.IntVar(&g.Idle, "idle", 0, "idle MQTT connections held open during the run (tcp:// only)")
-	fs.IntVar(&g.RSSPid, "rss-pid", 0, "process whose VmRSS is read before and after the idle connections (default with --embedded: this one)")
+	fs.IntVar(&g.BrokerPID, "broker-pid", 0, "the broker's process id: reports its CPU time per call and its VmRSS around --idle connections (--embedded: this process, client included)")
 	fs.BoolVar(&c.embedded, "embedded", false, "start a broker in this process on a temporary directory and port 0, and measure it (--broker then only chooses tcp:// or ws://)")
 	fs.StringVar(&c.data, "data", "", "with --embedded: the store directory (kept); empty: a temporary one, removed afterwards")
 	fs.BoolVar(&c.jsonOut, "json", false, "print the result as one JSON object")
@@ -95,15 +95,14 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	if c.embedded {
-		n, cleanup, err := c.startEmbedded(stderr)
+		cleanup, err := c.startEmbedded(stderr)
 		if err != nil {
 			return err
 		}
 		defer cleanup()
-		if c.gen.Idle > 0 && c.gen.RSSPid == 0 {
-			c.gen.RSSPid = os.Getpid()
+		if c.gen.BrokerPID == 0 {
+			c.gen.BrokerPID = os.Getpid()
 		}
-		_ = n
 	}
 
 	stopProfile, err := c.startProfiles()
@@ -136,10 +135,10 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // startEmbedded starts a broker in this process, as `serve` would with its
 // defaults, on loopback port 0, and points the generator at it.
-func (c *benchConfig) startEmbedded(stderr io.Writer) (*node, func(), error) {
+func (c *benchConfig) startEmbedded(stderr io.Writer) (cleanup func(), err error) {
 	sfs, sc := serveFlags(io.Discard)
 	if err := sfs.Parse(nil); err != nil { // serve's defaults, without its environment
-		return nil, nil, err
+		return nil, err
 	}
 	ws := strings.HasPrefix(c.gen.Broker, "ws://")
 	sc.mqttAddr, sc.wsAddr, sc.httpAddr = "127.0.0.1:0", "", ""
@@ -153,7 +152,7 @@ func (c *benchConfig) startEmbedded(stderr io.Writer) (*node, func(), error) {
 	} else {
 		dir, err := os.MkdirTemp("", "logbroker-bench-")
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		sc.dataDir = dir
 		removeData = func() { _ = os.RemoveAll(dir) }
@@ -161,18 +160,18 @@ func (c *benchConfig) startEmbedded(stderr io.Writer) (*node, func(), error) {
 	log, err := newLogger(stderr, "text", "error")
 	if err != nil {
 		removeData()
-		return nil, nil, err
+		return nil, err
 	}
 	n, err := startNode(sc, log)
 	if err != nil {
 		removeData()
-		return nil, nil, err
+		return nil, err
 	}
 	c.gen.Broker = "tcp://" + n.broker.MQTTAddr()
 	if ws {
 		c.gen.Broker = "ws://" + n.broker.WSAddr() + "/mqtt"
 	}
-	return n, func() {
+	return func() {
 		ctx, cancel := context.WithTimeout(context.Background(), sc.shutdownTimeout)
 		defer cancel()
 		n.Close(ctx)

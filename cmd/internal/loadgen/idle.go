@@ -16,15 +16,15 @@ import (
 )
 
 // openIdle opens cfg.Idle MQTT connections that then stay silent (keep-alive
-// 0), reading cfg.RSSPid's resident memory before and after.
+// 0), reading cfg.BrokerPID's resident memory before and after.
 func openIdle(ctx context.Context, cfg Config) (*IdleResult, func(), error) {
 	u, err := url.Parse(cfg.Broker)
 	if err != nil {
 		return nil, nil, err
 	}
-	res := &IdleResult{PID: cfg.RSSPid}
-	if cfg.RSSPid > 0 {
-		if res.RSSBefore, err = readRSS(cfg.RSSPid); err != nil {
+	res := &IdleResult{PID: cfg.BrokerPID}
+	if cfg.BrokerPID > 0 {
+		if res.RSSBefore, err = readRSS(cfg.BrokerPID); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -68,8 +68,8 @@ func openIdle(ctx context.Context, cfg Config) (*IdleResult, func(), error) {
 		closeAll()
 		return nil, nil, fmt.Errorf("idle connections: %w", firstErr)
 	}
-	if cfg.RSSPid > 0 {
-		if res.RSSAfter, err = readRSS(cfg.RSSPid); err != nil {
+	if cfg.BrokerPID > 0 {
+		if res.RSSAfter, err = readRSS(cfg.BrokerPID); err != nil {
 			closeAll()
 			return nil, nil, err
 		}
@@ -152,4 +152,32 @@ func readRSS(pid int) (int64, error) {
 		}
 	}
 	return 0, errors.New("read RSS: no VmRSS line")
+}
+
+// cpuTime is the user plus system CPU time pid has used, from
+// /proc/<pid>/stat (in clock ticks of 1/100 s, the Linux USER_HZ).
+func cpuTime(pid int) (time.Duration, error) {
+	if pid <= 0 {
+		return 0, errors.New("no pid")
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, fmt.Errorf("read CPU time: %w", err)
+	}
+	// The command name (field 2) may hold spaces; fields count from its ')'.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, errors.New("read CPU time: no ')' in stat")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, errors.New("read CPU time: short stat")
+	}
+	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("read CPU time: bad utime/stime %q %q", f[11], f[12])
+	}
+	return time.Duration(ut+st) * 10 * time.Millisecond, nil
 }

@@ -50,7 +50,7 @@ type Config struct {
 	Followers  int // clients keeping a Log.List follow waiting on a logged source
 	Dashboards int // clients subscribed to +/log/# at QoS 0, counting live messages
 	Idle       int // idle MQTT connections held open during the run (tcp:// only)
-	RSSPid     int // process whose VmRSS is read before and after the idle connections; 0: none
+	BrokerPID  int // the broker's process: its CPU time per call, and its VmRSS around the idle connections; 0: none
 
 	Progress func(Progress)       // called about once a second while calls run; nil: never
 	Warnf    func(string, ...any) // reports trouble during the run (a lost connection); nil: discarded
@@ -84,6 +84,14 @@ type Result struct {
 	Rate     float64          `json:"calls_per_sec"`
 	Latency  Latency          `json:"latency"`
 	Entries  int64            `json:"entries,omitempty"` // Log.List: entries returned in total
+
+	// CPU time the broker process (BrokerPID) used from the first call to the
+	// last answer, and per answered call. On a shared machine this is
+	// steadier than calls/s: it does not depend on the CPU share the
+	// process got.
+	BrokerPID  int     `json:"broker_pid,omitempty"`
+	CPUSeconds float64 `json:"broker_cpu_seconds,omitempty"`
+	CPUPerCall float64 `json:"broker_cpu_us_per_call,omitempty"`
 
 	Follow *FollowResult `json:"follow,omitempty"`
 	FanOut *FanOutResult `json:"fanout,omitempty"`
@@ -280,6 +288,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}()
 	}
 
+	cpu0, _ := cpuTime(cfg.BrokerPID)
 	start := time.Now()
 	var callers sync.WaitGroup
 	for _, c := range r.callers {
@@ -300,6 +309,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		time.Sleep(2 * time.Millisecond) // a poll of a condition, bounded by Timeout through the sweeper
 	}
 	elapsed := time.Since(start)
+	cpu1, cpuErr := cpuTime(cfg.BrokerPID)
 	r.stopped.Store(true)
 	close(progressDone)
 	close(sweepDone)
@@ -336,6 +346,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		c.mu.Unlock()
 	}
 	res.Latency = summarize(lat)
+	if cfg.BrokerPID > 0 && cpuErr == nil {
+		res.BrokerPID = cfg.BrokerPID
+		res.CPUSeconds = (cpu1 - cpu0).Seconds()
+		if n := res.OK + res.Failed; n > 0 {
+			res.CPUPerCall = float64((cpu1 - cpu0).Microseconds()) / float64(n)
+		}
+	}
 	if len(r.followers) > 0 {
 		res.Follow = r.followResult()
 	}
@@ -712,9 +729,7 @@ func (c *caller) onReply(_ mqtt.Client, m mqtt.Message) {
 		r.ok.Add(1)
 		switch r.cfg.Method {
 		case MethodList:
-			if n := countArray(rep.result); n > 0 {
-				r.entries.Add(int64(n))
-			}
+			r.entries.Add(int64(rep.elems))
 		case MethodLog:
 			if len(r.followers) > 0 {
 				c.logged(rep.result, now)

@@ -18,6 +18,9 @@ func (r *Result) WriteText(w io.Writer) {
 	fmt.Fprintf(w, "rate       %.0f calls/s\n", r.Rate)
 	fmt.Fprintf(w, "latency    %s\n", r.Latency)
 	fmt.Fprintf(w, "errors     %s\n", errorList(r.Errors))
+	if r.BrokerPID > 0 {
+		fmt.Fprintf(w, "cpu        broker pid %d used %.2fs CPU, %.1f µs per call\n", r.BrokerPID, r.CPUSeconds, r.CPUPerCall)
+	}
 	if r.Entries > 0 && r.OK > 0 {
 		fmt.Fprintf(w, "entries    %d returned, %.1f per call\n", r.Entries, float64(r.Entries)/float64(r.OK))
 	}

@@ -14,6 +14,7 @@ type reply struct {
 	id     int64  // the integer id; 0 if absent or not an integer
 	code   int    // error.code; 0 on success
 	result []byte // the raw result value; nil when absent
+	elems  int    // the elements of result when it is an array
 }
 
 // scanReply reads the top-level "id", "error" and "result" of a response
@@ -43,7 +44,7 @@ func scanReply(b []byte) (reply, error) {
 			return r, errScan
 		}
 		i = skipSpace(b, i+1)
-		vend := skipValue(b, i)
+		vend, elems := skipCount(b, i)
 		if vend < 0 {
 			return r, errScan
 		}
@@ -52,7 +53,7 @@ func scanReply(b []byte) (reply, error) {
 		case "id":
 			r.id, _ = strconv.ParseInt(string(v), 10, 64)
 		case "result":
-			r.result = v
+			r.result, r.elems = v, elems
 		case "error":
 			var e struct {
 				Code int `json:"code"`
@@ -84,88 +85,88 @@ func skipSpace(b []byte, i int) int {
 func skipString(b []byte, i int) int {
 	i++
 	for {
-		j := bytes.IndexAny(b[i:], `"\`)
+		j := bytes.IndexByte(b[i:], '"')
 		if j < 0 {
 			return -1
 		}
 		i += j
-		if b[i] == '"' {
+		// The quote ends the string unless an odd run of backslashes
+		// precedes it.
+		k := i - 1
+		for k >= 0 && b[k] == '\\' {
+			k--
+		}
+		if (i-1-k)%2 == 0 {
 			return i + 1
 		}
-		i += 2 // a backslash and the character it escapes
-		if i > len(b) {
-			return -1
-		}
+		i++
 	}
 }
 
 // skipValue returns the index after the JSON value starting at b[i], or -1.
 // It checks brackets and strings, not the grammar of numbers and literals.
 func skipValue(b []byte, i int) int {
+	end, _ := skipCount(b, i)
+	return end
+}
+
+// skipCount is skipValue that also counts the elements of an array value
+// (0 for anything else), in the same pass.
+func skipCount(b []byte, i int) (end, elems int) {
 	if i >= len(b) {
-		return -1
+		return -1, 0
 	}
 	switch b[i] {
 	case '"':
-		return skipString(b, i)
+		return skipString(b, i), 0
 	case '{', '[':
+		array := b[i] == '['
 		depth := 0
 		for i < len(b) {
-			switch b[i] {
+			switch c := b[i]; c {
 			case '"':
+				if depth == 1 && elems == 0 {
+					elems = 1
+				}
 				i = skipString(b, i)
 				if i < 0 {
-					return -1
+					return -1, 0
 				}
 				continue
 			case '{', '[':
+				if depth == 1 && elems == 0 {
+					elems = 1
+				}
 				depth++
 			case '}', ']':
 				depth--
 				if depth == 0 {
-					return i + 1
+					if !array {
+						elems = 0
+					}
+					return i + 1, elems
+				}
+			case ',':
+				if depth == 1 {
+					elems++
+				}
+			case ' ', '\t', '\n', '\r':
+			default:
+				if depth == 1 && elems == 0 {
+					elems = 1
 				}
 			}
 			i++
 		}
-		return -1
+		return -1, 0
 	default:
 		j := i
 		for j < len(b) && b[j] != ',' && b[j] != '}' && b[j] != ']' && b[j] != ' ' && b[j] != '\n' && b[j] != '\r' && b[j] != '\t' {
 			j++
 		}
 		if j == i {
-			return -1
+			return -1, 0
 		}
-		return j
+		return j, 0
 	}
-}
-
-// countArray counts the elements of a JSON array; -1 if raw is no array.
-func countArray(raw []byte) int {
-	i := skipSpace(raw, 0)
-	if i >= len(raw) || raw[i] != '[' {
-		return -1
-	}
-	i = skipSpace(raw, i+1)
-	if i < len(raw) && raw[i] == ']' {
-		return 0
-	}
-	n := 0
-	for i < len(raw) {
-		end := skipValue(raw, i)
-		if end < 0 {
-			return -1
-		}
-		n++
-		i = skipSpace(raw, end)
-		if i < len(raw) && raw[i] == ']' {
-			return n
-		}
-		if i >= len(raw) || raw[i] != ',' {
-			return -1
-		}
-		i = skipSpace(raw, i+1)
-	}
-	return -1
 }
