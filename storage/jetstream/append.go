@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -15,6 +16,10 @@ import (
 
 	"github.com/logbroker/logbroker/storage"
 )
+
+// errCodeDupInProcess is JetStream's error for a publish whose message id
+// is being stored right now (a resend racing its original).
+const errCodeDupInProcess = 10158
 
 // errRejected wraps an error JetStream returned for a publish that a retry
 // would not fix.
@@ -96,6 +101,8 @@ type publisher struct {
 
 	quit    chan struct{}
 	stopped sync.WaitGroup
+
+	resent atomic.Int64 // publishes sent again, for tests
 }
 
 // op is one append in flight.
@@ -199,7 +206,12 @@ func (p *publisher) onAck(m *nats.Msg) {
 		return
 	}
 	if ack.Error != nil {
-		if ack.Error.Code == 503 || ack.Error.Code == 408 {
+		switch {
+		case ack.Error.ErrCode == errCodeDupInProcess:
+			// The first publish is still being stored; its
+			// acknowledgement comes to the same reply subject.
+			return
+		case ack.Error.Code == 503 || ack.Error.Code == 408:
 			o.sent = time.Time{} // temporarily unavailable: publish again
 			return
 		}
@@ -297,6 +309,7 @@ func (p *publisher) resend(now time.Time) {
 		}
 		if err == nil {
 			o.sent = now
+			p.resent.Add(1)
 		}
 	}
 }

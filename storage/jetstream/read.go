@@ -16,8 +16,13 @@ import (
 	"github.com/logbroker/logbroker/storage"
 )
 
-// maxBatch is the most entries one direct get request asks for.
-const maxBatch = 1000
+const (
+	// maxBatch is the most entries one direct get request asks for.
+	maxBatch = 1000
+	// minReadWait is the shortest wait for a direct get's answer before
+	// asking again (the wait is Options.AckWait, at least this).
+	minReadWait = 500 * time.Millisecond
+)
 
 // errUnavailable wraps a JetStream answer that a retry may fix (no stream
 // leader yet, a replica behind the leader).
@@ -195,9 +200,9 @@ func (s *Store) purge(ctx context.Context, p *partition, subj string, upto uint6
 		} `json:"error"`
 	}
 	return retry(ctx, func() error {
-		m, err := s.nc.RequestWithContext(ctx, "$JS.API.STREAM.PURGE."+p.name, body)
+		m, err := s.request(ctx, "$JS.API.STREAM.PURGE."+p.name, body)
 		if err != nil {
-			return transient(err)
+			return err
 		}
 		if err := json.Unmarshal(m.Data, &resp); err != nil {
 			return fmt.Errorf("purge %s: %w", p.name, err)
@@ -220,9 +225,12 @@ func (s *Store) writeMarker(ctx context.Context, p *partition, src string, head 
 	m.Header.Set("Nats-Expected-Stream", p.name)
 	m.Data = []byte(storage.FormatID(head))
 	return retry(ctx, func() error {
-		_, err := s.js.PublishMsg(ctx, m)
-		if err != nil {
-			return transient(fmt.Errorf("head marker: %w", err))
+		actx, cancel := context.WithTimeout(ctx, max(s.opts.AckWait, minReadWait))
+		defer cancel()
+		if _, err := s.js.PublishMsg(actx, m); err != nil {
+			// Same message id: a retry after a lost acknowledgement
+			// stores it once.
+			return fmt.Errorf("%w: head marker: %w", errUnavailable, err)
 		}
 		return nil
 	})
@@ -255,9 +263,9 @@ func (s *Store) fence(ctx context.Context, p *partition) (uint64, error) {
 // leaderLast asks the stream leader for the sequence of its last message.
 func (s *Store) leaderLast(ctx context.Context, p *partition) (uint64, error) {
 	body, _ := json.Marshal(dgRequest{LastFor: p.prefix + ".>"})
-	m, err := s.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+p.name, body)
+	m, err := s.request(ctx, "$JS.API.STREAM.MSG.GET."+p.name, body)
 	if err != nil {
-		return 0, transient(err)
+		return 0, err
 	}
 	var resp struct {
 		Message *struct {
@@ -345,9 +353,9 @@ type dgRequest struct {
 // directOne sends a single direct get; nil, nil means no such message.
 func (s *Store) directOne(ctx context.Context, p *partition, req dgRequest) (*nats.Msg, error) {
 	body, _ := json.Marshal(req)
-	m, err := s.nc.RequestWithContext(ctx, "$JS.API.DIRECT.GET."+p.name, body)
+	m, err := s.request(ctx, "$JS.API.DIRECT.GET."+p.name, body)
 	if err != nil {
-		return nil, transient(err)
+		return nil, err
 	}
 	switch st := m.Header.Get("Status"); st {
 	case "":
@@ -370,14 +378,15 @@ func (s *Store) directBatch(ctx context.Context, p *partition, req dgRequest) (m
 			return transient(err)
 		}
 		defer s.reads.end(id)
-		t := time.NewTimer(s.opts.AckWait)
+		wait := max(s.opts.AckWait, minReadWait)
+		t := time.NewTimer(wait)
 		defer t.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
 			case <-t.C:
-				return fmt.Errorf("%w: direct get from %s: no answer within %v", errUnavailable, p.name, s.opts.AckWait)
+				return fmt.Errorf("%w: direct get from %s: no answer within %v", errUnavailable, p.name, wait)
 			case m := <-ch:
 				switch st := m.Header.Get("Status"); st {
 				case "":
@@ -420,6 +429,24 @@ func decodeDirect(p *partition, m *nats.Msg) (storage.Entry, error) {
 		return storage.Entry{}, err
 	}
 	return storage.Entry{Seq: seq, Src: src, Stream: stream, Timestamp: ts, Msg: msg}, nil
+}
+
+// request sends a request that has one answer, asking again while no
+// server answers (no responders, or none within the attempt's wait) until
+// ctx ends. Requests that change state must be idempotent.
+func (s *Store) request(ctx context.Context, subj string, body []byte) (*nats.Msg, error) {
+	var m *nats.Msg
+	err := retry(ctx, func() error {
+		actx, cancel := context.WithTimeout(ctx, max(s.opts.AckWait, minReadWait))
+		defer cancel()
+		var err error
+		m, err = s.nc.RequestWithContext(actx, subj, body)
+		if err != nil && ctx.Err() == nil {
+			return transient(err)
+		}
+		return err
+	})
+	return m, err
 }
 
 // readContext bounds a read by Options.ReadTimeout.
