@@ -290,6 +290,7 @@ func (s *Store) commit(ops []op) {
 		st.head = st.last
 	}
 	s.smu.Unlock()
+	s.stats.committed(ops)
 }
 
 // write commits b with a WAL sync and closes it. Any error, or a panic in

@@ -80,6 +80,8 @@ type Store struct {
 	// Committer-private scratch.
 	batchNo uint64
 	touched []*source
+
+	stats counters // for Stats
 }
 
 // source is the sequence state of one log source.
