@@ -19,10 +19,13 @@ import (
 type wsListener struct {
 	id       string
 	ln       net.Listener
-	srv      *http.Server
 	upgrader websocket.Upgrader
 	log      *slog.Logger
 	once     sync.Once
+
+	mu     sync.Mutex   // guards srv and closed: Serve and Close run on different goroutines
+	srv    *http.Server // set by Serve
+	closed bool         // set by Close: Serve does not start
 }
 
 var _ listeners.Listener = (*wsListener)(nil)
@@ -51,7 +54,7 @@ func (l *wsListener) Init(log *slog.Logger) error {
 }
 
 func (l *wsListener) Serve(establish listeners.EstablishFn) {
-	l.srv = &http.Server{
+	srv := &http.Server{
 		ReadHeaderTimeout: 10 * time.Second,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			c, err := l.upgrader.Upgrade(w, r, nil)
@@ -64,7 +67,14 @@ func (l *wsListener) Serve(establish listeners.EstablishFn) {
 			}
 		}),
 	}
-	if err := l.srv.Serve(l.ln); err != nil && !errors.Is(err, http.ErrServerClosed) && l.log != nil {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return
+	}
+	l.srv = srv
+	l.mu.Unlock()
+	if err := srv.Serve(l.ln); err != nil && !errors.Is(err, http.ErrServerClosed) && l.log != nil {
 		l.log.Error("websocket listener stopped", "err", err)
 	}
 }
@@ -72,10 +82,14 @@ func (l *wsListener) Serve(establish listeners.EstablishFn) {
 func (l *wsListener) Close(closeClients listeners.CloseFn) {
 	l.once.Do(func() {
 		closeClients(l.id)
-		if l.srv != nil {
+		l.mu.Lock()
+		l.closed = true
+		srv := l.srv
+		l.mu.Unlock()
+		if srv != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
-			_ = l.srv.Shutdown(ctx)
+			_ = srv.Shutdown(ctx)
 		} else {
 			_ = l.ln.Close()
 		}
