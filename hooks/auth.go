@@ -110,9 +110,12 @@ func (a *Auth) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		a.log.Warn("connection refused", "client", cl.ID, "user", name, "remote", cl.Net.Remote, "err", "client id is in use by another user")
 		return a.refuse(cl, packets.ErrNotAuthorized)
 	}
+	if a.maxConns <= 0 {
+		return nil
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.maxConns > 0 && a.liveConns(name, cl.ID) >= a.maxConns {
+	if a.liveConns(name, cl.ID) >= a.maxConns {
 		a.log.Warn("connection refused", "client", cl.ID, "user", name, "remote", cl.Net.Remote, "err", "too many connections for this identity")
 		return a.refuse(cl, packets.ErrQuotaExceeded)
 	}
