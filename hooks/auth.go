@@ -52,7 +52,7 @@ func (a *Auth) ID() string { return "logbroker-auth" }
 func (a *Auth) Provides(b byte) bool {
 	switch b {
 	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck,
-		mqtt.OnSessionEstablished, mqtt.OnDisconnect:
+		mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnPublish:
 		return true
 	}
 	return false
@@ -214,6 +214,22 @@ func (a *Auth) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	}
 	a.log.Info("acl denied", "client", cl.ID, "user", u.Name, "role", u.Role.String(), "op", verb, "topic", topic)
 	return false
+}
+
+// OnPublish delivers a non-admin's retained publish as an ordinary one: the
+// topics a device or reader may publish to are <id>/rpc topics, where a
+// retained message would be a standing forged reply for whoever subscribes
+// next.
+func (a *Auth) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if !pk.FixedHeader.Retain || cl.Net.Inline {
+		return pk, nil
+	}
+	if u, ok := a.user(cl); ok && u.Role == rpc.RoleAdmin {
+		return pk, nil
+	}
+	a.log.Debug("retain flag dropped", "client", cl.ID, "user", string(cl.Properties.Username), "topic", pk.TopicName)
+	pk.FixedHeader.Retain = false
+	return pk, nil
 }
 
 // Reload swaps in a new users file. Clients whose user was removed, or whose

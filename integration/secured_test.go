@@ -404,3 +404,32 @@ func TestSecured_WillTopic(t *testing.T) {
 		t.Error("the refusal of a will does not say why")
 	}
 }
+
+// TestSecured_NoRetainedForgery: a device may publish to another's <id>/rpc
+// (device-to-device RPC) but not leave a retained message there, which would
+// greet its next subscriber as a standing forged reply. Admins may retain.
+func TestSecured_NoRetainedForgery(t *testing.T) {
+	t.Parallel()
+	s := start(t, "--auth", writeUsers(t, secFleet...), "--ws", "", "--http", "")
+	url := "tcp://" + s.MQTT
+	dev1 := dialAs(t, url, "dev1")
+	dev1.publish("dev2/rpc", 1, true, []byte(`{"id":1,"src":"logbroker","dst":"dev2","result":{"forged":true}}`))
+	dev1.publish("dash/rpc", 1, true, []byte(`{"id":1,"src":"logbroker","dst":"dash","result":[]}`))
+	ops := dialAs(t, url, "ops")
+	ops.publish("fleet/config", 1, true, []byte(`{"interval":60}`))
+	ops.pingBarrier()
+
+	for _, c := range []struct{ user, topic string }{{"dev2", "dev2/rpc"}, {"dash", "dash/rpc"}} {
+		fresh := dialAs(t, url, c.user) // subscribes to <user>/rpc: a retained message would come now
+		to := fresh.pingBarrier()
+		if n := countResponses(fresh.messages(0)[:to], c.topic); n != 1 {
+			t.Errorf("%s got %d messages on %s, want only its ping's reply: %s", c.user, n, c.topic, fresh.describe(0))
+		}
+	}
+	watcher := dialAs(t, url, "ops")
+	from := watcher.mark()
+	watcher.subscribe("fleet/config", 1)
+	watcher.waitMsg(from, callTimeout, "the admin's retained message", func(m message) bool {
+		return m.Topic == "fleet/config" && m.Retained
+	})
+}
