@@ -18,7 +18,17 @@ import (
 
 // Auth is the hook of secured mode: it authenticates CONNECT against the
 // users file, limits connections per identity, and applies the ACL table
-// (aclRules) to every publish and subscription.
+// (aclRules) to every publish, subscription and delivery.
+//
+// At CONNECT it also refuses (not authorized) a will on a topic the user may
+// not publish to or on a service request topic, since mochi publishes wills
+// without an ACL check and past the RPC hook; and a client id that is the
+// session of another user, since a takeover would disconnect that client
+// and could inherit its subscriptions. Only admins may retain messages.
+//
+// Reload swaps the users file in place: connections of removed users, and
+// of users whose role or password hash changed, are closed at once; all
+// other connections stay.
 type Auth struct {
 	mqtt.HookBase
 	srv      *mqtt.Server
