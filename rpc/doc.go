@@ -17,8 +17,11 @@
 // DecodeFrame matches keys exactly ("ID" is not "id"), takes the last of
 // duplicate keys, and sorts failures into two kinds: ErrDropped (no JSON
 // object, or no usable src: nobody to answer) and *Error (answered with its
-// code). Responses are built by hand as bytes: the id is echoed byte for
-// byte, so 7, 7.0 and "7" come back as sent.
+// code). A frame must be UTF-8 throughout (RFC 8259 §8.1): invalid bytes
+// anywhere are a 400, and dropped when they are in the id, which could not
+// be echoed. Responses are built by hand as bytes: the id is echoed byte for
+// byte, so 7, 7.0 and "7" come back as sent. testdata/frames holds the
+// codec's cases, one rule each.
 //
 // # Follow
 //
@@ -32,6 +35,7 @@
 // # Caveats
 //
 // A connection's queue holds Config.QueueLen calls; past that, Submit waits,
-// which stalls that connection's MQTT reader only. Calls of one connection
-// after a waiting follow do not wait for it.
+// which stalls that connection's MQTT reader only, and only until Close
+// (Shutdown closes every connection; a call waiting then gets 503). Calls of
+// one connection after a waiting follow do not wait for it.
 package rpc

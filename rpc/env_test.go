@@ -165,13 +165,24 @@ func newEnv(t testing.TB, cfg Config) *env {
 
 func newEnvFS(t testing.TB, cfg Config, fs vfs.FS) *env {
 	t.Helper()
+	return newEnvPub(t, cfg, fs, nil)
+}
+
+// newEnvPub is newEnvFS with the service publishing through wrap(recorder),
+// when wrap is not nil.
+func newEnvPub(t testing.TB, cfg Config, fs vfs.FS, wrap func(*recorder) Publisher) *env {
+	t.Helper()
 	before := runtime.NumGoroutine()
 	store, err := storage.Open("db", storage.Options{FS: fs})
 	if err != nil {
 		t.Fatal(err)
 	}
 	e := &env{t: t, store: store, pub: newRecorder()}
-	e.svc = New(store, e.pub, cfg)
+	var pub Publisher = e.pub
+	if wrap != nil {
+		pub = wrap(e.pub)
+	}
+	e.svc = New(store, pub, cfg)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 		defer cancel()

@@ -286,16 +286,9 @@ func TestShutdown(t *testing.T) {
 		// past Shutdown's deadline. Their answers come later, without a
 		// panic or a deadlock, and nothing is left running.
 		var stall atomic.Bool
-		release := make(chan struct{})
 		var stalled atomic.Int32
-		inj := errorfs.InjectorFunc(func(op errorfs.Op) error {
-			if stall.Load() && strings.HasSuffix(op.Path, ".log") && op.Kind.ReadOrWrite() == errorfs.OpIsWrite {
-				stalled.Add(1)
-				<-release
-			}
-			return nil
-		})
-		e := newEnvFS(t, Config{}, errorfs.Wrap(vfs.NewMem(), inj))
+		release := make(chan struct{})
+		e := newEnvFS(t, Config{}, stallFS(&stall, &stalled, release))
 		var once sync.Once
 		unstall := func() { once.Do(func() { close(release) }) }
 		t.Cleanup(unstall) // runs before env's cleanup (LIFO)
@@ -419,6 +412,95 @@ func TestFollowRace(t *testing.T) {
 	for id, n := range counts {
 		if n != 1 {
 			t.Errorf("follow %s answered %d times", id, n)
+		}
+	}
+}
+
+// stallFS returns a file system whose WAL writes block while stall is set,
+// until release is closed; stalled counts the blocked writes.
+func stallFS(stall *atomic.Bool, stalled *atomic.Int32, release <-chan struct{}) vfs.FS {
+	return errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if stall.Load() && strings.HasSuffix(op.Path, ".log") && op.Kind.ReadOrWrite() == errorfs.OpIsWrite {
+			stalled.Add(1)
+			<-release
+		}
+		return nil
+	}))
+}
+
+// holdPub is a Publisher that holds the publish of one reply until release
+// is closed, as a slow broker would.
+type holdPub struct {
+	*recorder
+	hold    []byte        // held: the payload contains it
+	held    chan struct{} // closed when the held publish began
+	release chan struct{}
+	once    sync.Once
+}
+
+func (h *holdPub) Publish(m Message) error {
+	if bytes.Contains(m.Payload, h.hold) {
+		h.once.Do(func() { close(h.held) })
+		<-h.release
+	}
+	return h.recorder.Publish(m)
+}
+
+// TestShutdownFullQueue: a connection's worker is stuck (here publishing a
+// reply), its queue is full, and its reader waits in Submit. Shutdown must
+// still return when its context ends, and the waiting Submit must return
+// too, its call answered 503.
+func TestShutdownFullQueue(t *testing.T) {
+	h := &holdPub{hold: []byte(`"id":1,`), held: make(chan struct{}), release: make(chan struct{})}
+	e := newEnvPub(t, Config{QueueLen: 1}, vfs.NewMem(), func(r *recorder) Publisher { h.recorder = r; return h })
+	var once sync.Once
+	unhold := func() { once.Do(func() { close(h.release) }) }
+	t.Cleanup(unhold)
+	c := e.svc.Open("c")
+	submit(c, `{"id":1,"src":"dev1","method":"RPC.Ping"}`)
+	<-h.held                                               // the worker is stuck in id 1
+	submit(c, `{"id":2,"src":"dev1","method":"RPC.Ping"}`) // fills the queue
+	submitted := make(chan struct{})
+	go func() {
+		defer close(submitted)
+		submit(c, `{"id":3,"src":"dev1","method":"RPC.Ping"}`) // waits: the queue is full
+	}()
+	// Submit holds the connection's lock while it waits.
+	waitUntil(t, "Submit waiting", func() bool {
+		if c.mu.TryLock() {
+			c.mu.Unlock()
+			return false
+		}
+		return true
+	})
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		shut <- e.svc.Shutdown(ctx)
+	}()
+	select {
+	case err := <-shut:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Shutdown = %v, want its deadline exceeded", err)
+		}
+	case <-time.After(waitFor):
+		unhold()
+		t.Fatal("Shutdown did not return when its context ended")
+	}
+	select {
+	case <-submitted:
+	case <-time.After(waitFor):
+		unhold()
+		t.Fatal("Submit still waiting after Shutdown")
+	}
+	if r := e.waitReply(t, "dev1", "3"); r.code() != 503 {
+		t.Errorf("call waiting in Submit at Shutdown: %s, want 503", r.raw)
+	}
+	unhold()
+	for id, code := range map[string]int{"1": 0, "2": 503} {
+		if r := e.waitReply(t, "dev1", id); r.code() != code {
+			t.Errorf("call %s: %s, want code %d", id, r.raw, code)
 		}
 	}
 }
