@@ -433,3 +433,70 @@ func TestSecured_NoRetainedForgery(t *testing.T) {
 		return m.Topic == "fleet/config" && m.Retained
 	})
 }
+
+// TestSecured_ForbiddenPublish: a 3.1.1 publish to a topic the ACL forbids
+// is dropped at QoS 0 (the connection stays) and closes the connection at
+// QoS 1 (3.1.1 has no negative PUBACK; mochi disconnects). Either way no
+// subscriber receives it.
+func TestSecured_ForbiddenPublish(t *testing.T) {
+	t.Parallel()
+	s := start(t, "--auth", writeUsers(t, secFleet...), "--ws", "", "--http", "")
+	url := "tcp://" + s.MQTT
+	dash := dialAs(t, url, "dash")
+	dash.subscribe("+/log/#", 0)
+	from := dash.mark()
+	forged := []byte(`{"id":"00000000000000ff","src":"dev2","stream":"console","timestamp":1,"msg":"forged"}`)
+
+	dev1 := dialAs(t, url, "dev1")
+	dev1.publish("dev2/log/console", 0, false, forged)
+	dev1.pingBarrier() // still connected and served
+	tok := dev1.pc.Publish("dev2/log/console", 1, false, forged)
+	if tok.WaitTimeout(callTimeout) && tok.Error() == nil {
+		t.Error("a forbidden QoS 1 publish was acknowledged")
+	}
+	dev1.waitDropped(callTimeout)
+
+	to := dash.pingBarrier()
+	for _, topic := range dash.topicsBetween(from, to) {
+		if topic != "dash/rpc" {
+			t.Errorf("dashboard received a forged %s", topic)
+		}
+	}
+}
+
+// TestSecured_MQTT5ResponseTopic: an MQTT 5 Response Topic outside the
+// caller's own topics is ignored (the answer goes to <src>/rpc); one under
+// <identity>/ is used, with the Correlation Data.
+func TestSecured_MQTT5ResponseTopic(t *testing.T) {
+	t.Parallel()
+	s := start(t, "--auth", writeUsers(t, secFleet...), "--ws", "", "--http", "")
+	url := "tcp://" + s.MQTT
+	dev1 := dialAs(t, url, "dev1")
+	dev2 := dialAs(t, url, "dev2")
+	dev2From := dev2.mark()
+	dev1From := dev1.mark()
+
+	frame := `{"id":41,"src":"dev1","method":"RPC.Ping"}`
+	out, code := runCmd(t, nil, "mosquitto_pub", "-V", "mqttv5", "-h", "127.0.0.1", "-p", portOf(t, s.MQTT),
+		"-u", "dev1", "-P", password("dev1"), "-q", "1", "-t", "logbroker/rpc",
+		"-D", "publish", "response-topic", "dev2/rpc", "-D", "publish", "correlation-data", "c41", "-m", frame)
+	if code != 0 {
+		t.Fatalf("mosquitto_pub: exit %d: %s", code, out)
+	}
+	dev1.waitMsg(dev1From, callTimeout, "the answer on dev1/rpc", func(m message) bool {
+		r, ok := decodeResponse(m)
+		return ok && m.Topic == "dev1/rpc" && string(r.ID) == "41"
+	})
+	to := dev2.pingBarrier()
+	if n := countResponses(dev2.messages(dev2From)[:to-dev2From], "dev2/rpc"); n != 1 {
+		t.Errorf("dev2 got %d responses on dev2/rpc, want only its own: %s", n, dev2.describe(dev2From))
+	}
+
+	// Its own Response Topic is honoured: mosquitto_rr waits there.
+	out, code = runCmd(t, nil, "mosquitto_rr", "-V", "mqttv5", "-h", "127.0.0.1", "-p", portOf(t, s.MQTT),
+		"-u", "dev1", "-P", password("dev1"), "-q", "1", "-t", "logbroker/rpc", "-e", "dev1/resp", "-W", "10",
+		"-m", `{"id":42,"src":"dev1","method":"RPC.Ping"}`)
+	if code != 0 || !strings.Contains(out, `"id":42`) {
+		t.Fatalf("mosquitto_rr with response topic dev1/resp: exit %d: %s", code, out)
+	}
+}
