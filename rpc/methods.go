@@ -112,6 +112,7 @@ func (c *Conn) logLog(r *request) {
 			return
 		}
 		if r.f.Notification() {
+			c.observe(r, 0) // respond would, but the result is not needed
 			return
 		}
 		res := make([]byte, 0, 32)

@@ -51,6 +51,7 @@ type Config struct {
 	Rate          float64       // calls per second per connection (token bucket); 0 = unlimited
 	RateBurst     int           // bucket size; default max(1, Rate)
 	Logger        *slog.Logger
+	Observe       Observer // told of every call's end (metrics); nil: nobody
 }
 
 // Defaults of Config.
@@ -190,10 +191,8 @@ type Conn struct {
 	svc     *Service
 	client  string
 	ch      chan Call
-	mu      sync.RWMutex  // Submit holds it shared while it sends on ch; Close alone, to close ch
-	closed  bool          // ch is closed; guarded by mu
-	quit    chan struct{} // closed by Close first: a Submit waiting on a full ch gives up
-	quitted sync.Once
+	mu      sync.Mutex // guards closed and sends on ch
+	closed  bool
 	caller  Caller
 	limit   *bucket        // nil: no rate limit
 	appends sync.WaitGroup // Log.Log calls not yet durable
@@ -209,7 +208,7 @@ func (s *Service) Open(client string) *Conn {
 
 // OpenAs starts the call queue of a new connection made by caller.
 func (s *Service) OpenAs(client string, caller Caller) *Conn {
-	c := &Conn{svc: s, client: client, caller: caller, ch: make(chan Call, s.cfg.QueueLen), quit: make(chan struct{})}
+	c := &Conn{svc: s, client: client, caller: caller, ch: make(chan Call, s.cfg.QueueLen)}
 	if s.cfg.Rate > 0 {
 		burst := s.cfg.RateBurst
 		if burst <= 0 {
@@ -233,31 +232,23 @@ func (s *Service) OpenAs(client string, caller Caller) *Conn {
 }
 
 // Submit queues call. It waits only while the connection's queue is full,
-// which slows that connection alone, and not past Close. Once Shutdown has
-// begun, call is answered at once (503, or the frame's own error) instead.
+// which slows that connection alone. Once Shutdown has begun, call is
+// answered at once (503, or the frame's own error) instead.
 func (c *Conn) Submit(call Call) {
-	c.mu.RLock()
-	if !c.closed {
-		select {
-		case c.ch <- call:
-			c.mu.RUnlock()
-			return
-		case <-c.quit:
-			// Closed while the queue was full (a stuck worker): waiting
-			// on would hold up Close, and so Shutdown.
-		}
+	c.mu.Lock()
+	closed := c.closed
+	if !closed {
+		c.ch <- call
 	}
-	c.mu.RUnlock()
-	if c.svc.closing.Load() {
+	c.mu.Unlock()
+	if closed && c.svc.closing.Load() {
 		c.handle(call) // never reaches a method while closing
 	}
 }
 
 // Close ends the connection's queue: calls already queued still run (their
 // publishes were acknowledged), its waiting follows are dropped unanswered.
-// It does not wait for the queue to drain.
 func (c *Conn) Close() {
-	c.quitted.Do(func() { close(c.quit) }) // releases a Submit waiting on a full queue
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -355,6 +346,7 @@ func (c *Conn) handle(call Call) {
 
 // respond sends the result of r (nil: no result field).
 func (c *Conn) respond(r *request, result []byte) {
+	c.observe(r, 0)
 	if r.f.Notification() {
 		return
 	}
@@ -367,6 +359,7 @@ func (c *Conn) fail(r *request, err error) {
 	s := c.svc
 	s.failed.Add(1)
 	code, msg, internal := toWire(err)
+	c.observe(r, code)
 	var id string
 	if r.f != nil {
 		id = string(r.f.ID)
