@@ -191,8 +191,10 @@ type Conn struct {
 	svc     *Service
 	client  string
 	ch      chan Call
-	mu      sync.Mutex // guards closed and sends on ch
-	closed  bool
+	mu      sync.RWMutex  // Submit holds it shared while it sends on ch; Close alone, to close ch
+	closed  bool          // ch is closed; guarded by mu
+	quit    chan struct{} // closed by Close first: a Submit waiting on a full ch gives up
+	quitted sync.Once
 	caller  Caller
 	limit   *bucket        // nil: no rate limit
 	appends sync.WaitGroup // Log.Log calls not yet durable
@@ -208,7 +210,7 @@ func (s *Service) Open(client string) *Conn {
 
 // OpenAs starts the call queue of a new connection made by caller.
 func (s *Service) OpenAs(client string, caller Caller) *Conn {
-	c := &Conn{svc: s, client: client, caller: caller, ch: make(chan Call, s.cfg.QueueLen)}
+	c := &Conn{svc: s, client: client, caller: caller, ch: make(chan Call, s.cfg.QueueLen), quit: make(chan struct{})}
 	if s.cfg.Rate > 0 {
 		burst := s.cfg.RateBurst
 		if burst <= 0 {
@@ -232,23 +234,31 @@ func (s *Service) OpenAs(client string, caller Caller) *Conn {
 }
 
 // Submit queues call. It waits only while the connection's queue is full,
-// which slows that connection alone. Once Shutdown has begun, call is
-// answered at once (503, or the frame's own error) instead.
+// which slows that connection alone, and not past Close. Once Shutdown has
+// begun, call is answered at once (503, or the frame's own error) instead.
 func (c *Conn) Submit(call Call) {
-	c.mu.Lock()
-	closed := c.closed
-	if !closed {
-		c.ch <- call
+	c.mu.RLock()
+	if !c.closed {
+		select {
+		case c.ch <- call:
+			c.mu.RUnlock()
+			return
+		case <-c.quit:
+			// Closed while the queue was full (a stuck worker): waiting
+			// on would hold up Close, and so Shutdown.
+		}
 	}
-	c.mu.Unlock()
-	if closed && c.svc.closing.Load() {
+	c.mu.RUnlock()
+	if c.svc.closing.Load() {
 		c.handle(call) // never reaches a method while closing
 	}
 }
 
 // Close ends the connection's queue: calls already queued still run (their
 // publishes were acknowledged), its waiting follows are dropped unanswered.
+// It does not wait for the queue to drain.
 func (c *Conn) Close() {
+	c.quitted.Do(func() { close(c.quit) }) // releases a Submit waiting on a full queue
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
