@@ -1,0 +1,151 @@
+package metrics
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/logbroker/logbroker/rpc"
+	"github.com/logbroker/logbroker/storage"
+)
+
+// Sources are where the numbers come from, read at each scrape. A nil
+// field leaves its metrics out.
+type Sources struct {
+	Service func() rpc.Stats
+	Store   func() storage.Stats
+	MQTT    func() MQTT
+}
+
+// MQTT are the broker's numbers.
+type MQTT struct {
+	ClientsConnected int64
+	MessagesDropped  int64
+	MessagesReceived int64
+	MessagesSent     int64
+}
+
+// latencyBuckets span a fast List (sub-millisecond) to a follow at
+// --follow-max (300 s by default).
+var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300}
+
+// Metrics is the registry behind /metrics.
+type Metrics struct {
+	reg     *prometheus.Registry
+	calls   *prometheus.CounterVec
+	latency *prometheus.HistogramVec
+}
+
+// New makes the registry: per-call metrics fed by Observe, and a collector
+// over src.
+func New(src Sources) *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "logbroker_rpc_calls_total",
+			Help: "RPC calls ended, by method and wire code (0: success).",
+		}, []string{"method", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "logbroker_rpc_call_duration_seconds",
+			Help:    "Time from a call's start to its answer (Log.Log: until durable; Log.List: includes follow waits).",
+			Buckets: latencyBuckets,
+		}, []string{"method"}),
+	}
+	m.reg.MustRegister(m.calls, m.latency, &collector{src: src},
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Observe counts one ended call; it is an rpc.Observer.
+func (m *Metrics) Observe(method string, code int, d time.Duration) {
+	if method == "" {
+		method = "unknown"
+	}
+	m.calls.WithLabelValues(method, strconv.Itoa(code)).Inc()
+	m.latency.WithLabelValues(method).Observe(d.Seconds())
+}
+
+var _ rpc.Observer = (*Metrics)(nil).Observe
+
+// Handler serves the registry in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// Registry is the registry, for tests and extra collectors.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// collector reads Sources at scrape time.
+type collector struct {
+	src Sources
+}
+
+func desc(name, help string) *prometheus.Desc {
+	return prometheus.NewDesc(name, help, nil, nil)
+}
+
+var (
+	descDropped     = desc("logbroker_rpc_dropped_frames_total", "Request frames that could not be answered (not a JSON object, no usable src).")
+	descWaiting     = desc("logbroker_rpc_follows_waiting", "Log.List follow calls waiting now.")
+	descLive        = desc("logbroker_rpc_live_published_total", "Entries published on <src>/log/<stream>.")
+	descEntries     = desc("logbroker_store_entries_total", "Entries made durable.")
+	descBytes       = desc("logbroker_store_bytes_total", "Bytes of msg made durable.")
+	descDeletes     = desc("logbroker_store_deletes_total", "Log.Delete calls made durable.")
+	descSyncs       = desc("logbroker_store_fsyncs_total", "Batches written with a WAL fsync (group commits).")
+	descPerSync     = desc("logbroker_store_entries_per_fsync", "Entries carried by one fsynced batch.")
+	descDisk        = desc("logbroker_store_disk_bytes", "Disk space used by the store (WAL, tables, files awaiting deletion).")
+	descClients     = desc("logbroker_mqtt_clients_connected", "MQTT connections now.")
+	descMsgDropped  = desc("logbroker_mqtt_messages_dropped_total", "Messages dropped because a subscriber's queue was full.")
+	descMsgReceived = desc("logbroker_mqtt_messages_received_total", "PUBLISH packets received from clients.")
+	descMsgSent     = desc("logbroker_mqtt_messages_sent_total", "PUBLISH packets sent to clients.")
+)
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descDropped, descWaiting, descLive, descEntries, descBytes, descDeletes,
+		descSyncs, descPerSync, descDisk, descClients, descMsgDropped, descMsgReceived, descMsgSent} {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	counter := func(d *prometheus.Desc, v float64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v)
+	}
+	gauge := func(d *prometheus.Desc, v float64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v)
+	}
+	if c.src.Service != nil {
+		st := c.src.Service()
+		counter(descDropped, float64(st.Dropped))
+		gauge(descWaiting, float64(st.Waiting))
+		counter(descLive, float64(st.LivePublish))
+	}
+	if c.src.Store != nil {
+		st := c.src.Store()
+		counter(descEntries, float64(st.Entries))
+		counter(descBytes, float64(st.Bytes))
+		counter(descDeletes, float64(st.Deletes))
+		counter(descSyncs, float64(st.Syncs))
+		gauge(descDisk, float64(st.DiskBytes))
+		buckets := make(map[float64]uint64, len(storage.BatchBounds))
+		var cum uint64
+		for i, bound := range storage.BatchBounds {
+			cum += st.Batches[i]
+			buckets[float64(bound)] = cum
+		}
+		// Every entry made durable rode in exactly one synced batch.
+		ch <- prometheus.MustNewConstHistogram(descPerSync, st.Syncs, float64(st.Entries), buckets)
+	}
+	if c.src.MQTT != nil {
+		st := c.src.MQTT()
+		gauge(descClients, float64(st.ClientsConnected))
+		counter(descMsgDropped, float64(st.MessagesDropped))
+		counter(descMsgReceived, float64(st.MessagesReceived))
+		counter(descMsgSent, float64(st.MessagesSent))
+	}
+}
