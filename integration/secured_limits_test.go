@@ -69,6 +69,30 @@ func TestSecured_Limits(t *testing.T) {
 		s.waitLogLines(`msg="client disconnected" client=`+a.id+" ", 1, callTimeout)
 		dialAs(t, url, "dev1").pingBarrier()
 	})
+	t.Run("MaxConnsPerUserConcurrent", func(t *testing.T) {
+		// Simultaneous connects cannot all pass the check.
+		const n = 8
+		errs := make(chan error, n)
+		for range n {
+			go func() {
+				_, err := tryDial(t, url, dialOpts{user: "ops", password: password("ops")})
+				errs <- err
+			}()
+		}
+		ok := 0
+		for range n {
+			err := <-errs
+			switch {
+			case err == nil:
+				ok++
+			case !errors.Is(err, packets.ErrorRefusedServerUnavailable):
+				t.Errorf("connect: %v, want success or CONNACK 3", err)
+			}
+		}
+		if ok != 2 {
+			t.Fatalf("%d of %d simultaneous connections of ops accepted, want 2", ok, n)
+		}
+	})
 	t.Run("MaxPacket", func(t *testing.T) {
 		c := dialAs(t, url, "dash")
 		// Just under the limit: an ordinary call.
