@@ -4,13 +4,15 @@
 //
 // # Basics
 //
-// RPC is a mochi hook that provides OnPublish and OnDisconnect. A publish on
+// RPC is a mochi hook that provides OnPublish, OnWill and OnDisconnect. A publish on
 // <name>/rpc or <name>/rpc/<method>, where <name> is the service id or an
 // alias, is a request frame: it is queued on the connection's rpc.Conn and
 // answered with packets.CodeSuccessIgnore, so mochi completes the QoS flow
 // (PUBACK, PUBREC/PUBREL/PUBCOMP) but never retains it nor delivers it to a
 // subscriber. Every other publish passes through untouched, and so do the
-// broker's own (inline) publishes, which would otherwise loop.
+// broker's own (inline) publishes, which would otherwise loop. A Last Will
+// addressed to the service (which mochi publishes past OnPublish) is
+// consumed the same way in OnWill: it runs as the client's last call.
 //
 // Sender adapts a Publisher (the broker) to rpc.Publisher: responses at QoS 1
 // with any MQTT 5 Correlation Data, live entries at QoS 0.

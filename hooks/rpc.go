@@ -63,7 +63,7 @@ func (h *RPC) ID() string { return "logbroker-rpc" }
 
 // Provides reports the events the hook handles.
 func (h *RPC) Provides(b byte) bool {
-	return b == mqtt.OnPublish || b == mqtt.OnDisconnect
+	return b == mqtt.OnPublish || b == mqtt.OnWill || b == mqtt.OnDisconnect
 }
 
 // Match reports whether topic is a request topic of the service, and which
@@ -102,6 +102,36 @@ func (h *RPC) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, err
 		Correlation:   bytes.Clone(pk.Properties.CorrelationData),
 	})
 	return pk, packets.CodeSuccessIgnore
+}
+
+// consumedWill is what a will addressed to the service becomes once the
+// service has taken it: mochi publishes a will without calling OnPublish,
+// so it must still publish something, and this reaches no one. The
+// wildcards '#' and '+' do not match a topic that starts with '$', and no
+// client can subscribe to a filter holding NUL (mochi refuses such a
+// string); it carries no payload and is not retained.
+var consumedWill = mqtt.Will{TopicName: "$logbroker\x00will-consumed", Flag: 1}
+
+// OnWill consumes a Last Will addressed to the service. mochi publishes
+// wills straight to subscribers, past OnPublish, so without this a will on
+// <service>/rpc would reach subscribers of that topic and could be
+// retained. The will is a request like any other publish there (a device
+// can log its own end): it is queued on the connection's calls, after
+// those it published before. mochi calls OnWill when the connection ends,
+// so a delayed will (MQTT 5 Will Delay Interval) to the service runs at
+// once, not after its delay.
+func (h *RPC) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
+	name, method, hasMethod, ok := h.Match(will.TopicName)
+	if !ok {
+		return will, nil
+	}
+	h.conn(cl).Submit(rpc.Call{
+		Payload:   will.Payload,
+		Service:   name,
+		Method:    method,
+		HasMethod: hasMethod,
+	})
+	return consumedWill, nil
 }
 
 // responseTopic is the MQTT 5 Response Topic, if it is a valid topic name.

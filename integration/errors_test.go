@@ -259,16 +259,16 @@ func TestBadInput(t *testing.T) {
 	good := s.dial(t)
 
 	dropped := []string{
-		`{"id":1,"src":"x","method":`,  // malformed JSON
-		`not json at all`,              // malformed JSON
-		`[1,2,3]`,                      // not an object
-		`"a string"`,                   // not an object
-		`42`,                           // not an object
-		`null`,                         // not an object
-		``,                             // empty payload
-		`{"id":1,"method":"RPC.Ping"}`, // no src
-		`{"id":1,"src":5,"method":"RPC.Ping"}`,     // src not a string
-		`{"id":1,"src":"","method":"RPC.Ping"}`,    // empty src
+		`{"id":1,"src":"x","method":`,           // malformed JSON
+		`not json at all`,                       // malformed JSON
+		`[1,2,3]`,                               // not an object
+		`"a string"`,                            // not an object
+		`42`,                                    // not an object
+		`null`,                                  // not an object
+		``,                                      // empty payload
+		`{"id":1,"method":"RPC.Ping"}`,          // no src
+		`{"id":1,"src":5,"method":"RPC.Ping"}`,  // src not a string
+		`{"id":1,"src":"","method":"RPC.Ping"}`, // empty src
 		`{"id":1,"src":"a/#","method":"RPC.Ping"}`, // src not a topic
 		`{"id":1,"src":"$SYS","method":"RPC.Ping"}`,
 		"\xff\xfe{}",

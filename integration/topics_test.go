@@ -205,3 +205,47 @@ func (s *server) retained(t testing.TB, filter string) []message {
 	}
 	return out
 }
+
+// TestWillToService checks a Last Will addressed to the service: it is a
+// request like any other publish to <service>/rpc (a device can log its
+// own death), so it runs, is answered on <src>/rpc, and is never delivered
+// to subscribers nor retained.
+func TestWillToService(t *testing.T) {
+	t.Parallel()
+	s := start(t)
+	for _, version := range []string{"mqttv311", "mqttv5"} {
+		t.Run(version, func(t *testing.T) {
+			watch := s.dial(t)
+			watch.subscribe("#", 1)
+			watch.subscribe("logbroker/rpc", 1)
+			watch.subscribe("$logbroker/#", 1)
+			src := "will-" + version
+			watch.subscribe(src+"/rpc", 1)
+			frame := fmt.Sprintf(`{"id":1,"src":%q,"method":"Log.Log","args":{"msg":"gone","stream":"will"}}`, src)
+			dev := s.mosquittoSub(t, "-V", version, "-t", src+"/in", "--will-topic", "logbroker/rpc",
+				"--will-payload", frame, "--will-qos", "1", "--will-retain")
+			from := watch.mark()
+			// An ungraceful end: the broker publishes the will.
+			if err := dev.cmd.Process.Kill(); err != nil {
+				t.Fatal(err)
+			}
+			m, _ := watch.waitMsg(from, callTimeout, "the will's response", func(m message) bool { return m.Topic == src+"/rpc" })
+			r, _ := decodeResponse(m)
+			checkShape(t, r, "logbroker", src, json.RawMessage(`1`), nil)
+			id := r.logID(t)
+			es := watch.list(map[string]any{"src": src, "stream": "will"})
+			if len(es) != 1 || es[0].ID != id || string(es[0].Msg) != `"gone"` {
+				t.Errorf("the will's entry: %+v, want %s", es, id)
+			}
+			// The List's response came after the will was handled.
+			for _, m := range watch.messages(from) {
+				if strings.HasPrefix(m.Topic, "logbroker/") || len(m.Payload) == 0 || strings.Contains(string(m.Payload), `"method"`) {
+					t.Errorf("the will reached a subscriber on %q: %q", m.Topic, m.Payload)
+				}
+			}
+		})
+	}
+	for _, m := range s.retained(t, "#") {
+		t.Errorf("retained after a will to the service: %s %s", m.Topic, m.Payload)
+	}
+}
