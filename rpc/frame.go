@@ -45,6 +45,11 @@ func DecodeFrame(payload []byte) (*Frame, error) {
 	}
 	f := &Frame{}
 	raw := lookup(ms, "src")
+	if !utf8.Valid(raw) {
+		// Checked before decoding: an escape in it would have the decoder
+		// replace the bad bytes, and the reply go to a src nobody sent.
+		return nil, fmt.Errorf("decode frame: %w: src is not valid UTF-8", ErrDropped)
+	}
 	src, ok := decodeString(raw)
 	if !ok {
 		return nil, fmt.Errorf("decode frame: %w: src is %s, not a string", ErrDropped, jsonKind(raw))

@@ -136,8 +136,8 @@ func checkResponse(t testing.TB, f *Frame, reply []byte, service string, code in
 	}
 	keys := map[string]int{}
 	for _, m := range ms {
-		keys[m.key]++
-		if keys[m.key] > 1 {
+		keys[string(m.key)]++
+		if keys[string(m.key)] > 1 {
 			t.Fatalf("response %s repeats %q", reply, m.key)
 		}
 	}

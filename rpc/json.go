@@ -12,9 +12,11 @@ import (
 // errNotObject is returned by members for JSON that is not an object.
 var errNotObject = errors.New("not a JSON object")
 
-// member is one key of a JSON object with the raw bytes of its value.
+// member is one key of a JSON object with the raw bytes of its value. key
+// is unescaped; without escapes (the usual case) it points into the document,
+// so splitting a frame allocates nothing per key.
 type member struct {
-	key string
+	key []byte
 	val []byte
 }
 
@@ -38,14 +40,13 @@ func members(data []byte, buf []member) ([]member, error) {
 	for {
 		// data is valid JSON, so a key string follows.
 		end := skipString(data, i)
-		key := data[i:end]
-		var k string
-		if containsByte(key, '\\') {
-			if err := json.Unmarshal(key, &k); err != nil {
+		k := data[i+1 : end-1]
+		if containsByte(k, '\\') {
+			s, ok := decodeString(data[i:end])
+			if !ok {
 				return nil, errNotObject
 			}
-		} else {
-			k = string(key[1 : len(key)-1])
+			k = []byte(s)
 		}
 		i = skipSpace(data, end)
 		i = skipSpace(data, i+1) // past ':'
@@ -62,7 +63,7 @@ func members(data []byte, buf []member) ([]member, error) {
 // lookup returns the value of the last member named key, or nil.
 func lookup(ms []member, key string) []byte {
 	for j := len(ms) - 1; j >= 0; j-- {
-		if ms[j].key == key {
+		if string(ms[j].key) == key {
 			return ms[j].val
 		}
 	}
