@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestErrors checks every error code open mode can produce, each with the
@@ -124,6 +125,24 @@ func TestLimits(t *testing.T) {
 		c.log(map[string]any{"msg": strings.Repeat("m", 98)})
 		// A frame just under the limit works.
 		c.call(map[string]any{"method": "RPC.Ping", "pad": strings.Repeat("p", 1900)}, "").ok(t)
+	})
+	t.Run("MaxPacket", func(t *testing.T) {
+		t.Parallel()
+		// A packet over --max-packet ends that client's connection; the
+		// broker and its other clients carry on.
+		s := start(t, "--max-packet", "8192")
+		big, other := s.dial(t), s.dial(t)
+		payload, _, _ := big.frameOf(map[string]any{"method": "Log.Log", "args": map[string]any{"msg": strings.Repeat("m", 9000)}}, true)
+		big.pc.Publish("logbroker/rpc", 0, false, payload)
+		select {
+		case <-big.lostCh:
+		case <-time.After(callTimeout):
+			t.Fatalf("a client that sent %d bytes over --max-packet 8192 is still connected", len(payload))
+		}
+		other.log(map[string]any{"msg": "fine"})
+		if es := other.list(map[string]any{"src": big.src}); len(es) != 0 {
+			t.Errorf("the oversized packet was stored: %+v", es)
+		}
 	})
 	t.Run("MaxFollows", func(t *testing.T) {
 		t.Parallel()
