@@ -1,7 +1,6 @@
 package storetest
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -458,6 +457,7 @@ func testAppendAsync(t *testing.T, h Harness) {
 
 func testConcurrent(t *testing.T, h Harness) {
 	_, s := newEnv(t, h)
+	ctx := testCtx(t)
 	const goroutines, each = 32, 25
 	srcs := []string{"d1", "d2"}
 	streams := []string{"a", "b", "c"}
@@ -470,7 +470,6 @@ func testConcurrent(t *testing.T, h Harness) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ctx := context.Background()
 			for i := 0; i < each; i++ {
 				rec := storage.Record{Src: srcs[(g+i)%2], Stream: streams[(g*7+i)%3], Timestamp: int64(g*1000 + i), Msg: []byte(fmt.Sprintf(`"%d-%d"`, g, i))}
 				e, err := s.Append(ctx, rec)
@@ -512,6 +511,7 @@ func testConcurrent(t *testing.T, h Harness) {
 func testSubscribe(t *testing.T, h Harness) {
 	t.Run("DurableListableInOrder", func(t *testing.T) {
 		_, s := newEnv(t, h)
+		ctx := testCtx(t)
 		var (
 			mu        sync.Mutex
 			delivered = map[uint64]storage.Entry{} // by seq, src "dev"
@@ -520,7 +520,6 @@ func testSubscribe(t *testing.T, h Harness) {
 			calls     int
 		)
 		cancel := s.Subscribe(func(group []storage.Entry) {
-			ctx := context.Background()
 			mu.Lock()
 			defer mu.Unlock()
 			calls++
@@ -555,7 +554,7 @@ func testSubscribe(t *testing.T, h Harness) {
 				for i := 0; i < each; i++ {
 					rec := storage.Record{Src: []string{"dev", "dev", "other"}[i%3], Stream: []string{"a", "b"}[g%2], Msg: []byte(fmt.Sprintf(`[%d,%d]`, g, i))}
 					if g%2 == 0 {
-						e, err := s.Append(context.Background(), rec)
+						e, err := s.Append(ctx, rec)
 						if err != nil {
 							t.Errorf("append: %v", err)
 							return
@@ -718,6 +717,7 @@ func testClose(t *testing.T, h Harness) {
 	})
 	t.Run("RacingAppends", func(t *testing.T) {
 		_, s := newEnv(t, h)
+		ctx := testCtx(t)
 		var wg sync.WaitGroup
 		var stored atomic.Int64
 		started := make(chan struct{}, 8)
@@ -726,7 +726,7 @@ func testClose(t *testing.T, h Harness) {
 			go func() {
 				defer wg.Done()
 				for i := 0; ; i++ {
-					_, err := s.Append(context.Background(), storage.Record{Src: "dev", Stream: fmt.Sprint("s", g%3), Msg: []byte(fmt.Sprint(i))})
+					_, err := s.Append(ctx, storage.Record{Src: "dev", Stream: fmt.Sprint("s", g%3), Msg: []byte(fmt.Sprint(i))})
 					if err != nil {
 						if !errors.Is(err, storage.ErrClosed) {
 							t.Errorf("append racing close: %v, want ErrClosed", err)
@@ -791,13 +791,20 @@ func testMsg(t *testing.T, h Harness) {
 			}
 		})
 	}
-	// A caller may modify what List returned without changing the store,
-	// or the other entries.
+	// A caller may append to a listed Msg without clobbering the next one,
+	// and modify what List returned without changing the store.
+	if len(got) == len(want) {
+		for i := 0; i+1 < len(got); i++ {
+			_ = append(got[i].Msg, "garbage"...)
+		}
+		if d := diffEntries(got, want); d != "" {
+			t.Errorf("appending to a listed Msg changed the result: %s", d)
+		}
+	}
 	for _, e := range got {
 		for j := range e.Msg {
 			e.Msg[j] = '#'
 		}
-		_ = append(e.Msg, "garbage"...)
 	}
 	if d := diffEntries(mustList(t, s, storage.Query{Src: "dev", Last: -1}), want); d != "" {
 		t.Errorf("after modifying a List result: %s", d)
