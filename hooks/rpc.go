@@ -98,7 +98,7 @@ func (h *RPC) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, err
 		Service:       name,
 		Method:        method,
 		HasMethod:     hasMethod,
-		ResponseTopic: responseTopic(pk),
+		ResponseTopic: h.responseTopic(pk),
 		Correlation:   bytes.Clone(pk.Properties.CorrelationData),
 	})
 	return pk, packets.CodeSuccessIgnore
@@ -134,10 +134,18 @@ func (h *RPC) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 	return consumedWill, nil
 }
 
-// responseTopic is the MQTT 5 Response Topic, if it is a valid topic name.
-func responseTopic(pk packets.Packet) string {
+// responseTopic is the MQTT 5 Response Topic, if it is one a client could
+// publish to itself: a topic name (no wildcards), not under '$' (where the
+// broker would be made to forge $SYS), and not a request topic of the
+// service (the broker's own publishes are not consumed there, so the
+// response would reach its subscribers). Otherwise the response goes to
+// <src>/rpc.
+func (h *RPC) responseTopic(pk packets.Packet) string {
 	t := pk.Properties.ResponseTopic
-	if t == "" || strings.ContainsAny(t, "+#\x00") {
+	if t == "" || t[0] == '$' || strings.ContainsAny(t, "+#\x00") {
+		return ""
+	}
+	if _, _, _, ok := h.Match(t); ok {
 		return ""
 	}
 	return t

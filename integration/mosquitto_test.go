@@ -185,3 +185,28 @@ func TestReadmeSample(t *testing.T) {
 		}
 	}
 }
+
+// TestMQTT5BadResponseTopic checks that a Response Topic the broker must
+// not publish to (under '$', or a request topic of the service) is ignored:
+// the response goes to <src>/rpc.
+func TestMQTT5BadResponseTopic(t *testing.T) {
+	t.Parallel()
+	s := start(t)
+	const src = "dev-rt"
+	sub := s.mosquittoSub(t, "-V", "mqttv5", "-q", "1", "-t", src+"/rpc", "-t", "logbroker/#", "-t", "$SYS/broker/fake")
+	topics := []string{"$SYS/broker/fake", "logbroker/rpc", "logbroker/rpc/RPC.Ping"}
+	for i, rt := range topics {
+		s.mosquittoPub(t, "-V", "mqttv5", "-q", "1", "-t", "logbroker/rpc",
+			"-D", "publish", "response-topic", rt, "-D", "publish", "correlation-data", "c"+fmt.Sprint(i),
+			"-m", fmt.Sprintf(`{"id":%d,"src":%q,"method":"RPC.Ping"}`, i+1, src))
+	}
+	got := sub.wait(callTimeout, len(topics), "responses", func(m mosqMsg) bool { return true })
+	for i, m := range got {
+		if m.Topic != src+"/rpc" {
+			t.Errorf("response %d on %s, want %s/rpc", i+1, m.Topic, src)
+		}
+		if want := "c" + fmt.Sprint(i); m.Correlation != want {
+			t.Errorf("response %d: correlation %q, want %q", i+1, m.Correlation, want)
+		}
+	}
+}
