@@ -1,0 +1,31 @@
+// Package dashboard serves logbroker's live web dashboard: a static page
+// (index.html, app.js, style.css, mqtt.js) embedded in the binary, with no
+// build step, and /dashboard/config.json, which tells the page where the
+// broker's MQTT-over-WebSocket listener is and whether to ask for a login.
+//
+// # Basics
+//
+// The page is an ordinary MQTT client of the broker: mqtt.js is a small
+// MQTT 3.1.1 client over WebSocket, and the page calls Log.Sources,
+// Log.Streams and Log.List as RPC frames on <service>/rpc, replies on its
+// own <src>/rpc, and subscribes to <src>/log/<stream> for live entries. In
+// secured mode the user signs in with an MQTT username and password, so
+// the broker's ACL and permission rules apply to the page exactly as to any
+// client: the HTTP server grants nothing.
+//
+// Routes: GET / (the page), GET /dashboard/{app.js,mqtt.js,style.css},
+// GET /dashboard/config.json:
+//
+//	{"service":"logbroker","secured":false,"ws_url":"ws://127.0.0.1:8083/"}
+//
+// ws_url takes the host name the browser used for the page when the
+// WebSocket listener is bound to a wildcard or loopback address, so a page
+// opened as http://localhost:8080/ connects to ws://localhost:8083/. A page
+// behind a proxy can override it: /?ws=wss://example.org/mqtt.
+//
+// # Caveats
+//
+// Every response carries a Content-Security-Policy that allows scripts and
+// styles from the page's own origin only; the page itself never uses
+// innerHTML for broker data (entries are untrusted text).
+package dashboard
