@@ -283,3 +283,51 @@ func FuzzDecodeFrame(f *testing.F) {
 		}
 	})
 }
+
+func TestDecodeNumbers(t *testing.T) {
+	tests := []struct {
+		in          string
+		intV        int64 // decodeInt(in, 1, 1000); -1: refused
+		countV      int64 // decodeCount(in, 1, 1000); -1: refused
+		numberValid bool  // decodeNumber accepts it
+	}{
+		{"1", 1, 1, true},
+		{"1000", 1000, 1000, true},
+		{"1001", -1, 1000, true},
+		{"1e3", 1000, 1000, true},
+		{"1E+3", 1000, 1000, true},
+		{"10.00e2", 1000, 1000, true},
+		{"100000e-2", 1000, 1000, true},
+		{"1.5", -1, -1, true},
+		{"15e-1", -1, -1, true},
+		{"1.0000000000000001", -1, -1, true},
+		{"0", -1, -1, true},
+		{"-0", -1, -1, true},
+		{"-1", -1, -1, true},
+		{"-1e400", -1, -1, true}, // -Inf: the caller refuses it as negative
+		{"1e400", -1, 1000, true},
+		{"1e99999999999999999999", -1, 1000, true},
+		{"1e-99999999999999999999", -1, -1, true},
+		{"99999999999999999999", -1, 1000, true},
+		{"99999999999999999999.5", -1, -1, true},
+		{`"5"`, -1, -1, false},
+		{"true", -1, -1, false},
+		{"null", -1, -1, false},
+		{"", -1, -1, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			n, ok := decodeInt([]byte(tt.in), 1, 1000)
+			if got := map[bool]int64{true: n, false: -1}[ok]; got != tt.intV {
+				t.Errorf("decodeInt = %d, %v; want %d", n, ok, tt.intV)
+			}
+			n, ok = decodeCount([]byte(tt.in), 1, 1000)
+			if got := map[bool]int64{true: n, false: -1}[ok]; got != tt.countV {
+				t.Errorf("decodeCount = %d, %v; want %d", n, ok, tt.countV)
+			}
+			if _, ok := decodeNumber([]byte(tt.in)); ok != tt.numberValid {
+				t.Errorf("decodeNumber ok = %v, want %v", ok, tt.numberValid)
+			}
+		})
+	}
+}

@@ -208,6 +208,22 @@ func decodeInt(v []byte, min, max int64) (int64, bool) {
 	return int64(f), true
 }
 
+// decodeCount decodes a raw JSON number that must have an integer value of
+// at least min; any larger than max, however large (1e400), counts as max.
+func decodeCount(v []byte, min, max int64) (int64, bool) {
+	if n, ok := decodeInt(v, min, max); ok {
+		return n, true
+	}
+	if len(v) == 0 || !(v[0] >= '0' && v[0] <= '9') || !integral(v) {
+		return 0, false // not a number, negative, or not an integer
+	}
+	f, err := strconv.ParseFloat(string(v), 64)
+	if (err != nil && !errors.Is(err, strconv.ErrRange)) || f < float64(max) {
+		return 0, false // below min
+	}
+	return max, true
+}
+
 // integral reports whether the (valid) JSON number v has an integer value,
 // reading its decimal digits exactly rather than through a float64.
 func integral(v []byte) bool {

@@ -152,7 +152,7 @@ func parseListArgs(r *request) (listArgs, error) {
 	}
 	la.q.Last = -1
 	if raw := a.get("last"); raw != nil {
-		n, ok := decodeInt(raw, 0, 1<<31-1)
+		n, ok := decodeCount(raw, 0, 1<<31-1)
 		if !ok {
 			return la, errorf(CodeBadRequest, "last must be a non-negative integer, not %s", raw)
 		}
@@ -160,11 +160,11 @@ func parseListArgs(r *request) (listArgs, error) {
 	}
 	la.q.Limit = defaultLimit
 	if raw := a.get("limit"); raw != nil {
-		n, ok := decodeInt(raw, 1, 1<<62)
+		n, ok := decodeCount(raw, 1, maxLimit) // larger values are clamped
 		if !ok {
 			return la, errorf(CodeBadRequest, "limit must be a positive integer, not %s", raw)
 		}
-		la.q.Limit = int(min(n, maxLimit))
+		la.q.Limit = int(n)
 	}
 	if raw := a.get("follow"); raw != nil {
 		var ok bool
