@@ -84,14 +84,17 @@ func (h *RPC) Match(topic string) (name, method string, hasMethod, ok bool) {
 	return "", "", false, false
 }
 
-// OnPublish consumes request frames; other publishes pass through.
+// OnPublish consumes request frames; other publishes pass through. The
+// broker's own publishes are never calls (they would loop); one on a
+// request topic (the response to a frame whose src is "<service>" or
+// "<service>/rpc/...") is dropped, since nobody may receive messages there.
 func (h *RPC) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if cl.Net.Inline {
-		return pk, nil
-	}
 	name, method, hasMethod, ok := h.Match(pk.TopicName)
 	if !ok {
 		return pk, nil
+	}
+	if cl.Net.Inline {
+		return pk, packets.CodeSuccessIgnore
 	}
 	h.conn(cl).Submit(rpc.Call{
 		Payload:       pk.Payload,

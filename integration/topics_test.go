@@ -249,3 +249,35 @@ func TestWillToService(t *testing.T) {
 		t.Errorf("retained after a will to the service: %s %s", m.Topic, m.Payload)
 	}
 }
+
+// TestReplyOnRequestTopic checks frames whose src makes <src>/rpc a request
+// topic of the service: the broker neither loops on its own response nor
+// delivers it there.
+func TestReplyOnRequestTopic(t *testing.T) {
+	t.Parallel()
+	s := start(t)
+	watch := s.dial(t)
+	watch.subscribe("#", 1)
+	watch.subscribe("logbroker/rpc/#", 1)
+	c := s.dial(t)
+	for i, src := range []string{"logbroker", "logbroker/rpc/Log.Log"} {
+		c.publish("logbroker/rpc", 1, false, []byte(fmt.Sprintf(`{"id":%d,"src":%q,"method":"Log.Log","args":{"msg":%d}}`, i+1, src, i)))
+	}
+	// Barrier: the same client's later call is answered after those.
+	from := watch.mark()
+	id := c.log(map[string]any{"msg": "barrier"})
+	watch.waitMsg(from, callTimeout, "the barrier's live entry", func(m message) bool {
+		var e entry
+		return m.Topic == c.src+"/log/console" && json.Unmarshal(m.Payload, &e) == nil && e.ID == id
+	})
+	for _, m := range watch.messages(0) {
+		if strings.HasPrefix(m.Topic, "logbroker/rpc") {
+			t.Errorf("message on request topic %s: %s", m.Topic, m.Payload)
+		}
+	}
+	// The calls ran (only their answers had nowhere to go), once each.
+	if es := c.list(map[string]any{"src": "logbroker"}); len(es) != 1 {
+		t.Errorf("entries of src logbroker: %+v", es)
+	}
+	s.answers(t)
+}
