@@ -7,7 +7,10 @@
 // Start, which binds every listener itself (so port 0 works and MQTTAddr and
 // WSAddr report the bound addresses) and then serves. Publish injects a
 // packet as the broker itself, bypassing ACLs: it is how responses and live
-// entries reach subscribers. Close disconnects clients and stops listening.
+// entries reach subscribers. Close first lets clients acknowledge the QoS 1
+// and 2 messages in flight to them (up to Config.DrainTimeout, so that the
+// answers sent at shutdown arrive), then disconnects them and stops
+// listening.
 //
 // # Listeners
 //
