@@ -61,7 +61,7 @@ type rawStats struct {
 // decodes, and no entry of a source is above its 'q' sequence key.
 func checkRaw(t testing.TB, fs vfs.FS, dir string) rawStats {
 	t.Helper()
-	db, err := pebble.Open(dir, &pebble.Options{FS: fs, ReadOnly: true})
+	db, err := pebble.Open(dir, &pebble.Options{FS: fs, ReadOnly: true, Logger: quietLogger{}})
 	if err != nil {
 		t.Errorf("raw check: open %s: %v", dir, err)
 		return rawStats{}
@@ -136,6 +136,15 @@ func splitEntryKey(k []byte) (src, stream string, seq uint64, ok bool) {
 	src, stream = string(rest[:i]), string(rest[i+1:len(rest)-1])
 	seq = binary.BigEndian.Uint64(seqb)
 	return src, stream, seq, okName(src) && okName(stream) && seq > 0
+}
+
+// quietLogger keeps Pebble's info logs out of the test output.
+type quietLogger struct{}
+
+func (quietLogger) Infof(string, ...any)  {}
+func (quietLogger) Errorf(string, ...any) {}
+func (quietLogger) Fatalf(format string, args ...any) {
+	panic(fmt.Sprintf(format, args...))
 }
 
 func okName(s string) bool { return s != "" && !strings.ContainsRune(s, 0) }
@@ -233,7 +242,7 @@ func TestStore_Format(t *testing.T) {
 	t.Run("PinnedMajorVersion", func(t *testing.T) {
 		fs := vfs.NewMem()
 		openMem(t, fs, storage.Options{}).Close()
-		db, err := pebble.Open("db", &pebble.Options{FS: fs, ReadOnly: true})
+		db, err := pebble.Open("db", &pebble.Options{FS: fs, ReadOnly: true, Logger: quietLogger{}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -244,7 +253,7 @@ func TestStore_Format(t *testing.T) {
 	})
 	foreign := func(t *testing.T, kvs map[string]string) vfs.FS {
 		fs := vfs.NewMem()
-		db, err := pebble.Open("db", &pebble.Options{FS: fs})
+		db, err := pebble.Open("db", &pebble.Options{FS: fs, Logger: quietLogger{}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -278,7 +287,7 @@ func TestStore_Format(t *testing.T) {
 				t.Errorf("error %q does not say why", err)
 			}
 			// Left as it was: no marker written.
-			db, err := pebble.Open("db", &pebble.Options{FS: fs, ReadOnly: true})
+			db, err := pebble.Open("db", &pebble.Options{FS: fs, ReadOnly: true, Logger: quietLogger{}})
 			if err != nil {
 				t.Fatal(err)
 			}
