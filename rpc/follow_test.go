@@ -14,6 +14,8 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+
+	"github.com/logbroker/logbroker/storage"
 )
 
 // waitReply waits for the reply with raw id on src/rpc.
@@ -502,5 +504,54 @@ func TestShutdownFullQueue(t *testing.T) {
 		if r := e.waitReply(t, "dev1", id); r.code() != code {
 			t.Errorf("call %s: %s, want code %d", id, r.raw, code)
 		}
+	}
+}
+
+// TestShutdownKeepsLivePublishes: the store tells its subscribers of a
+// group after the group's done callbacks, so an answered Log.Log may still
+// be on its way to the live topic when Shutdown runs. Shutdown must not cut
+// it off: every durable entry is published on <src>/log/<stream>.
+func TestShutdownKeepsLivePublishes(t *testing.T) {
+	e := newEnv(t, Config{})
+	// A subscriber ahead of the service's holds the store's notifier after
+	// the done callbacks of the held group, widening the window.
+	hold, release := make(chan struct{}), make(chan struct{})
+	var holding atomic.Bool
+	cancel := e.store.Subscribe(func(es []storage.Entry) {
+		if holding.Load() && string(es[len(es)-1].Msg) == `"last"` {
+			close(hold)
+			<-release
+		}
+	})
+	defer cancel()
+	// The store calls subscribers in the order they subscribed: make the
+	// service's come after the test's.
+	e.svc.unsub()
+	e.svc.unsub = e.store.Subscribe(e.svc.onCommit)
+
+	c := e.svc.Open("c")
+	e.log(c, "dev1", "console", `"first"`)
+	holding.Store(true)
+	e.log(c, "dev1", "console", `"last"`) // answered: durable
+	<-hold
+	shut := make(chan error, 1)
+	go func() { shut <- e.svc.Shutdown(context.Background()) }()
+	select {
+	case err := <-shut: // Shutdown did not wait for the live publish
+		close(release)
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(200 * time.Millisecond): // it waits, as it should
+		close(release)
+		if err := <-shut; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.store.Close(); err != nil { // waits for every subscriber call
+		t.Fatal(err)
+	}
+	if got := e.pub.on("dev1/log/console"); len(got) != 2 {
+		t.Errorf("%d live publishes, want 2 (every durable entry):%s", len(got), e.pub)
 	}
 }

@@ -111,6 +111,7 @@ func (c *Conn) logLog(r *request) {
 			c.fail(r, err)
 			return
 		}
+		s.unpublished.Add(1) // until onCommit has it: see Shutdown
 		if r.f.Notification() {
 			c.observe(r, 0) // respond would, but the result is not needed
 			return

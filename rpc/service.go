@@ -127,6 +127,14 @@ type Service struct {
 	workers sync.WaitGroup
 
 	dropped, calls, failed, live atomic.Int64
+
+	// unpublished counts entries Log.Log made durable that the store has
+	// not yet handed to onCommit (it calls subscribers after the done
+	// callbacks); Shutdown waits for it to drop to 0 before it
+	// unsubscribes, so no answered entry misses its live publish.
+	unpublished atomic.Int64
+	published   chan struct{} // cap 1: unpublished dropped to 0 or below
+	unsubbed    atomic.Bool   // Shutdown has unsubscribed: nothing to wait for
 }
 
 // New makes a service over store that sends through pub. It subscribes to
@@ -153,7 +161,8 @@ func New(store LogStore, pub Publisher, cfg Config) *Service {
 	}
 	s.hub.init()
 	s.fan.init(s.deliver)
-	s.unsub = store.Subscribe(s.fan.push)
+	s.published = make(chan struct{}, 1)
+	s.unsub = store.Subscribe(s.onCommit)
 	return s
 }
 
@@ -407,8 +416,8 @@ func (s *Service) send(r *request, payload []byte) {
 }
 
 // Shutdown stops taking calls (new ones get 503), answers every waiting
-// follow with [], and waits until queued calls have run and their responses
-// are sent, or ctx ends.
+// follow with [], and waits until queued calls have run, their responses
+// are sent and their entries published live, or ctx ends.
 func (s *Service) Shutdown(ctx context.Context) error {
 	s.closing.Store(true)
 	s.hub.releaseAll(func(f *follower) { f.c.respond(f.r, []byte("[]")) })
@@ -429,12 +438,39 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	var err error
 	select {
 	case <-done:
+		err = s.waitPublished(ctx)
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
+	s.unsubbed.Store(true)
 	s.unsub()
 	s.fan.stop()
 	return err
+}
+
+// onCommit is the store's subscriber: it queues each durable group for
+// the live topics and followers.
+func (s *Service) onCommit(group []storage.Entry) {
+	s.fan.push(group)
+	if s.unpublished.Add(-int64(len(group))) <= 0 {
+		select {
+		case s.published <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// waitPublished waits until every entry Log.Log made durable has reached
+// onCommit, or ctx ends.
+func (s *Service) waitPublished(ctx context.Context) error {
+	for s.unpublished.Load() > 0 && !s.unsubbed.Load() {
+		select {
+		case <-s.published:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 // methodNames returns the served method names, sorted.
