@@ -21,6 +21,10 @@ import (
 // is being stored right now (a resend racing its original).
 const errCodeDupInProcess = 10158
 
+// closeWait is the least Close waits for the acknowledgements of appends
+// already published (2 × Options.AckWait if longer).
+const closeWait = 5 * time.Second
+
 // errRejected wraps an error JetStream returned for a publish that a retry
 // would not fix.
 var errRejected = errors.New("jetstream rejected the append")
@@ -344,6 +348,20 @@ func (p *publisher) close() {
 		return
 	}
 	p.closed = true
+	// Flush: what was published may still be stored, so wait for its
+	// acknowledgements (resends go on meanwhile), for a while.
+	grace := time.NewTimer(max(2*p.s.opts.AckWait, closeWait))
+	defer grace.Stop()
+	for expired := false; p.finished < p.next && !expired; {
+		ch := p.advanced
+		p.mu.Unlock()
+		select {
+		case <-ch:
+		case <-grace.C:
+			expired = true
+		}
+		p.mu.Lock()
+	}
 	for _, o := range append([]*op(nil), p.fifo...) {
 		p.completeLocked(o, storage.Entry{}, fmt.Errorf("append: %w", storage.ErrClosed))
 	}

@@ -32,10 +32,12 @@ NATS 2.12.1). A client cannot read that setting; the operator must set it.
 Sources are hashed (FNV-1a) over Options.Partitions streams; partition i is
 stream "<Name>_<i>" with subjects "<Subject>.<i>.>". Names become subject
 tokens as unpadded base64url, so '.', '*', '>', spaces and any UTF-8 are
-safe:
+safe. Every message of a source's stream has one subject:
 
-	<Subject>.<i>.e.<src>.<stream>   one entry: uvarint(timestamp) msg
-	<Subject>.<i>.h.<src>            head marker: 16 hex digits, written by Delete
+	<Subject>.<i>.e.<src>.<stream>   an entry: uvarint(timestamp) msg
+	                                 or, with header Logbroker-Tombstone,
+	                                 the tombstone of a Delete: the source's
+	                                 head as 16 hex digits
 
 An entry's id is its stream sequence. A source lives in one stream, whose
 sequence only grows and is never reused (not after a purge, not after a
@@ -57,28 +59,38 @@ the store is complete.
 
 # Reads
 
-Reads use direct get, answered by the stream replica nearest to the node.
-A replica may lag the leader, so every List and Head first takes a fence:
-the leader's last stored message (a leader-only get), then a direct get of
-that message; until the replica has it, the read retries. Entries acknowledged
-and purges finished before the call are therefore always seen. A read of
-one stream filters on its subject, of all streams on "<i>.e.<src>.*";
-batched direct gets return them in sequence order. Last has no reverse scan
-in the direct get API: it bisects the sequence range on the pending counts
-batch gets report, about log2(range) small requests.
+Head asks the stream leader for the source's last message ("last by
+subject" on "<i>.e.<src>.*"): an entry's sequence, or the head a tombstone
+holds. Delete writes its tombstone only if the source got no message since
+it read that (expected last subject sequence), so no entry hides behind it.
+
+List reads with batched direct gets, answered by the nearest replica, which
+may lag the leader: JetStream acknowledges an append once a quorum stored
+it, and a restarted replica serves direct gets once about 90% caught up.
+So List first asks the leader for the last message of its filter (the
+stream's subject, or "<i>.e.<src>.*" for all streams): the fence. An answer
+that reaches the fence reflects every append acknowledged and every Delete
+finished before List began. An answer that ends before it comes from a
+lagging replica: List reads on after a pause. An answer cut by the batch
+size before the fence may still hold entries a purge removed: List asks
+the leader for the first message of each subject in it (at or after the
+query's start) and drops what lies below. Tombstones are never returned.
+
+Last has no reverse scan in the direct get API: List bisects the sequence
+range on the pending counts batch gets report (about log2(range) small
+requests), then reads forward from there.
 
 Delete purges the stream's subject, at most Options.PurgeChunk entries per
 purge request (a purge holds the stream while it runs), then writes the
-source's head marker, so Head still counts the deleted entries. Head is the
-larger of the source's last entry and its last marker.
+tombstone.
 
 # Subscribe
 
 Each Store runs one ordered consumer per partition, created at Open from the
 stream's last sequence, and hands what it receives to the subscribers on one
 notifier goroutine: every entry appended through any node, once, in
-sequence order per source. Entries reach it only once stored on a quorum,
-and the fence makes them listable by the time subscribers run.
+sequence order per source. Entries reach it only once stored on a quorum;
+List's fence makes them listable by the time subscribers run.
 
 # Caveats
 
@@ -86,8 +98,9 @@ Only appends issued through the same Store are ordered: an append lost in
 a leader change is published again and may then be stored after appends
 issued later. A device that retries a Log.Log itself makes a new append
 (the message id is the store's, not the device's). Head does not count an
-entry appended concurrently with a Delete of its own stream (it is purged
-before the marker is written). Entries removed by the stream limits leave
-no marker. Every read pays for its fence: two small requests.
+entry appended to a stream concurrently with its Delete and purged by it.
+Entries removed by the stream limits leave no tombstone: Head goes back if
+the limits remove a source's newest entries. Every List costs a leader
+request besides its direct gets; Head is a leader request.
 */
 package jetstream

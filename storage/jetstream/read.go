@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/logbroker/logbroker/storage"
 )
@@ -28,10 +29,10 @@ const (
 // leader yet, a replica behind the leader).
 var errUnavailable = errors.New("jetstream unavailable")
 
-// List returns the entries q selects (PROTOCOL §5), read from the stream
-// replica nearest to this node after checking that it holds every entry
-// the stream leader had when List began: List never goes back in time,
-// not behind an acknowledged Append nor a finished Delete.
+// List returns the entries q selects (PROTOCOL §5). It reads with batched
+// direct gets, answered by whichever replica is nearest, and checks the
+// answer against the stream leader (see doc.go, "Reads"): List never goes
+// back in time, not behind an acknowledged Append nor a finished Delete.
 func (s *Store) List(ctx context.Context, q storage.Query) ([]storage.Entry, error) {
 	if !validName(q.Src) || (q.Stream != "" && !validName(q.Stream)) {
 		return nil, fmt.Errorf("list: %w: source %q, stream %q", storage.ErrInvalid, q.Src, q.Stream)
@@ -45,52 +46,156 @@ func (s *Store) List(ctx context.Context, q storage.Query) ([]storage.Entry, err
 	ctx, cancel := s.readContext(ctx)
 	defer cancel()
 	p := s.partitionFor(q.Src)
-	filter := p.sourceFilter(q.Src)
+	r := reader{s: s, p: p, filter: p.sourceFilter(q.Src), from: q.After + 1}
 	if q.Stream != "" {
-		filter = p.entrySubject(q.Src, q.Stream)
+		r.filter = p.entrySubject(q.Src, q.Stream)
 	}
-	fence, err := s.fence(ctx, p)
-	if err != nil || fence == 0 {
+	// The fence: the last message of the filter the leader holds now.
+	last, err := s.leaderGet(ctx, p, dgRequest{LastFor: r.filter})
+	if err != nil {
 		return nil, wrapRead("list", err)
 	}
-	start := q.After + 1
-	want := q.Limit // <= 0: no limit
-	if q.Last > 0 {
-		if start, err = s.lastStart(ctx, p, filter, start, q.Last); err != nil {
+	if last == nil || last.Seq <= q.After {
+		return nil, nil
+	}
+	r.fence = last.Seq
+	if q.Last < 0 {
+		out, err := r.read(ctx, r.from, q.Limit)
+		return out, wrapRead("list", err)
+	}
+	// Last: find where the final Last begin, read from there to the end,
+	// and widen the search while tombstones or purged entries that a
+	// lagging replica still counted leave fewer than Last.
+	k := q.Last
+	for {
+		start, err := s.lastStart(ctx, p, r.filter, r.from, k)
+		if err != nil {
 			return nil, wrapRead("list", err)
 		}
-		if want <= 0 || want > q.Last {
-			want = q.Last
+		out, err := r.read(ctx, start, 0)
+		if err != nil {
+			return nil, wrapRead("list", err)
 		}
+		if len(out) >= q.Last || start <= r.from {
+			out = out[max(0, len(out)-q.Last):]
+			if q.Limit > 0 && len(out) > q.Limit {
+				out = out[:q.Limit]
+			}
+			return out, nil
+		}
+		k += q.Last - len(out)
 	}
+}
+
+// reader reads the entries of one filter from a replica and checks them
+// against the leader.
+type reader struct {
+	s      *Store
+	p      *partition
+	filter string
+	from   uint64 // the query's first sequence (after + 1)
+	fence  uint64 // the leader's last message of filter when the read began
+	// The leader's first message at or after from, per subject: what a
+	// lagging replica lists below it was purged (by Delete or the limits).
+	first map[string]uint64
+}
+
+// read returns the entries of r.filter from sequence seq on (at most want;
+// <= 0: all), tombstones left out. A replica's answer that reaches the
+// fence reflects every append and purge up to it. An answer cut short by
+// its batch size before the fence may still hold entries a purge removed:
+// those below the leader's first message of their subject are dropped.
+// An answer that ends before the fence comes from a lagging replica: read
+// on from where it stopped, after a pause, until some replica reaches it.
+func (r *reader) read(ctx context.Context, seq uint64, want int) ([]storage.Entry, error) {
 	var out []storage.Entry
+	wait := time.Millisecond
 	for want <= 0 || len(out) < want {
 		n := maxBatch
 		if want > 0 {
 			n = min(n, want-len(out))
 		}
-		msgs, more, err := s.directBatch(ctx, p, dgRequest{Seq: start, NextFor: filter, Batch: n})
+		msgs, more, err := r.s.directBatch(ctx, r.p, dgRequest{Seq: seq, NextFor: r.filter, Batch: n})
 		if err != nil {
-			return nil, wrapRead("list", err)
+			return nil, err
 		}
+		reached := seq > r.fence
+		var got []storage.Entry
 		for _, m := range msgs {
-			e, err := decodeDirect(p, m)
+			e, tomb, err := decodeDirect(r.p, m)
 			if err != nil {
-				return nil, fmt.Errorf("list: %w", err)
+				return nil, err
 			}
-			out = append(out, e)
-			start = e.Seq + 1
+			seq = e.Seq + 1
+			reached = reached || e.Seq >= r.fence
+			if !tomb {
+				got = append(got, e)
+			}
 		}
-		if len(msgs) == 0 || more == 0 {
-			break
+		if !reached {
+			if got, err = r.dropPurged(ctx, got); err != nil {
+				return nil, err
+			}
+		}
+		out = append(out, got...)
+		ended := len(msgs) < n || more == 0
+		switch {
+		case ended && reached:
+			return out, nil
+		case ended:
+			// This replica is behind the fence: ask again.
+			if err := pause(ctx, &wait); err != nil {
+				return nil, fmt.Errorf("%w: replica behind sequence %d", err, r.fence)
+			}
+		}
+	}
+	return out[:want], nil
+}
+
+// dropPurged removes the entries the leader no longer has: below its
+// first message (at or after r.from) of their subject.
+func (r *reader) dropPurged(ctx context.Context, es []storage.Entry) ([]storage.Entry, error) {
+	out := es[:0]
+	for _, e := range es {
+		subj := r.p.entrySubject(e.Src, e.Stream)
+		first, ok := r.first[subj]
+		if !ok {
+			m, err := r.s.leaderGet(ctx, r.p, dgRequest{Seq: r.from, NextFor: subj})
+			if err != nil {
+				return nil, err
+			}
+			first = math.MaxUint64
+			if m != nil {
+				first = m.Seq
+			}
+			if r.first == nil {
+				r.first = map[string]uint64{}
+			}
+			r.first[subj] = first
+		}
+		if e.Seq >= first {
+			out = append(out, e)
 		}
 	}
 	return out, nil
 }
 
+// pause waits *wait (doubling it, up to 100 ms) or until ctx ends.
+func pause(ctx context.Context, wait *time.Duration) error {
+	t := time.NewTimer(*wait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+	}
+	*wait = min(2**wait, 100*time.Millisecond)
+	return nil
+}
+
 // Head returns the highest sequence ever acknowledged for src (0: none),
-// including entries since deleted (Delete leaves a marker holding it) but
-// not those removed by the stream's limits.
+// including entries since deleted (Delete's tombstone holds it) but not
+// those removed by the stream's limits. It asks the stream leader.
 func (s *Store) Head(ctx context.Context, src string) (uint64, error) {
 	if !validName(src) {
 		return 0, fmt.Errorf("head: %w: source %q", storage.ErrInvalid, src)
@@ -100,41 +205,21 @@ func (s *Store) Head(ctx context.Context, src string) (uint64, error) {
 	}
 	ctx, cancel := s.readContext(ctx)
 	defer cancel()
-	h, err := s.head(ctx, s.partitionFor(src), src)
+	p := s.partitionFor(src)
+	last, err := s.leaderGet(ctx, p, dgRequest{LastFor: p.sourceFilter(src)})
+	if err != nil {
+		return 0, wrapRead("head", err)
+	}
+	h, err := last.head()
 	return h, wrapRead("head", err)
-}
-
-func (s *Store) head(ctx context.Context, p *partition, src string) (uint64, error) {
-	fence, err := s.fence(ctx, p)
-	if err != nil || fence == 0 {
-		return 0, err
-	}
-	last, err := s.directOne(ctx, p, dgRequest{LastFor: p.sourceFilter(src)})
-	if err != nil {
-		return 0, err
-	}
-	var head uint64
-	if last != nil {
-		if head, err = headerSeq(last); err != nil {
-			return 0, err
-		}
-	}
-	marker, err := s.directOne(ctx, p, dgRequest{LastFor: p.headSubject(src)})
-	if err != nil || marker == nil {
-		return head, err
-	}
-	h, err := storage.ParseID(string(marker.Data))
-	if err != nil {
-		return 0, fmt.Errorf("head marker of %q: %w", src, errCorrupt)
-	}
-	return max(head, h), nil
 }
 
 // Delete removes every entry of src in stream, after every append issued
 // through this store before the call is complete. It purges the stream's
 // subject (in chunks of at most PurgeChunk entries) and then writes a
-// marker holding the source's head, so Head and sequences are unchanged.
-// If ctx ends first it returns ctx's error; the delete may still happen.
+// tombstone on it holding the source's head, so Head and sequences are
+// unchanged. If ctx ends first it returns ctx's error; the delete may
+// still happen.
 func (s *Store) Delete(ctx context.Context, src, stream string) error {
 	if err := checkNames(src, stream); err != nil {
 		return fmt.Errorf("delete: %w", err)
@@ -148,21 +233,26 @@ func (s *Store) Delete(ctx context.Context, src, stream string) error {
 	ctx, cancel := s.readContext(ctx)
 	defer cancel()
 	p := s.partitionFor(src)
-	head, err := s.head(ctx, p, src)
+	srcFilter, subj := p.sourceFilter(src), p.entrySubject(src, stream)
+	before, err := s.leaderGet(ctx, p, dgRequest{LastFor: srcFilter})
 	if err != nil {
 		return wrapRead("delete", err)
 	}
-	subj := p.entrySubject(src, stream)
+	if before == nil {
+		return nil // nothing was ever stored for src
+	}
+	head, err := before.head()
+	if err != nil {
+		return fmt.Errorf("delete: %w", err)
+	}
 	for {
 		first, n, err := s.count(ctx, p, subj, 1)
 		if err != nil {
 			return wrapRead("delete", err)
 		}
-		if n == 0 {
-			break
-		}
 		if n <= uint64(s.opts.PurgeChunk) {
-			// The last chunk: no upper bound, so that nothing stays behind.
+			// The last chunk: no upper bound, so that nothing stays behind
+			// (this replica may lag).
 			if err := s.purge(ctx, p, subj, 0); err != nil {
 				return fmt.Errorf("delete: %w", err)
 			}
@@ -177,10 +267,7 @@ func (s *Store) Delete(ctx context.Context, src, stream string) error {
 			return fmt.Errorf("delete: %w", err)
 		}
 	}
-	if head == 0 {
-		return nil
-	}
-	if err := s.writeMarker(ctx, p, src, head); err != nil {
+	if err := s.writeTombstone(ctx, p, src, subj, head); err != nil {
 		return fmt.Errorf("delete: %w", err)
 	}
 	return nil
@@ -193,11 +280,8 @@ func (s *Store) purge(ctx context.Context, p *partition, subj string, upto uint6
 		Seq    uint64 `json:"seq,omitempty"`
 	}{subj, upto})
 	var resp struct {
-		Success bool `json:"success"`
-		Error   *struct {
-			Code        int    `json:"code"`
-			Description string `json:"description"`
-		} `json:"error"`
+		Success bool      `json:"success"`
+		Error   *apiError `json:"error"`
 	}
 	return retry(ctx, func() error {
 		m, err := s.request(ctx, "$JS.API.STREAM.PURGE."+p.name, body)
@@ -207,91 +291,143 @@ func (s *Store) purge(ctx context.Context, p *partition, subj string, upto uint6
 		if err := json.Unmarshal(m.Data, &resp); err != nil {
 			return fmt.Errorf("purge %s: %w", p.name, err)
 		}
-		if resp.Error != nil {
-			err := fmt.Errorf("purge %s: %d %s", p.name, resp.Error.Code, resp.Error.Description)
-			if resp.Error.Code == 503 {
-				err = fmt.Errorf("%w: %w", errUnavailable, err)
-			}
-			return err
-		}
-		return nil
+		return resp.Error.err("purge " + p.name)
 	})
 }
 
-// writeMarker publishes src's head marker and waits for its acknowledgement.
-func (s *Store) writeMarker(ctx context.Context, p *partition, src string, head uint64) error {
-	m := nats.NewMsg(p.headSubject(src))
-	m.Header.Set(nats.MsgIdHdr, s.pub.idBase+"h"+strconv.FormatUint(s.markers.Add(1), 10))
-	m.Header.Set("Nats-Expected-Stream", p.name)
-	m.Data = []byte(storage.FormatID(head))
-	return retry(ctx, func() error {
-		actx, cancel := context.WithTimeout(ctx, max(s.opts.AckWait, minReadWait))
-		defer cancel()
-		if _, err := s.js.PublishMsg(actx, m); err != nil {
-			// Same message id: a retry after a lost acknowledgement
-			// stores it once.
-			return fmt.Errorf("%w: head marker: %w", errUnavailable, err)
-		}
-		return nil
-	})
-}
-
-// fence returns the sequence of the last message the stream leader holds
-// (0: the stream is empty) once the replica that answers this node's
-// direct gets holds it too. Reads after it see every entry acknowledged
-// and every purge done before fence was called.
-func (s *Store) fence(ctx context.Context, p *partition) (uint64, error) {
-	var last uint64
-	err := retry(ctx, func() error {
-		var err error
-		if last, err = s.leaderLast(ctx, p); err != nil || last == 0 {
-			return err
-		}
-		m, err := s.directOne(ctx, p, dgRequest{Seq: last})
+// writeTombstone publishes the tombstone of a deleted stream: on its
+// subject, holding the head of src. Appends to other streams of src may
+// race the delete, so the tombstone holds the larger of head (before the
+// purge) and the source's last message now, and is published only if src
+// got nothing since (expected last subject sequence), else computed again.
+func (s *Store) writeTombstone(ctx context.Context, p *partition, src, subj string, head uint64) error {
+	id := s.pub.idBase + "t" + strconv.FormatUint(s.markers.Add(1), 10)
+	srcFilter := p.sourceFilter(src)
+	for {
+		last, err := s.leaderGet(ctx, p, dgRequest{LastFor: srcFilter})
 		if err != nil {
 			return err
 		}
-		if m == nil {
-			// This replica lags (or a purge removed the message since).
-			return fmt.Errorf("%w: replica behind sequence %d", errUnavailable, last)
+		var lastSeq uint64
+		if last != nil {
+			h, err := last.head()
+			if err != nil {
+				return err
+			}
+			head, lastSeq = max(head, h), last.Seq
 		}
-		return nil
-	})
-	return last, err
+		m := nats.NewMsg(subj)
+		m.Header.Set(nats.MsgIdHdr, id)
+		m.Header.Set("Nats-Expected-Stream", p.name)
+		m.Header.Set(hdrTombstone, "1")
+		m.Header.Set("Nats-Expected-Last-Subject-Sequence", strconv.FormatUint(lastSeq, 10))
+		m.Header.Set("Nats-Expected-Last-Subject-Sequence-Subject", srcFilter)
+		m.Data = []byte(storage.FormatID(head))
+		var raced bool
+		err = retry(ctx, func() error {
+			actx, cancel := context.WithTimeout(ctx, max(s.opts.AckWait, minReadWait))
+			defer cancel()
+			_, err := s.js.PublishMsg(actx, m)
+			var apiErr *jetstream.APIError
+			switch {
+			case err == nil:
+				return nil
+			case errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence:
+				raced = true
+				return nil
+			case errors.As(err, &apiErr) && apiErr.Code != 503 && apiErr.ErrorCode != errCodeDupInProcess:
+				return fmt.Errorf("tombstone: %w", err)
+			}
+			// Same message id: a retry after a lost acknowledgement
+			// stores it once.
+			return fmt.Errorf("%w: tombstone: %w", errUnavailable, err)
+		})
+		if err != nil || !raced {
+			return err
+		}
+		id = s.pub.idBase + "t" + strconv.FormatUint(s.markers.Add(1), 10)
+	}
 }
 
-// leaderLast asks the stream leader for the sequence of its last message.
-func (s *Store) leaderLast(ctx context.Context, p *partition) (uint64, error) {
-	body, _ := json.Marshal(dgRequest{LastFor: p.prefix + ".>"})
-	m, err := s.request(ctx, "$JS.API.STREAM.MSG.GET."+p.name, body)
-	if err != nil {
-		return 0, err
-	}
-	var resp struct {
-		Message *struct {
-			Seq uint64 `json:"seq"`
-		} `json:"message"`
-		Error *struct {
-			Code        int    `json:"code"`
-			Description string `json:"description"`
-		} `json:"error"`
-	}
-	if err := json.Unmarshal(m.Data, &resp); err != nil {
-		return 0, fmt.Errorf("last message of %s: %w", p.name, err)
-	}
-	switch {
-	case resp.Error != nil && resp.Error.Code == 404:
+// hdrTombstone marks the message a Delete leaves on a stream's subject.
+const hdrTombstone = "Logbroker-Tombstone"
+
+// storedMsg is a message as the stream leader returns it.
+type storedMsg struct {
+	Subject string `json:"subject"`
+	Seq     uint64 `json:"seq"`
+	Hdrs    []byte `json:"hdrs"`
+	Data    []byte `json:"data"`
+}
+
+// head returns the source head m implies: a tombstone holds it, an entry
+// is it; nil means 0.
+func (m *storedMsg) head() (uint64, error) {
+	if m == nil {
 		return 0, nil
-	case resp.Error != nil:
-		err := fmt.Errorf("last message of %s: %d %s", p.name, resp.Error.Code, resp.Error.Description)
-		if resp.Error.Code == 503 {
-			err = fmt.Errorf("%w: %w", errUnavailable, err)
-		}
-		return 0, err
-	case resp.Message == nil:
-		return 0, fmt.Errorf("last message of %s: empty answer", p.name)
 	}
-	return resp.Message.Seq, nil
+	if len(m.Hdrs) > 0 {
+		h, err := nats.DecodeHeadersMsg(m.Hdrs)
+		if err != nil {
+			return 0, fmt.Errorf("message %d: %w", m.Seq, errCorrupt)
+		}
+		if h.Get(hdrTombstone) != "" {
+			v, err := storage.ParseID(string(m.Data))
+			if err != nil {
+				return 0, fmt.Errorf("tombstone %d: %w", m.Seq, errCorrupt)
+			}
+			return v, nil
+		}
+	}
+	return m.Seq, nil
+}
+
+// apiError is the error of a JetStream API answer.
+type apiError struct {
+	Code        int    `json:"code"`
+	ErrCode     int    `json:"err_code"`
+	Description string `json:"description"`
+}
+
+// err returns nil for a nil e, else an error naming op, wrapping
+// errUnavailable for a 503.
+func (e *apiError) err(op string) error {
+	if e == nil {
+		return nil
+	}
+	err := fmt.Errorf("%s: %d %s", op, e.Code, e.Description)
+	if e.Code == 503 {
+		err = fmt.Errorf("%w: %w", errUnavailable, err)
+	}
+	return err
+}
+
+// leaderGet asks the stream leader (not a replica) for one message;
+// nil, nil means there is none.
+func (s *Store) leaderGet(ctx context.Context, p *partition, req dgRequest) (*storedMsg, error) {
+	body, _ := json.Marshal(req)
+	var resp struct {
+		Message *storedMsg `json:"message"`
+		Error   *apiError  `json:"error"`
+	}
+	err := retry(ctx, func() error {
+		m, err := s.request(ctx, "$JS.API.STREAM.MSG.GET."+p.name, body)
+		if err != nil {
+			return err
+		}
+		resp.Message, resp.Error = nil, nil
+		if err := json.Unmarshal(m.Data, &resp); err != nil {
+			return fmt.Errorf("get from %s: %w", p.name, err)
+		}
+		if resp.Error != nil && resp.Error.Code == 404 {
+			resp.Error = nil
+		}
+		return resp.Error.err("get from " + p.name)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp.Message, nil
 }
 
 // count returns the first message of subj (a filter) at or after seq and
@@ -415,20 +551,23 @@ func headerSeq(m *nats.Msg) (uint64, error) {
 	return seq, nil
 }
 
-func decodeDirect(p *partition, m *nats.Msg) (storage.Entry, error) {
+func decodeDirect(p *partition, m *nats.Msg) (e storage.Entry, tombstone bool, err error) {
 	seq, err := headerSeq(m)
 	if err != nil {
-		return storage.Entry{}, err
+		return storage.Entry{}, false, err
 	}
 	src, stream, err := p.parseEntrySubject(m.Header.Get("Nats-Subject"))
 	if err != nil {
-		return storage.Entry{}, err
+		return storage.Entry{}, false, err
+	}
+	if m.Header.Get(hdrTombstone) != "" {
+		return storage.Entry{Seq: seq, Src: src, Stream: stream}, true, nil
 	}
 	ts, msg, err := decodeValue(m.Data)
 	if err != nil {
-		return storage.Entry{}, err
+		return storage.Entry{}, false, err
 	}
-	return storage.Entry{Seq: seq, Src: src, Stream: stream, Timestamp: ts, Msg: msg}, nil
+	return storage.Entry{Seq: seq, Src: src, Stream: stream, Timestamp: ts, Msg: msg}, false, nil
 }
 
 // request sends a request that has one answer, asking again while no

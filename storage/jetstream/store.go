@@ -249,6 +249,9 @@ func (s *Store) follow(ctx context.Context, p *partition, start uint64) error {
 		return fmt.Errorf("follow %s: %w", p.name, err)
 	}
 	cc, err := c.Consume(func(m jetstream.Msg) {
+		if m.Headers().Get(hdrTombstone) != "" {
+			return
+		}
 		e, err := decodeConsumed(p, m)
 		if err != nil {
 			s.log.Warn("skipping stream message", "stream", p.name, "subject", m.Subject(), "err", err)
@@ -331,8 +334,11 @@ func (s *Store) Subscribe(fn func([]storage.Entry)) (cancel func()) {
 	}
 }
 
-// Close fails the appends not yet acknowledged with storage.ErrClosed,
-// stops the consumers, and waits for the done and Subscribe callbacks.
+// Close refuses new calls, waits for the acknowledgements of the appends
+// already published (up to 2 × AckWait, at least 5 s; what is still
+// unacknowledged then fails with storage.ErrClosed, and may yet be
+// stored), stops the consumers, and waits for the done and Subscribe
+// callbacks.
 // Calls made after Close get storage.ErrClosed. It does not close the NATS
 // connection. Close is idempotent; it must not be called from a callback.
 func (s *Store) Close() error {
