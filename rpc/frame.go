@@ -139,8 +139,9 @@ func validID(raw []byte) bool {
 }
 
 // ValidSrc reports why src cannot name a log source and a reply topic:
-// it must be 1..1024 bytes of UTF-8 with no NUL, '+', '#', and must not start
-// with '$' (broker-internal topics).
+// it must be 1..1024 bytes of UTF-8 with no NUL, '+', '#' or other control
+// characters (MQTT topics should not carry them), and must not start with
+// '$' (broker-internal topics).
 func ValidSrc(src string) error {
 	switch {
 	case src == "":
@@ -151,10 +152,22 @@ func ValidSrc(src string) error {
 		return fmt.Errorf("src is not valid UTF-8")
 	case strings.ContainsAny(src, "\x00+#"):
 		return fmt.Errorf("src %q contains NUL, '+' or '#'", src)
+	case hasControl(src):
+		return fmt.Errorf("src %q contains a control character", src)
 	case src[0] == '$':
 		return fmt.Errorf("src %q starts with '$'", src)
 	}
 	return nil
+}
+
+// hasControl reports whether s has a C0 or C1 control character or DEL.
+func hasControl(s string) bool {
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			return true
+		}
+	}
+	return false
 }
 
 // ValidStream reports why stream cannot name a stream: 1..128 bytes of UTF-8
@@ -166,10 +179,8 @@ func ValidStream(stream string) error {
 	if !utf8.ValidString(stream) {
 		return fmt.Errorf("stream is not valid UTF-8")
 	}
-	for _, r := range stream {
-		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == '/' || r == '+' || r == '#' {
-			return fmt.Errorf("stream %s contains '/', '+', '#' or a control character", strconv.Quote(stream))
-		}
+	if hasControl(stream) || strings.ContainsAny(stream, "/+#") {
+		return fmt.Errorf("stream %s contains '/', '+', '#' or a control character", strconv.Quote(stream))
 	}
 	return nil
 }

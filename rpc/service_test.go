@@ -115,6 +115,7 @@ func TestLogLog(t *testing.T) {
 			{name: "SrcOverride", args: `{"msg":1,"src":"dev2/sub"}`, src: "dev2/sub"},
 			{name: "SrcEmpty", args: `{"msg":1,"src":""}`, code: 400, text: "src is empty"},
 			{name: "SrcPlus", args: `{"msg":1,"src":"a+b"}`, code: 400, text: "contains NUL, '+' or '#'"},
+			{name: "SrcControl", args: `{"msg":1,"src":"a\tb"}`, code: 400, text: "control character"},
 			{name: "SrcDollar", args: `{"msg":1,"src":"$SYS"}`, code: 400, text: "starts with '$'"},
 			{name: "SrcNumber", args: `{"msg":1,"src":7}`, code: 400, text: "src must be a string, not a number"},
 		}
