@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -553,5 +554,34 @@ func TestShutdownKeepsLivePublishes(t *testing.T) {
 	}
 	if got := e.pub.on("dev1/log/console"); len(got) != 2 {
 		t.Errorf("%d live publishes, want 2 (every durable entry):%s", len(got), e.pub)
+	}
+}
+
+// TestFollowHoldsNoGoroutine checks PROTOCOL §5: a waiting follow costs no
+// goroutine; Shutdown answers each.
+func TestFollowHoldsNoGoroutine(t *testing.T) {
+	const n = 500
+	e := newEnv(t, Config{MaxFollows: n})
+	c := e.svc.Open("c")
+	e.mustCall(c, "dev1", "RPC.Ping", "") // the connection's worker is up
+	base := runtime.NumGoroutine()
+	for i := range n {
+		submit(c, fmt.Sprintf(`{"id":%d,"src":"dev%d","method":"Log.List","args":{"follow":true,"last":0},"timeout":60}`, i+1, i%7))
+	}
+	e.waiting(t, n)
+	if got := runtime.NumGoroutine(); got > base+10 {
+		t.Errorf("%d goroutines with %d follows waiting, %d before", got, n, base)
+	}
+	if err := e.svc.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	answered := 0
+	for _, m := range e.pub.all() {
+		if strings.HasSuffix(m.Topic, "/rpc") && string(decodeReply(t, m).Result) == "[]" {
+			answered++
+		}
+	}
+	if answered != n {
+		t.Errorf("Shutdown answered %d follows with [], want %d", answered, n)
 	}
 }
