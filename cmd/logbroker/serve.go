@@ -15,6 +15,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 
 	"github.com/logbroker/logbroker/broker"
+	"github.com/logbroker/logbroker/cmd/internal/metrics"
 	"github.com/logbroker/logbroker/hooks"
 	"github.com/logbroker/logbroker/rpc"
 	"github.com/logbroker/logbroker/storage"
@@ -47,7 +48,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs := newFlagSet("serve", "serve [flags]", stderr)
 	fs.StringVar(&c.mqttAddr, "mqtt", "127.0.0.1:1883", "MQTT over TCP listen address (port 0 picks a free port)")
 	fs.StringVar(&c.wsAddr, "ws", "127.0.0.1:8083", "MQTT over WebSocket listen address; empty disables")
-	fs.StringVar(&c.httpAddr, "http", "127.0.0.1:8080", "HTTP address for /healthz; empty disables")
+	fs.StringVar(&c.httpAddr, "http", "127.0.0.1:8080", "HTTP address for /healthz, /metrics and the dashboard at /; empty disables")
 	fs.StringVar(&c.dataDir, "data", "./logbroker-data", "directory of the Pebble store (created if missing)")
 	fs.StringVar(&c.id, "id", rpc.DefaultID, "service id: requests go to <id>/rpc")
 	fs.StringVar(&c.aliases, "alias", "", "comma-separated extra service ids that also answer")
@@ -200,6 +201,7 @@ func startNode(c *serveConfig, log *slog.Logger) (_ *node, err error) {
 			aliases = append(aliases, a)
 		}
 	}
+	m := newMetrics(n)
 	n.svc = rpc.New(n.store, hooks.Sender{P: n.broker}, rpc.Config{
 		ID:            c.id,
 		Aliases:       aliases,
@@ -211,6 +213,7 @@ func startNode(c *serveConfig, log *slog.Logger) (_ *node, err error) {
 		Rate:          c.rate,
 		RateBurst:     c.rateBurst,
 		Logger:        log,
+		Observe:       m.Observe,
 	})
 	var identify func(*mqtt.Client) rpc.Caller
 	if users != nil {
@@ -238,7 +241,7 @@ func startNode(c *serveConfig, log *slog.Logger) (_ *node, err error) {
 			return nil, fmt.Errorf("listen http %s: %w", c.httpAddr, err)
 		}
 		n.httpAddr = ln.Addr().String()
-		n.hs = &http.Server{Handler: httpHandler(n.broker), ReadHeaderTimeout: 10 * time.Second}
+		n.hs = &http.Server{Handler: httpHandler(n.broker, m, newDashboard(c, n)), ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			if err := n.hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("http server stopped", "err", err)
@@ -307,8 +310,10 @@ func (f levelFilter) WithGroup(n string) slog.Handler {
 	return levelFilter{f.Handler.WithGroup(n), f.min}
 }
 
-func httpHandler(b *broker.Broker) http.Handler {
+func httpHandler(b *broker.Broker, m *metrics.Metrics, dash http.Handler) http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", m.Handler())
+	mux.Handle("/", dash)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		fmt.Fprintln(w, "ok")

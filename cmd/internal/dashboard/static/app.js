@@ -442,13 +442,15 @@
     $("tail-note").textContent = "";
     $("pause").disabled = false;
     $("older").disabled = false;
+    $("older").textContent = "Load older";
     setPaused(false);
     clearRows();
     renderStreams();
     await resubscribe(gen);
     if (gen !== st.gen) return;
-    await fetchTail(gen, { last: PAGE });
+    const list = await fetchTail(gen, { last: PAGE });
     if (gen !== st.gen) return;
+    if (list) insert(list);
     scrollBottom();
     loadStreams(gen);
   }
@@ -502,7 +504,8 @@
     if (stick) scrollBottom();
   }
 
-  // loadOlder: see the file's comment.
+  // loadOlder: see the file's comment. The window is last = held + extra
+  // entries, of which the first PAGE come back.
   async function loadOlder() {
     if (!st.sel || st.olderDone) return;
     const gen = st.gen;
@@ -519,12 +522,14 @@
         const older = oldest === null ? list : list.filter((e) => validEntry(e) && cmpID(e.id, oldest) < 0);
         added += insert(older);
         if (older.length > 0) break;
-        if (list.length < PAGE) {
-          st.olderDone = true; // the answer starts at the very first entry
+        if (list.length === 0 || oldest === null || list[0].id === oldest) {
+          // The window reached past the first entry (with last > the
+          // count, the answer starts at the source's very first entry).
+          st.olderDone = true;
           break;
         }
-        // Held entries filled the whole answer (some newer ones were never
-        // seen, e.g. dropped QoS 0): ask for a wider window.
+        // The answer held only entries shown already: newer entries this
+        // page never saw (dropped QoS 0) shifted the window; widen it.
       }
     } finally {
       if (gen === st.gen) {
@@ -572,6 +577,20 @@
       st.user = st.password = "";
       st.liveFilter = "";
       st.discover = false;
+      // Nothing the last user could read stays on the page.
+      st.gen++;
+      st.sel = null;
+      clearRows();
+      st.known.clear();
+      st.streams = new Map();
+      $("sources").replaceChildren();
+      $("sources-note").textContent = "";
+      $("tail-note").textContent = "";
+      $("tail-title").textContent = "Pick a source";
+      $("src-input").value = "";
+      $("pause").disabled = $("older").disabled = true;
+      renderStreams();
+      history.replaceState(null, "", location.pathname + location.search);
       setStatus("disconnected", "signed out");
       showLogin("");
     });

@@ -1,0 +1,413 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// browserTimeout bounds each wait on the page: generous, for -race on two
+// busy cores.
+const browserTimeout = 20 * time.Second
+
+// chromiumPath finds Debian's chromium (or another Chromium build).
+func chromiumPath() string {
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+// browser is one headless Chromium tab, with what its console said.
+type browser struct {
+	t   testing.TB
+	ctx context.Context
+
+	mu      sync.Mutex
+	console []chromedp.ConsoleMessage
+}
+
+// newBrowser starts a headless Chromium with an empty profile and no
+// network besides loopback; the test is skipped when none is installed.
+func newBrowser(t testing.TB) *browser {
+	t.Helper()
+	path := chromiumPath()
+	if path == "" {
+		t.Skip("no chromium binary on PATH: the dashboard browser test needs one (Debian: apt-get install chromium)")
+	}
+	profile := t.TempDir() // removed after the browser stops (cleanups run last-in first-out)
+	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+		chromedp.ExecPath(path),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.UserDataDir(profile),
+		chromedp.WindowSize(1200, 760),
+	)
+	ctx, cancel := chromedp.NewContext(alloc)
+	t.Cleanup(func() {
+		cancel()
+		cancelAlloc()
+	})
+	b := &browser{t: t, ctx: ctx}
+	msgs := chromedp.Console(ctx) // starts the browser
+	go func() {
+		for m, err := range msgs {
+			if err != nil {
+				return
+			}
+			b.mu.Lock()
+			b.console = append(b.console, m)
+			b.mu.Unlock()
+		}
+	}()
+	return b
+}
+
+// do runs actions, failing the test on error.
+func (b *browser) do(what string, actions ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, browserTimeout)
+	defer cancel()
+	if err := chromedp.Do(ctx, actions...); err != nil {
+		b.t.Fatalf("%s: %v\n%s", what, err, b.state())
+	}
+}
+
+// eval evaluates a JavaScript expression and decodes its value into T.
+func eval[T any](b *browser, expr string) T {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, browserTimeout)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](jsHelpers+expr))
+	if err != nil {
+		b.t.Fatalf("evaluate %s: %v\n%s", expr, err, b.state())
+	}
+	return v
+}
+
+// wait polls a JavaScript condition until it holds.
+func (b *browser) wait(what, cond string) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, browserTimeout+5*time.Second)
+	defer cancel()
+	_, err := chromedp.Run(ctx, chromedp.Poll[bool](jsHelpers+cond,
+		chromedp.WithPollingTimeout(browserTimeout), chromedp.WithPollingInterval(50*time.Millisecond)))
+	if err != nil {
+		b.t.Fatalf("%s: not within %v (%v)\n%s", what, browserTimeout, err, b.state())
+	}
+}
+
+// jsHelpers is prepended to every expression: msgs() lists the messages of
+// the entries shown, in order; shown() those not hidden by the filter.
+const jsHelpers = `(() => {
+	window.msgs = () => [...document.querySelectorAll('#entries .entry .msg')].map(e => e.textContent);
+	window.shown = () => [...document.querySelectorAll('#entries .entry')].filter(e => !e.hidden).map(e => e.querySelector('.msg').textContent);
+	window.text = (id) => document.getElementById(id).textContent;
+})(), `
+
+// state describes the page and its console, for failure messages.
+func (b *browser) state() string {
+	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+	defer cancel()
+	page, err := chromedp.Run(ctx, chromedp.Evaluate[string](`JSON.stringify({
+		status: document.getElementById('status').textContent,
+		login: document.getElementById('login-error').textContent,
+		sources: document.getElementById('sources-note').textContent,
+		note: document.getElementById('tail-note').textContent,
+		count: document.getElementById('count').textContent,
+		rows: document.querySelectorAll('#entries .entry').length,
+		last: [...document.querySelectorAll('#entries .entry .msg')].slice(-3).map(e => e.textContent),
+	})`))
+	if err != nil {
+		page = "(page unreadable: " + err.Error() + ")"
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var con strings.Builder
+	for _, m := range b.console {
+		fmt.Fprintf(&con, "  console %s\n", m)
+	}
+	return "page: " + page + "\n" + con.String()
+}
+
+// exceptions returns the uncaught exceptions the page threw.
+func (b *browser) exceptions() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []string
+	for _, m := range b.console {
+		if m.IsException() {
+			out = append(out, m.String())
+		}
+	}
+	return out
+}
+
+// js quotes s as a JavaScript string literal.
+func js(s string) string {
+	q, _ := json.Marshal(s)
+	return string(q)
+}
+
+// logMany logs n entries "<prefix> 1".."<prefix> n" on src: fire-and-forget
+// notifications, then one call, which (same connection, in order) returns
+// once all of them are stored.
+func logMany(c *client, src, prefix string, n int) {
+	c.t.Helper()
+	for i := 1; i < n; i++ {
+		c.notify(map[string]any{"method": "Log.Log", "args": map[string]any{"src": src, "msg": fmt.Sprintf("%s %d", prefix, i)}}, "")
+	}
+	c.log(map[string]any{"src": src, "msg": fmt.Sprintf("%s %d", prefix, n)})
+}
+
+func TestDashboard(t *testing.T) {
+	b := newBrowser(t)
+	s := start(t)
+	dev := s.dial(t)
+	const src = "dash-dev"
+	dev.log(map[string]any{"src": src, "msg": "boot ok"})
+
+	b.do("open the dashboard", chromedp.Navigate("http://"+s.HTTP+"/#src="+src))
+	b.wait("connected", `document.getElementById('status').dataset.state === 'connected'`)
+	b.wait("the stored entry shown", `msgs().includes('boot ok')`)
+
+	t.Run("LiveEntry", func(t *testing.T) {
+		b.t = t
+		msg := `live <b>hello</b> & "quotes" <script>alert(1)</script>`
+		dev.log(map[string]any{"src": src, "msg": msg})
+		b.wait("the live entry shown", `msgs().includes(`+js(msg)+`)`)
+		if n := eval[int](b, `document.querySelectorAll('#entries b, #entries script').length`); n != 0 {
+			t.Errorf("%d elements made from entry text: msg must be shown as text", n)
+		}
+		if got := eval[[]string](b, `msgs()`); len(got) != 2 || got[0] != "boot ok" {
+			t.Errorf("entries %q, want boot ok then the live one, once each", got)
+		}
+		b.wait("the console stream chip", `[...document.querySelectorAll('#streams .chip')].some(c => c.dataset.stream === 'console')`)
+	})
+
+	t.Run("SourceListed", func(t *testing.T) {
+		b.t = t
+		// From Log.Sources, or (a broker without it) learned from live entries.
+		b.wait("the source in the list", `[...document.querySelectorAll('#sources .name')].some(n => n.textContent === `+js(src)+`)`)
+	})
+
+	t.Run("StructuredMsg", func(t *testing.T) {
+		b.t = t
+		dev.log(map[string]any{"src": src, "stream": "sensor", "msg": map[string]any{"temp": 21.5}})
+		b.wait("a JSON msg shown as JSON", `msgs().includes('{"temp":21.5}')`)
+	})
+
+	t.Run("Filter", func(t *testing.T) {
+		b.t = t
+		b.do("type a filter", chromedp.SendKeys(chromedp.ID("filter"), "HELLO"))
+		b.wait("only matching entries shown", `shown().length === 1 && shown()[0].includes('hello') && msgs().length === 3`)
+		b.wait("the count says so", `text('count').startsWith('1 of 3')`)
+		b.do("clear the filter", chromedp.Evaluate[chromedp.Void](`(() => { const f = document.getElementById('filter'); f.value = ''; f.dispatchEvent(new Event('input')); })()`))
+		b.wait("every entry shown again", `shown().length === 3`)
+	})
+
+	t.Run("Pause", func(t *testing.T) {
+		b.t = t
+		b.do("pause", chromedp.Click(chromedp.ID("pause")))
+		b.wait("paused", `document.getElementById('pause').getAttribute('aria-pressed') === 'true'`)
+		dev.log(map[string]any{"src": src, "msg": "while paused"})
+		b.wait("the held entry counted", `text('count').includes('1 new')`)
+		if eval[bool](b, `msgs().includes('while paused')`) {
+			t.Fatalf("an entry was shown while paused")
+		}
+		b.do("resume", chromedp.Click(chromedp.ID("pause")))
+		b.wait("the held entry shown on resume", `msgs().at(-1) === 'while paused'`)
+	})
+
+	t.Run("LoadOlder", func(t *testing.T) {
+		b.t = t
+		const older = "dash-older"
+		logMany(dev, older, "line", 130)
+		b.do("open another source",
+			chromedp.SetValue(chromedp.ID("src-input"), older),
+			chromedp.Click(chromedp.CSS("#open-src button")))
+		b.wait("the last 100 entries", `msgs().length === 100 && msgs()[0] === 'line 31' && msgs()[99] === 'line 130'`)
+		b.do("load older", chromedp.Click(chromedp.ID("older")))
+		b.wait("the 30 older entries prepended", `msgs().length === 130 && msgs()[0] === 'line 1' && msgs()[129] === 'line 130'`)
+		b.do("load older again", chromedp.Click(chromedp.ID("older")))
+		b.wait("the start reached", `text('older') === 'No older entries' && document.getElementById('older').disabled`)
+		if n := eval[int](b, `msgs().length`); n != 130 {
+			t.Errorf("%d entries after reaching the start, want 130", n)
+		}
+		if h := eval[string](b, `location.hash`); h != "#src="+older {
+			t.Errorf("location.hash = %q, want #src=%s (a link to this view)", h, older)
+		}
+	})
+
+	t.Run("Phone", func(t *testing.T) {
+		b.t = t
+		b.do("phone viewport", chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile))
+		defer b.do("desktop viewport", chromedp.EmulateViewport(1200, 760))
+		b.wait("one column", `(() => {
+			const side = document.getElementById('side').getBoundingClientRect();
+			const tail = document.getElementById('tail').getBoundingClientRect();
+			return side.bottom <= tail.top + 1 && tail.width > 300;
+		})()`)
+		if over := eval[bool](b, `document.documentElement.scrollWidth > window.innerWidth`); over {
+			t.Errorf("the page scrolls sideways on a 390 px wide screen")
+		}
+		if shot := b.screenshot(); len(shot) == 0 {
+			t.Errorf("empty phone screenshot")
+		}
+	})
+
+	t.Run("NoExceptions", func(t *testing.T) {
+		b.t = t
+		if ex := b.exceptions(); len(ex) > 0 {
+			t.Errorf("uncaught exceptions on the page:\n%s", strings.Join(ex, "\n"))
+		}
+	})
+}
+
+// screenshot captures the viewport as PNG.
+func (b *browser) screenshot() []byte {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, browserTimeout)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		b.t.Fatalf("screenshot: %v", err)
+	}
+	if !bytes.HasPrefix(png, []byte("\x89PNG")) {
+		b.t.Fatalf("screenshot is not a PNG")
+	}
+	return png
+}
+
+// TestDashboardSecured: the page signs in with the user's own MQTT
+// credentials and sees what that user may see, no more.
+func TestDashboardSecured(t *testing.T) {
+	b := newBrowser(t)
+	s := start(t, "--auth", writeUsers(t,
+		account{"viewer", "reader"}, account{"dev1", "device"}, account{"dev2", "device"}))
+	dev1 := dialAs(t, "tcp://"+s.MQTT, "dev1")
+	dev1.log(map[string]any{"msg": "dev1 boot ok"})
+
+	b.do("open the dashboard", chromedp.Navigate("http://"+s.HTTP+"/#src=dev1"))
+	b.wait("the sign-in form", `!document.getElementById('login').hidden && document.getElementById('app').hidden`)
+
+	signIn := func(user, pass string) {
+		b.t.Helper()
+		b.do("sign in as "+user,
+			chromedp.SetValue(chromedp.ID("user"), user),
+			chromedp.SetValue(chromedp.ID("password"), pass),
+			chromedp.Click(chromedp.ID("login-btn")))
+	}
+
+	t.Run("BadPassword", func(t *testing.T) {
+		b.t = t
+		signIn("viewer", "wrong")
+		b.wait("refused", `text('login-error').includes('refused') && document.getElementById('app').hidden`)
+	})
+
+	t.Run("Reader", func(t *testing.T) {
+		b.t = t
+		signIn("viewer", password("viewer"))
+		b.wait("connected as viewer", `document.getElementById('status').dataset.state === 'connected' && text('status').includes('viewer')`)
+		b.wait("dev1's stored entry", `msgs().includes('dev1 boot ok')`)
+		dev1.log(map[string]any{"msg": "dev1 live"})
+		b.wait("dev1's live entry", `msgs().at(-1) === 'dev1 live'`)
+	})
+
+	t.Run("SignOutClears", func(t *testing.T) {
+		b.t = t
+		b.do("sign out", chromedp.Click(chromedp.ID("logout")))
+		b.wait("the sign-in form, nothing left of the last user", `!document.getElementById('login').hidden && msgs().length === 0`)
+	})
+
+	t.Run("DeviceSeesOnlyItsOwn", func(t *testing.T) {
+		b.t = t
+		signIn("dev2", password("dev2"))
+		b.wait("connected as dev2", `document.getElementById('status').dataset.state === 'connected'`)
+		b.do("open dev1",
+			chromedp.SetValue(chromedp.ID("src-input"), "dev1"),
+			chromedp.Click(chromedp.CSS("#open-src button")))
+		b.wait("refused with 403", `text('tail-note').includes('403')`)
+		dev1.log(map[string]any{"msg": "dev1 private"})
+		// The page's own entry, on its own source, shows what dev2 may read.
+		dev2 := dialAs(t, "tcp://"+s.MQTT, "dev2")
+		dev2.log(map[string]any{"msg": "dev2 own"})
+		b.do("open dev2",
+			chromedp.SetValue(chromedp.ID("src-input"), "dev2"),
+			chromedp.Click(chromedp.CSS("#open-src button")))
+		b.wait("dev2's own entry", `msgs().includes('dev2 own')`)
+		if got := eval[[]string](b, `msgs()`); len(got) != 1 {
+			t.Errorf("dev2 sees %q, want only its own entry", got)
+		}
+	})
+
+	t.Run("NoExceptions", func(t *testing.T) {
+		b.t = t
+		if ex := b.exceptions(); len(ex) > 0 {
+			t.Errorf("uncaught exceptions on the page:\n%s", strings.Join(ex, "\n"))
+		}
+	})
+}
+
+// TestDashboardScreenshot renders a small fleet's console, the picture the
+// README shows. It is written to $LOGBROKER_SCREENSHOT when that is set
+// (make it with LOGBROKER_SCREENSHOT=$PWD/docs/dashboard.png); otherwise
+// only checked.
+func TestDashboardScreenshot(t *testing.T) {
+	b := newBrowser(t)
+	s := start(t)
+	c := s.dial(t)
+	base := time.Date(2026, 11, 25, 16, 0, 0, 0, time.UTC).UnixMilli()
+	lines := []struct {
+		src, stream string
+		msg         any
+	}{
+		{"greenhouse-1", "console", "boot ok: firmware 2.4.1, reset reason power-on"},
+		{"greenhouse-2", "console", "boot ok: firmware 2.4.1, reset reason watchdog"},
+		{"greenhouse-1", "console", "wifi: connected to greenhouse-ap, rssi -61 dBm"},
+		{"greenhouse-1", "sensor", map[string]any{"temp_c": 21.4, "humidity": 63}},
+		{"greenhouse-1", "console", "mqtt: connected, session clean"},
+		{"greenhouse-1", "sensor", map[string]any{"temp_c": 21.6, "humidity": 62}},
+		{"greenhouse-1", "console", "warn: soil probe 3 slow to answer (812 ms)"},
+		{"greenhouse-1", "sensor", map[string]any{"temp_c": 21.9, "humidity": 61}},
+		{"greenhouse-1", "console", "valve 2 open for 90 s"},
+		{"greenhouse-1", "console", "error: soil probe 3 timeout, retrying in 5 s"},
+		{"greenhouse-1", "sensor", map[string]any{"temp_c": 22.1, "humidity": 60}},
+		{"greenhouse-1", "console", "soil probe 3 back: moisture 41 %"},
+		{"greenhouse-1", "console", "valve 2 closed"},
+	}
+	for i, l := range lines {
+		c.log(map[string]any{"src": l.src, "stream": l.stream, "msg": l.msg, "timestamp": base + int64(i)*7300})
+	}
+	b.do("open the dashboard", chromedp.Navigate("http://"+s.HTTP+"/#src=greenhouse-1"))
+	b.wait("the fleet's lines", `msgs().length === 12`)
+	c.log(map[string]any{"src": "greenhouse-2", "msg": "ota: checking for updates", "timestamp": base + 100000})
+	c.log(map[string]any{"src": "greenhouse-1", "msg": "heartbeat: uptime 96 s, free heap 41 KiB", "timestamp": base + 101000})
+	b.wait("a live line", `msgs().length === 13`)
+	png := b.screenshot()
+	if path := os.Getenv("LOGBROKER_SCREENSHOT"); path != "" {
+		if err := os.WriteFile(path, png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("wrote %s (%d bytes)", path, len(png))
+	}
+}
