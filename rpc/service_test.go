@@ -619,3 +619,88 @@ func TestFailingStore(t *testing.T) {
 		t.Errorf("server log lacks the cause:\n%s", logs.String())
 	}
 }
+
+// TestSecuredCaller checks the service's side of PROTOCOL §6: a frame
+// whose src is not the caller's is refused with 403 at <identity>/rpc, and
+// each method checks the src it acts on.
+func TestSecuredCaller(t *testing.T) {
+	e := newEnv(t, Config{})
+	admin := e.svc.OpenAs("admin", Caller{Identity: "ops", Role: RoleAdmin, Secured: true})
+	dev := e.svc.OpenAs("dev", Caller{Identity: "dev1", Role: RoleDevice, Secured: true})
+	reader := e.svc.OpenAs("dash", Caller{Identity: "dash", Role: RoleReader, Secured: true})
+	e.log(admin, "dev2", "console", `"dev2's"`)
+
+	tests := []struct {
+		name   string
+		c      *Conn
+		call   Call
+		topic  string // where the reply goes
+		code   int
+		result string // a prefix of the result, when code is 0
+	}{
+		{"DeviceOwnSrc", dev, Call{Payload: []byte(`{"id":1,"src":"dev1","method":"Log.Log","args":{"msg":1}}`)}, "dev1/rpc", 0, `{"id":`},
+		{"DeviceSubSrc", dev, Call{Payload: []byte(`{"id":1,"src":"dev1/rpc-resp/mos-1","method":"RPC.Ping"}`)}, "dev1/rpc-resp/mos-1/rpc", 0, `{"channel_info"`},
+		{"DeviceForeignFrameSrc", dev, Call{Payload: []byte(`{"id":1,"src":"dev2","method":"RPC.Ping"}`)}, "dev1/rpc", 403, ""},
+		{"DeviceLookalikeSrc", dev, Call{Payload: []byte(`{"id":1,"src":"dev10","method":"RPC.Ping"}`)}, "dev1/rpc", 403, ""},
+		{"DeviceForeignFrameSrcNotification", dev, Call{Payload: []byte(`{"src":"dev2","method":"Log.Log","args":{"msg":1}}`)}, "", 0, ""},
+		{"DeviceForeignResponseTopicIgnored", dev, Call{Payload: []byte(`{"id":1,"src":"dev1","method":"RPC.Ping"}`), ResponseTopic: "dev2/inbox"}, "dev1/rpc", 0, `{"channel_info"`},
+		{"DeviceOwnResponseTopic", dev, Call{Payload: []byte(`{"id":1,"src":"dev1","method":"RPC.Ping"}`), ResponseTopic: "dev1/inbox"}, "dev1/inbox", 0, `{"channel_info"`},
+		{"DeviceLogsForOther", dev, Call{Payload: []byte(`{"id":1,"src":"dev1","method":"Log.Log","args":{"msg":1,"src":"dev2"}}`)}, "dev1/rpc", 403, ""},
+		{"DeviceLogsForOwnSub", dev, Call{Payload: []byte(`{"id":1,"src":"dev1","method":"Log.Log","args":{"msg":1,"src":"dev1/sensor"}}`)}, "dev1/rpc", 0, `{"id":`},
+		{"DeviceListsOther", dev, Call{Payload: []byte(`{"id":1,"src":"dev1","method":"Log.List","args":{"src":"dev2"}}`)}, "dev1/rpc", 403, ""},
+		{"DeviceDeletesOther", dev, Call{Payload: []byte(`{"id":1,"src":"dev1","method":"Log.Delete","args":{"src":"dev2"}}`)}, "dev1/rpc", 403, ""},
+		{"ReaderListsAny", reader, Call{Payload: []byte(`{"id":1,"src":"dash","method":"Log.List","args":{"src":"dev2"}}`)}, "dash/rpc", 0, `[{"id":`},
+		{"ReaderCannotLog", reader, Call{Payload: []byte(`{"id":1,"src":"dash","method":"Log.Log","args":{"msg":1}}`)}, "dash/rpc", 403, ""},
+		{"ReaderCannotDelete", reader, Call{Payload: []byte(`{"id":1,"src":"dash","method":"Log.Delete","args":{"src":"dev2"}}`)}, "dash/rpc", 403, ""},
+		{"ReaderForeignFrameSrc", reader, Call{Payload: []byte(`{"id":1,"src":"dev2","method":"Log.List"}`)}, "dash/rpc", 403, ""},
+		{"AdminAnything", admin, Call{Payload: []byte(`{"id":1,"src":"dev9","method":"Log.Log","args":{"msg":1,"src":"dev2"}}`)}, "dev9/rpc", 0, `{"id":`},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id := fmt.Sprint(2000 + i)
+			tt.call.Payload = bytes.Replace(tt.call.Payload, []byte(`"id":1,`), []byte(`"id":`+id+`,`), 1)
+			tt.call.Service = DefaultID
+			before := len(e.pub.all())
+			tt.c.Submit(tt.call)
+			if tt.topic == "" { // a notification: a Ping after it is the only reply
+				e.t = t
+				e.mustCall(tt.c, "dev1", "RPC.Ping", "")
+				if got := e.pub.all()[before:]; len(got) != 1 {
+					t.Errorf("notification answered:%s", e.pub)
+				}
+				return
+			}
+			m := e.pub.wait(t, "reply "+id, func(m Message) bool { return bytes.Contains(m.Payload, []byte(`"id":`+id+`,`)) })
+			r := decodeReply(t, m)
+			if m.Topic != tt.topic {
+				t.Errorf("reply on %s, want %s", m.Topic, tt.topic)
+			}
+			if r.code() != tt.code || (tt.code == 0 && !strings.HasPrefix(string(r.Result), tt.result)) {
+				t.Errorf("reply %s, want code %d, result %s...", r.raw, tt.code, tt.result)
+			}
+		})
+	}
+	// Nothing reached dev2's log but the admin's entries.
+	es, err := e.store.List(context.Background(), storageQuery("dev2"))
+	if err != nil || len(es) != 2 {
+		t.Errorf("dev2 has %d entries (%v), want the admin's 2", len(es), err)
+	}
+}
+
+func TestRateLimit(t *testing.T) {
+	// One token per 1000 s: the burst is all there is during the test.
+	e := newEnv(t, Config{Rate: 0.001, RateBurst: 2})
+	a, b := e.svc.Open("a"), e.svc.Open("b")
+	submit(a, `{"src":"dev1","method":"RPC.Ping"}`) // a notification takes a token too
+	if r := e.call(a, "dev1", "RPC.Ping", ""); r.Error != nil {
+		t.Fatalf("second call: %s", r.raw)
+	}
+	r := e.call(a, "dev1", "RPC.Ping", "")
+	if r.code() != 429 || !strings.Contains(r.Error.Message, "rate limit") {
+		t.Errorf("third call: %s, want 429", r.raw)
+	}
+	// Per connection.
+	if r := e.call(b, "dev1", "RPC.Ping", ""); r.Error != nil {
+		t.Errorf("other connection: %s", r.raw)
+	}
+}
