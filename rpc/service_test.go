@@ -704,3 +704,26 @@ func TestRateLimit(t *testing.T) {
 		t.Errorf("other connection: %s", r.raw)
 	}
 }
+
+// TestClosedStore: calls that reach a closed store are answered 503.
+func TestClosedStore(t *testing.T) {
+	e := newEnv(t, Config{})
+	c := e.svc.Open("c")
+	e.log(c, "dev1", "console", "1")
+	if err := e.store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ method, args string }{
+		{"Log.Log", `{"msg":2}`},
+		{"Log.List", ``},
+		{"Log.List", `{"follow":true,"last":0}`},
+		{"Log.Delete", ``},
+	} {
+		if r := e.call(c, "dev1", tt.method, tt.args); r.code() != 503 || r.Error.Message != unavailableReason {
+			t.Errorf("%s %s on a closed store: %s, want 503", tt.method, tt.args, r.raw)
+		}
+	}
+	if r := e.call(c, "dev1", "RPC.Ping", ""); r.Error != nil {
+		t.Errorf("Ping on a closed store: %s, want an answer", r.raw)
+	}
+}
