@@ -44,7 +44,7 @@ type Query struct {
 	Stream string // "" means every stream of Src, merged in Seq order
 	After  uint64 // 0 means from the start
 	Last   int    // < 0 means not given
-	Limit  int    // > 0
+	Limit  int    // <= 0 means no limit (callers clamp it)
 }
 
 // idLen is the length of an id token: 16 lowercase hex digits of the sequence.

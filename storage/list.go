@@ -110,10 +110,14 @@ type lister struct {
 	heap    cursorHeap
 	steps   int
 
+	want int // how many entries the result will likely hold (0: unknown)
 	out  []Entry
 	slab []byte // every returned Msg, back to back
 	ends []int  // end of out[i].Msg in slab
 }
+
+// maxReserve bounds what the lister reserves up front for its result.
+const maxReserve = 1024
 
 func (l *lister) run(ctx context.Context) (out []Entry, err error) {
 	defer func() {
@@ -135,6 +139,9 @@ func (l *lister) run(ctx context.Context) (out []Entry, err error) {
 		// Walk back from the head to find the first of the final Last.
 		// When Last <= limit those are exactly the result: collect them.
 		collect := l.q.Last <= l.limit
+		if collect {
+			l.want = l.q.Last
+		}
 		l.heap = cursorHeap{cs: l.heap.cs[:0], desc: true}
 		for _, c := range l.cursors {
 			if c.step(c.it.Last()) {
@@ -170,6 +177,9 @@ func (l *lister) run(ctx context.Context) (out []Entry, err error) {
 		}
 	}
 	// Merge forward from the first wanted sequence.
+	if l.limit != math.MaxInt {
+		l.want = l.limit
+	}
 	l.heap = cursorHeap{cs: l.heap.cs[:0]}
 	for _, c := range l.cursors {
 		if c.seekGE(from) {
@@ -266,6 +276,15 @@ func (l *lister) add(c *cursor) error {
 	ts, msg, err := decodeValue(v)
 	if err != nil {
 		return fmt.Errorf("entry %d of %q/%q: %w", c.seq, l.q.Src, c.stream, err)
+	}
+	if l.out == nil && l.want > 0 {
+		// Reserve for the whole result, guessing every msg is about as
+		// long as the first: one allocation each instead of a doubling
+		// series.
+		n := min(l.want, maxReserve)
+		l.out = make([]Entry, 0, n)
+		l.ends = make([]int, 0, n)
+		l.slab = make([]byte, 0, n*(len(msg)+len(msg)/4+16))
 	}
 	l.slab = append(l.slab, msg...)
 	l.ends = append(l.ends, len(l.slab))
