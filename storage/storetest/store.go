@@ -31,10 +31,11 @@ type Store interface {
 	// after every AppendAsync the calling goroutine issued before it.
 	Delete(ctx context.Context, src, stream string) error
 	// Subscribe registers fn to be called with each group of entries once
-	// they are durable, in commit order, one call at a time. The returned
-	// func unregisters fn.
+	// they are durable and listable, in commit order, one call at a time.
+	// fn may call List and Head. The returned func unregisters fn.
 	Subscribe(fn func([]storage.Entry)) (cancel func())
-	// Close flushes, fails queued calls with storage.ErrClosed, and releases
-	// the backend.
+	// Close flushes, and releases the backend. Each call queued before it
+	// either completes or fails with storage.ErrClosed; calls after it fail
+	// with storage.ErrClosed.
 	Close() error
 }
