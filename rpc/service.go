@@ -318,9 +318,19 @@ func (c *Conn) handle(call Call) {
 	}
 	s.calls.Add(1)
 	r := &request{f: f, call: call, caller: c.caller, started: time.Now()}
-	if !c.caller.mayFrame(f.Src) {
+	foreign := !c.caller.mayFrame(f.Src)
+	if foreign {
+		// Never answer at a foreign <src>/rpc: the caller's own topic.
 		r.replyTo = c.caller.Identity + "/rpc"
 		r.call.ResponseTopic = ""
+	}
+	// The rate limit comes first: refused and malformed frames cost a
+	// token too, so a flood of them is throttled like any other.
+	if c.limit != nil && !c.limit.take(r.started) {
+		c.fail(r, errorf(CodeTooMany, "rate limit of %g calls per second exceeded", s.cfg.Rate))
+		return
+	}
+	if foreign {
 		c.fail(r, errorf(CodeForbidden, "src %q is not yours (%s)", f.Src, c.caller.Identity))
 		return
 	}
@@ -329,10 +339,6 @@ func (c *Conn) handle(call Call) {
 	}
 	if err != nil {
 		c.fail(r, err)
-		return
-	}
-	if c.limit != nil && !c.limit.take(r.started) {
-		c.fail(r, errorf(CodeTooMany, "rate limit of %g calls per second exceeded", s.cfg.Rate))
 		return
 	}
 	r.method = f.Method
