@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"testing"
 	"time"
@@ -390,4 +391,46 @@ func mustHeadOf(t *testing.T, s *Store, src string) uint64 {
 		t.Fatalf("head %q: %v", src, err)
 	}
 	return h
+}
+
+// TestReader_FromLeader sets a fence no replica reaches, so read falls
+// back to the leader after a few tries: it must return the same entries,
+// tombstones left out.
+func TestReader_FromLeader(t *testing.T) {
+	s := openStore(t, shared, 0, freshOptions())
+	ctx := testContext(t, 20*time.Second)
+	for i := range 12 {
+		if _, err := s.Append(ctx, storage.Record{Src: "dev", Stream: []string{"a", "b", "gone"}[i%3], Timestamp: int64(i), Msg: []byte(fmt.Sprint(i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Delete(ctx, "dev", "gone"); err != nil {
+		t.Fatal(err)
+	}
+	want := listAll(t, s, "dev")
+	if len(want) != 8 {
+		t.Fatalf("listed %d entries, want 8", len(want))
+	}
+	p := s.parts[0]
+	for _, limit := range []int{0, 3} {
+		t.Run(fmt.Sprint("Limit", limit), func(t *testing.T) {
+			r := reader{s: s, p: p, filter: p.sourceFilter("dev"), from: 1, fence: math.MaxUint64 - 1}
+			got, err := r.read(ctx, 1, limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := want
+			if limit > 0 {
+				w = want[:limit]
+			}
+			if len(got) != len(w) {
+				t.Fatalf("read %d entries from the leader, want %d", len(got), len(w))
+			}
+			for i := range got {
+				if got[i].Seq != w[i].Seq || string(got[i].Msg) != string(w[i].Msg) || got[i].Timestamp != w[i].Timestamp || got[i].Stream != w[i].Stream {
+					t.Errorf("entry %d: %+v, want %+v", i, got[i], w[i])
+				}
+			}
+		})
+	}
 }

@@ -109,7 +109,7 @@ type reader struct {
 // on from where it stopped, after a pause, until some replica reaches it.
 func (r *reader) read(ctx context.Context, seq uint64, want int) ([]storage.Entry, error) {
 	var out []storage.Entry
-	wait := time.Millisecond
+	wait, behind := time.Millisecond, 0
 	for want <= 0 || len(out) < want {
 		n := maxBatch
 		if want > 0 {
@@ -142,14 +142,53 @@ func (r *reader) read(ctx context.Context, seq uint64, want int) ([]storage.Entr
 		switch {
 		case ended && reached:
 			return out, nil
-		case ended:
+		case ended && behind < leaderAfter:
 			// This replica is behind the fence: ask again.
+			behind++
 			if err := pause(ctx, &wait); err != nil {
 				return nil, fmt.Errorf("%w: replica behind sequence %d", err, r.fence)
+			}
+		case ended:
+			// Still behind (the replica this node reaches may be catching
+			// up after a restart): take the rest up to the fence from the
+			// leader, one message per request.
+			got, next, err := r.fromLeader(ctx, seq, want-len(out))
+			if err != nil {
+				return nil, err
+			}
+			out, seq = append(out, got...), next
+			if seq <= r.fence {
+				return out, nil // the leader has no more, or want is met
 			}
 		}
 	}
 	return out[:want], nil
+}
+
+// leaderAfter is how many times read asks replicas again before it reads
+// from the leader.
+const leaderAfter = 5
+
+// fromLeader reads the entries of r.filter from seq up to the fence (at
+// most want; <= 0: all) from the stream leader, and returns them with the
+// sequence to go on from.
+func (r *reader) fromLeader(ctx context.Context, seq uint64, want int) ([]storage.Entry, uint64, error) {
+	var out []storage.Entry
+	for seq <= r.fence && (want <= 0 || len(out) < want) {
+		m, err := r.s.leaderGet(ctx, r.p, dgRequest{Seq: seq, NextFor: r.filter})
+		if err != nil || m == nil {
+			return out, seq, err
+		}
+		seq = m.Seq + 1
+		e, tomb, err := m.entry(r.p)
+		if err != nil {
+			return nil, 0, err
+		}
+		if !tomb {
+			out = append(out, e)
+		}
+	}
+	return out, seq, nil
 }
 
 // dropPurged removes the entries the leader no longer has: below its
@@ -380,6 +419,28 @@ func (m *storedMsg) head() (uint64, error) {
 		}
 	}
 	return m.Seq, nil
+}
+
+// entry decodes m, an entry or a tombstone of p.
+func (m *storedMsg) entry(p *partition) (e storage.Entry, tombstone bool, err error) {
+	src, stream, err := p.parseEntrySubject(m.Subject)
+	if err != nil {
+		return storage.Entry{}, false, err
+	}
+	if len(m.Hdrs) > 0 {
+		h, err := nats.DecodeHeadersMsg(m.Hdrs)
+		if err != nil {
+			return storage.Entry{}, false, fmt.Errorf("message %d: %w", m.Seq, errCorrupt)
+		}
+		if h.Get(hdrTombstone) != "" {
+			return storage.Entry{Seq: m.Seq, Src: src, Stream: stream}, true, nil
+		}
+	}
+	ts, msg, err := decodeValue(m.Data)
+	if err != nil {
+		return storage.Entry{}, false, err
+	}
+	return storage.Entry{Seq: m.Seq, Src: src, Stream: stream, Timestamp: ts, Msg: msg}, false, nil
 }
 
 // apiError is the error of a JetStream API answer.
