@@ -155,7 +155,8 @@
   function updateCount() {
     let shown = 0;
     for (const r of st.rows) if (!r.li.hidden) shown++;
-    let s = st.rows.length === shown ? shown + " entries" : shown + " of " + st.rows.length + " entries";
+    const total = st.rows.length + (st.rows.length === 1 ? " entry" : " entries");
+    let s = st.rows.length === shown ? total : shown + " of " + total;
     if (st.paused) s += " · paused, " + st.pending.length + " new";
     $("count").textContent = st.sel ? s : "";
   }
