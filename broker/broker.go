@@ -26,6 +26,10 @@ type Config struct {
 	TLS         *tls.Config // when set, both listeners speak TLS
 	MaxPacket   uint32      // largest MQTT packet accepted, bytes; 0 = no limit
 	ClientQueue int32       // outbound messages queued per client before drops; 0 = 1024
+	// MaxPending is how many bytes may wait to be sent to one client; a
+	// client that reads slower is disconnected rather than stalling the
+	// publishers to its topics (ErrSlowConsumer). 0 = 32 MiB.
+	MaxPending int
 	// DrainTimeout bounds how long Close waits for clients to acknowledge
 	// the QoS 1 and 2 messages sent to them; 0 = 2 s, negative = no wait.
 	DrainTimeout time.Duration
@@ -59,6 +63,9 @@ func New(cfg Config) *Broker {
 	}
 	if cfg.ClientQueue <= 0 {
 		cfg.ClientQueue = DefaultClientQueue
+	}
+	if cfg.MaxPending <= 0 {
+		cfg.MaxPending = DefaultMaxPending
 	}
 	if cfg.DrainTimeout == 0 {
 		cfg.DrainTimeout = DefaultDrainTimeout
@@ -107,11 +114,12 @@ func (b *Broker) Start() error {
 		}
 	}
 	if b.cfg.PlainAddr != "" {
-		ln, err := net.Listen("tcp", b.cfg.PlainAddr)
+		raw, err := net.Listen("tcp", b.cfg.PlainAddr)
 		if err != nil {
 			b.srv.Listeners.CloseAll(func(string) {})
 			return fmt.Errorf("start plain mqtt listener: %w", err)
 		}
+		ln := queuedListener{raw, b.cfg.MaxPending}
 		b.plainAddr = ln.Addr()
 		if err := b.srv.AddListener(listeners.NewNet("mqtt-plain", ln)); err != nil {
 			ln.Close()
@@ -137,11 +145,14 @@ func (b *Broker) Start() error {
 	return nil
 }
 
+// listen binds addr; accepted connections queue their writes (queuedConn),
+// under TLS when configured.
 func (b *Broker) listen(addr string) (net.Listener, error) {
-	ln, err := net.Listen("tcp", addr)
+	raw, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
+	var ln net.Listener = queuedListener{raw, b.cfg.MaxPending}
 	if b.cfg.TLS != nil {
 		ln = tls.NewListener(ln, b.cfg.TLS)
 	}
