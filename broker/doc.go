@@ -18,6 +18,16 @@
 //   - MQTT over WebSocket (subprotocol "mqtt"), served at every path, with the
 //     same TLS setting.
 //
+// # Slow clients
+//
+// mochi writes a packet to a client while holding that client's lock, and
+// every publish to the client takes the same lock for a packet id; on a
+// plain socket, one subscriber that stops reading would stall every
+// publisher to its topics, the log service's responses included. So each
+// accepted connection is a queuedConn: Write queues the bytes and the
+// connection's own goroutine sends them. A client with more than
+// Config.MaxPending bytes waiting is disconnected (ErrSlowConsumer).
+//
 // # Caveats
 //
 // The broker knows nothing of RPC frames or storage: package hooks carries
