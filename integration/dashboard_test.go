@@ -278,12 +278,69 @@ func TestDashboard(t *testing.T) {
 		}
 	})
 
+	t.Run("MQTTFraming", func(t *testing.T) {
+		b.t = t
+		// Two PUBLISH packets (QoS 0, then QoS 1 with a two-byte Remaining
+		// Length), fed to the page's MQTT client whole, byte by byte and in
+		// odd chunks: WebSocket messages need not match packets.
+		big := strings.Repeat("x", 200)
+		stream := append(mqttPublish("a/b", 0, 0, "hi"), mqttPublish("dev/log/console", 1, 7, big)...)
+		want := []string{"a/b 0 hi", "dev/log/console 1 " + big}
+		for _, chunk := range []int{len(stream), 1, 3, 130} {
+			got := eval[[]string](b, `((bytes, chunk) => {
+				const c = new MQTT.Client('ws://unused/');
+				const got = [];
+				c.onmessage = (topic, payload, qos) => got.push(topic + ' ' + qos + ' ' + new TextDecoder().decode(payload));
+				c._send = () => {}; // no socket: the PUBACK goes nowhere
+				for (let i = 0; i < bytes.length; i += chunk) c._feed(new Uint8Array(bytes.slice(i, i + chunk)));
+				return got;
+			})(`+jsBytes(stream)+`, `+fmt.Sprint(chunk)+`)`)
+			if strings.Join(got, "|") != strings.Join(want, "|") {
+				t.Errorf("chunks of %d: got %q, want %q", chunk, got, want)
+			}
+		}
+	})
+
 	t.Run("NoExceptions", func(t *testing.T) {
 		b.t = t
 		if ex := b.exceptions(); len(ex) > 0 {
 			t.Errorf("uncaught exceptions on the page:\n%s", strings.Join(ex, "\n"))
 		}
 	})
+}
+
+// mqttPublish encodes an MQTT 3.1.1 PUBLISH packet, independently of the
+// page's encoder.
+func mqttPublish(topic string, qos byte, id uint16, payload string) []byte {
+	var body []byte
+	body = append(body, byte(len(topic)>>8), byte(len(topic)))
+	body = append(body, topic...)
+	if qos > 0 {
+		body = append(body, byte(id>>8), byte(id))
+	}
+	body = append(body, payload...)
+	out := []byte{0x30 | qos<<1}
+	for n := len(body); ; {
+		b := byte(n % 128)
+		n /= 128
+		if n > 0 {
+			b |= 0x80
+		}
+		out = append(out, b)
+		if n == 0 {
+			break
+		}
+	}
+	return append(out, body...)
+}
+
+// jsBytes is a JavaScript array literal of b.
+func jsBytes(b []byte) string {
+	parts := make([]string, len(b))
+	for i, x := range b {
+		parts[i] = fmt.Sprint(x)
+	}
+	return "[" + strings.Join(parts, ",") + "]"
 }
 
 // screenshot captures the viewport as PNG.
