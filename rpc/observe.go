@@ -18,6 +18,14 @@ func (c *Conn) observe(r *request, code int) {
 		return
 	}
 	m := r.method
+	if m == "" && r.f != nil {
+		// Refused before routing (403, 429, 413...): still name the method.
+		m = r.f.Method
+		if r.call.HasMethod {
+			m = r.call.Method
+		}
+		m = NormalizeMethod(m)
+	}
 	if _, ok := c.svc.methods[m]; !ok {
 		m = ""
 	}

@@ -47,6 +47,20 @@ func TestService_Observe(t *testing.T) {
 			e.mustCall(c, "dev1", "RPC.Ping", ``) // after the notification, in order
 		}, "", -1},
 	}
+	t.Run("RefusedBeforeRouting", func(t *testing.T) {
+		var obs observations
+		e := newEnv(t, Config{Observe: obs.observe, Rate: 0.001, RateBurst: 1})
+		c := e.svc.Open("c1")
+		defer c.Close()
+		e.mustCall(c, "dev1", "Log.List", `{}`)
+		if r := e.call(c, "dev1", "/v1/Log.List", `{}`); r.code() != CodeTooMany {
+			t.Fatalf("second call: code %d, want %d", r.code(), CodeTooMany)
+		}
+		got := obs.all()
+		if len(got) != 2 || got[1].method != "Log.List" || got[1].code != CodeTooMany {
+			t.Errorf("observations %+v, want the 429 named Log.List", got)
+		}
+	})
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var obs observations
