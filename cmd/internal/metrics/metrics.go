@@ -3,6 +3,7 @@ package metrics
 import (
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,13 +39,29 @@ type Metrics struct {
 	reg     *prometheus.Registry
 	calls   *prometheus.CounterVec
 	latency *prometheus.HistogramVec
+
+	// The series of each (method, code), looked up once: Observe runs on
+	// every call, and WithLabelValues allocates.
+	mu     sync.RWMutex
+	series map[callKey]callSeries
+}
+
+type callKey struct {
+	method string
+	code   int
+}
+
+type callSeries struct {
+	count   prometheus.Counter
+	latency prometheus.Observer
 }
 
 // New makes the registry: per-call metrics fed by Observe, and a collector
 // over src.
 func New(src Sources) *Metrics {
 	m := &Metrics{
-		reg: prometheus.NewRegistry(),
+		series: map[callKey]callSeries{},
+		reg:    prometheus.NewRegistry(),
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "logbroker_rpc_calls_total",
 			Help: "RPC calls ended, by method and wire code (0: success).",
@@ -63,11 +80,22 @@ func New(src Sources) *Metrics {
 
 // Observe counts one ended call; it is an rpc.Observer.
 func (m *Metrics) Observe(method string, code int, d time.Duration) {
-	if method == "" {
-		method = "unknown"
+	k := callKey{method, code}
+	m.mu.RLock()
+	s, ok := m.series[k]
+	m.mu.RUnlock()
+	if !ok {
+		label := method
+		if label == "" {
+			label = "unknown"
+		}
+		s = callSeries{m.calls.WithLabelValues(label, strconv.Itoa(code)), m.latency.WithLabelValues(label)}
+		m.mu.Lock()
+		m.series[k] = s
+		m.mu.Unlock()
 	}
-	m.calls.WithLabelValues(method, strconv.Itoa(code)).Inc()
-	m.latency.WithLabelValues(method).Observe(d.Seconds())
+	s.count.Inc()
+	s.latency.Observe(d.Seconds())
 }
 
 var _ rpc.Observer = (*Metrics)(nil).Observe
