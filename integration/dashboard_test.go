@@ -420,6 +420,18 @@ func TestDashboardSecured(t *testing.T) {
 		}
 	})
 
+	t.Run("ForeignWebSocketIgnored", func(t *testing.T) {
+		b.t = t
+		// A link must not make the page send the password to another host.
+		b.do("open with a foreign ?ws=", chromedp.Navigate("http://"+s.HTTP+"/?ws=ws://evil.example:1883/"))
+		b.wait("the override ignored", `text('login-error').includes('Ignored') && text('login-target') === `+js("ws://"+s.WS+"/"))
+		// The same host with another path is a proxy: accepted.
+		b.do("open with a same-host ?ws=", chromedp.Navigate("http://"+s.HTTP+"/?ws=ws://"+s.WS+"/mqtt"))
+		b.wait("the override taken", `text('login-target') === `+js("ws://"+s.WS+"/mqtt")+` && text('login-error') === ''`)
+		signIn("viewer", password("viewer"))
+		b.wait("connected through the override", `document.getElementById('status').dataset.state === 'connected'`)
+	})
+
 	t.Run("NoExceptions", func(t *testing.T) {
 		b.t = t
 		if ex := b.exceptions(); len(ex) > 0 {

@@ -21,7 +21,10 @@
 // ws_url takes the host name the browser used for the page when the
 // WebSocket listener is bound to a wildcard or loopback address, so a page
 // opened as http://localhost:8080/ connects to ws://localhost:8083/. A page
-// behind a proxy can override it: /?ws=wss://example.org/mqtt.
+// behind a proxy can override it with a URL on the page's own host name,
+// /?ws=wss://logs.example.org/mqtt; another host is ignored, so that a link
+// cannot make the page send a password elsewhere (the sign-in form names
+// the broker it signs in to).
 //
 // # Caveats
 //

@@ -258,12 +258,17 @@
       await c.subscribe(st.src + "/rpc", 1);
     } catch (err) {
       c.close();
+      if (st.client !== c) return; // signed out meanwhile
       if (st.cfg.secured && /username or password|not authorized/.test(err.message)) {
         showLogin(err.message);
         setStatus("disconnected", "not signed in");
         return;
       }
       scheduleRetry(err.message);
+      return;
+    }
+    if (st.client !== c) {
+      c.close(); // signed out meanwhile
       return;
     }
     st.retry = 0;
@@ -621,8 +626,25 @@
       setStatus("disconnected", "cannot load /dashboard/config.json: " + err.message);
       return;
     }
-    const q = new URLSearchParams(location.search);
-    st.wsURL = q.get("ws") || st.cfg.ws_url;
+    st.wsURL = st.cfg.ws_url;
+    let warn = "";
+    const override = new URLSearchParams(location.search).get("ws");
+    if (override) {
+      // Only to this page's own host (a proxy path such as wss://host/mqtt):
+      // a link must not make the page send a password elsewhere.
+      let u = null;
+      try {
+        u = new URL(override);
+      } catch (e) {
+        // not a URL
+      }
+      if (u && (u.protocol === "ws:" || u.protocol === "wss:") && u.hostname === location.hostname) {
+        st.wsURL = u.href;
+      } else {
+        warn = "Ignored ?ws=" + override + ": it must be a ws:// or wss:// URL on " + location.hostname + ".";
+      }
+    }
+    $("login-target").textContent = st.wsURL;
     $("service").textContent = st.cfg.service;
     if (!st.wsURL) {
       setStatus("disconnected", "the broker has no WebSocket listener (--ws): the dashboard needs one");
@@ -635,9 +657,10 @@
     }
     if (st.cfg.secured) {
       setStatus("disconnected", "not signed in");
-      showLogin("");
+      showLogin(warn);
       return;
     }
+    $("tail-note").textContent = warn;
     await connect();
   }
 
