@@ -84,7 +84,8 @@
     return isNaN(d.getTime()) ? String(ms) : d.toISOString();
   }
 
-  function level(text) {
+  function level(stream, text) {
+    if (/^(errors?|stderr)$/i.test(stream)) return "lvl-error";
     if (/\b(error|err|fatal|panic|fail(ed|ure)?)\b/i.test(text)) return "lvl-error";
     if (/\b(warn|warning)\b/i.test(text)) return "lvl-warn";
     return "";
@@ -92,7 +93,7 @@
 
   function makeRow(e) {
     const text = msgText(e.msg);
-    const li = el("li", "entry " + level(text));
+    const li = el("li", "entry " + level(e.stream, text));
     li.dataset.id = e.id;
     const t = el("time", "ts", fmtTime(e.timestamp));
     t.dateTime = fmtTime(e.timestamp);
