@@ -159,6 +159,95 @@ func BenchmarkAppendSynced(b *testing.B) {
 	}
 }
 
+// BenchmarkAppendVsPebbleSet is BenchmarkAppendSynced made robust to a
+// machine whose load drifts: it alternates rounds of our synced Append and
+// of direct synced db.Set (each round 50 ops per goroutine, n goroutines,
+// the order of the pair flipping every round) until each side has done b.N
+// entries, so both see the same conditions. Metrics: store-ns/entry and
+// set-ns/entry (wall time per entry of each side), and store-speedup =
+// set-ns/store-ns (issue 5 target 2: >= 1 at 64 and 256 appenders).
+func BenchmarkAppendVsPebbleSet(b *testing.B) {
+	rng := rand.New(rand.NewPCG(1, 1))
+	msgs := make([][]byte, 1024)
+	for i := range msgs {
+		msgs[i] = consoleLine(rng, i)
+	}
+	for _, n := range []int{1, 8, 64, 256} {
+		b.Run(fmt.Sprintf("appenders=%d", n), func(b *testing.B) {
+			s, err := storage.Open(b.TempDir(), storage.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			db, err := pebble.Open(b.TempDir(), &pebble.Options{Logger: quietLogger{}, FormatMajorVersion: pebble.FormatValueSeparation})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer db.Close()
+			var seq atomic.Int64
+			storeRound := func(ops int64) {
+				var next atomic.Int64
+				runParallel(b, n, func(g int) error {
+					ctx := context.Background()
+					src := fmt.Sprint("device_", g%16)
+					for next.Add(1) <= ops {
+						i := seq.Add(1)
+						if _, err := s.Append(ctx, storage.Record{Src: src, Stream: "console", Timestamp: 1764080000000 + i, Msg: msgs[i%int64(len(msgs))]}); err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+			}
+			setRound := func(ops int64) {
+				var next atomic.Int64
+				runParallel(b, n, func(g int) error {
+					src := fmt.Sprint("device_", g%16)
+					key := make([]byte, 0, 64)
+					val := make([]byte, 0, 256)
+					for next.Add(1) <= ops {
+						i := seq.Add(1)
+						key = append(key[:0], 'e')
+						key = append(key, src...)
+						key = append(key, 0)
+						key = append(key, "console\x00"...)
+						key = binary.BigEndian.AppendUint64(key, uint64(i))
+						val = binary.AppendUvarint(val[:0], uint64(1764080000000+i))
+						val = append(val, msgs[i%int64(len(msgs))]...)
+						if err := db.Set(key, val, pebble.Sync); err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+			}
+			round := int64(50 * n)
+			var storeTime, setTime time.Duration
+			b.ResetTimer()
+			for done, k := int64(0), 0; done < int64(b.N); k++ {
+				ops := min(round, int64(b.N)-done)
+				for j := 0; j < 2; j++ {
+					t0 := time.Now()
+					if (j+k)%2 == 0 {
+						storeRound(ops)
+						storeTime += time.Since(t0)
+					} else {
+						setRound(ops)
+						setTime += time.Since(t0)
+					}
+				}
+				done += ops
+			}
+			b.StopTimer()
+			storeNs := float64(storeTime.Nanoseconds()) / float64(b.N)
+			setNs := float64(setTime.Nanoseconds()) / float64(b.N)
+			b.ReportMetric(storeNs, "store-ns/entry")
+			b.ReportMetric(setNs, "set-ns/entry")
+			b.ReportMetric(setNs/storeNs, "store-speedup")
+		})
+	}
+}
+
 // runParallel runs fn(g) on n goroutines and waits for them.
 func runParallel(b *testing.B, n int, fn func(g int) error) {
 	var wg sync.WaitGroup
