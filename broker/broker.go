@@ -75,7 +75,7 @@ func New(cfg Config) *Broker {
 	caps.MaximumClientWritesPending = cfg.ClientQueue
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities:             caps,
-		Logger:                   cfg.Logger,
+		Logger:                   slog.New(quietHandler{cfg.Logger.Handler()}),
 		ClientNetWriteBufferSize: 4096,
 		ClientNetReadBufferSize:  4096,
 	})
