@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	mqtt "github.com/eclipse/paho.mqtt.golang"
 )
 
 // browserTimeout bounds each wait on the page: generous, for -race on two
@@ -236,6 +237,21 @@ func TestDashboard(t *testing.T) {
 		}
 		b.do("resume", chromedp.Click(chromedp.ID("pause")))
 		b.wait("the held entry shown on resume", `msgs().at(-1) === 'while paused'`)
+	})
+
+	t.Run("Reconnect", func(t *testing.T) {
+		b.t = t
+		// Another connection with the page's client id takes its session
+		// over: the page is disconnected, and reconnects by itself.
+		id := eval[string](b, `document.getElementById('status').dataset.client`)
+		newClientOpts(t, "tcp://"+s.MQTT, func(o *mqtt.ClientOptions) { o.SetClientID(id) })
+		b.wait("disconnected", `document.getElementById('status').dataset.state === 'disconnected'`)
+		dev.log(map[string]any{"src": src, "msg": "while away"})
+		b.wait("reconnected", `document.getElementById('status').dataset.state === 'connected'`)
+		b.wait("the entry logged while away", `msgs().at(-1) === 'while away'`)
+		if got := eval[[]string](b, `msgs()`); len(got) != 5 {
+			t.Errorf("entries after the reconnect %q, want 5, each once", got)
+		}
 	})
 
 	t.Run("LoadOlder", func(t *testing.T) {

@@ -253,6 +253,7 @@
     const c = new MQTT.Client(st.wsURL, { clientId: tag, username: st.user, password: st.password, keepalive: 30 });
     c.onmessage = onMessage;
     st.client = c;
+    $("status").dataset.client = tag;
     setStatus("connecting", "connecting to " + st.wsURL);
     try {
       await c.connect();
