@@ -247,12 +247,11 @@ func TestStore_Nodes(t *testing.T) {
 	}
 }
 
-// TestStore_PurgeChunks deletes a stream larger than PurgeChunk: it must be
-// gone whole, other streams and sources untouched, Head unchanged.
-func TestStore_PurgeChunks(t *testing.T) {
-	opts := freshOptions()
-	opts.PurgeChunk = 7
-	s := openStore(t, shared, 1, opts)
+// TestStore_DeleteInterleaved deletes a stream whose entries interleave
+// with other streams and sources: it must be gone whole, the others
+// untouched, Head unchanged.
+func TestStore_DeleteInterleaved(t *testing.T) {
+	s := openStore(t, shared, 1, freshOptions())
 	ctx := testContext(t, 30*time.Second)
 	var keep []storage.Entry
 	var last uint64

@@ -43,21 +43,18 @@ func freePort(t tb) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// newCluster starts n servers routed to each other and waits until
-// JetStream has a meta leader. They are shut down by t.Cleanup.
+// newCluster starts n servers and waits until JetStream has a meta leader
+// that knows them all. The servers pick their ports; they route to server 0
+// (routes gossip the full mesh); a restarted server keeps its ports and
+// routes to every other. They are shut down by t.Cleanup.
 func newCluster(t tb, n int) *cluster {
 	t.Helper()
 	c := &cluster{t: t}
-	var routes []*url.URL
-	for range n {
-		routes = append(routes, &url.URL{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", freePort(t))})
-	}
 	for i := range n {
-		port, _ := strconvPort(routes[i].Host)
 		c.opts = append(c.opts, &server.Options{
 			ServerName:         fmt.Sprintf("n%d", i),
 			Host:               "127.0.0.1",
-			Port:               freePort(t),
+			Port:               -1,
 			NoLog:              true,
 			NoSigs:             true,
 			JetStream:          true,
@@ -65,33 +62,42 @@ func newCluster(t tb, n int) *cluster {
 			SyncAlways:         true,
 			JetStreamMaxMemory: 64 << 20,
 			JetStreamMaxStore:  4 << 30,
-			Cluster:            server.ClusterOpts{Name: "logbroker-test", Host: "127.0.0.1", Port: port},
-			Routes:             routes,
+			Cluster:            server.ClusterOpts{Name: "logbroker-test", Host: "127.0.0.1", Port: -1},
 		})
 		c.servers = append(c.servers, nil)
 	}
 	t.Cleanup(c.shutdown)
+	// A clustered JetStream server needs a route to start: server 0 gets
+	// one to itself (ignored), which needs its port known in advance.
+	c.opts[0].Cluster.Port = freePort(t)
 	for i := range n {
+		c.opts[i].Routes = []*url.URL{c.routeURL(0)}
 		c.start(i)
 	}
 	c.waitReady()
 	return c
 }
 
-func strconvPort(hostport string) (int, error) {
-	_, p, err := net.SplitHostPort(hostport)
-	if err != nil {
-		return 0, err
-	}
-	var port int
-	_, err = fmt.Sscan(p, &port)
-	return port, err
+func (c *cluster) routeURL(i int) *url.URL {
+	return &url.URL{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", c.opts[i].Cluster.Port)}
 }
 
-// start (re)starts server i on its ports and directory.
+// start (re)starts server i on its directory; after its first start, on
+// its ports, routed to every other server.
 func (c *cluster) start(i int) {
 	c.t.Helper()
+	c.mu.Lock()
+	if c.opts[i].Port > 0 {
+		var routes []*url.URL
+		for j := range c.opts {
+			if j != i {
+				routes = append(routes, c.routeURL(j))
+			}
+		}
+		c.opts[i].Routes = routes
+	}
 	o := *c.opts[i] // the server keeps and mutates its options
+	c.mu.Unlock()
 	s, err := server.NewServer(&o)
 	if err != nil {
 		c.t.Fatalf("server %d: %v", i, err)
@@ -103,6 +109,8 @@ func (c *cluster) start(i int) {
 	}
 	c.mu.Lock()
 	c.servers[i] = s
+	c.opts[i].Port = s.Addr().(*net.TCPAddr).Port
+	c.opts[i].Cluster.Port = s.ClusterAddr().Port
 	c.mu.Unlock()
 }
 
@@ -151,6 +159,8 @@ func (c *cluster) waitReady() {
 
 // urls returns the client URLs of every server, comma-separated.
 func (c *cluster) urls() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	var u []string
 	for _, o := range c.opts {
 		u = append(u, fmt.Sprintf("nats://127.0.0.1:%d", o.Port))

@@ -80,9 +80,11 @@ Last has no reverse scan in the direct get API: List bisects the sequence
 range on the pending counts batch gets report (about log2(range) small
 requests), then reads forward from there.
 
-Delete purges the stream's subject, at most Options.PurgeChunk entries per
-purge request (a purge holds the stream while it runs), then writes the
-tombstone.
+Delete purges the stream's subject with one request, then writes the
+tombstone. A purge holds the stream (every source of the partition) while
+it runs: BenchmarkDeleteStall measures it. Splitting a purge by sequence
+ranges made it slower and the stall longer on nats-server 2.15, so Delete
+does not; spread sources over Options.Partitions instead.
 
 # Subscribe
 

@@ -255,9 +255,8 @@ func (s *Store) Head(ctx context.Context, src string) (uint64, error) {
 
 // Delete removes every entry of src in stream, after every append issued
 // through this store before the call is complete. It purges the stream's
-// subject (in chunks of at most PurgeChunk entries) and then writes a
-// tombstone on it holding the source's head, so Head and sequences are
-// unchanged. If ctx ends first it returns ctx's error; the delete may
+// subject with one request and then writes a tombstone on it holding the
+// source's head, so Head and sequences are unchanged. If ctx ends first it returns ctx's error; the delete may
 // still happen.
 func (s *Store) Delete(ctx context.Context, src, stream string) error {
 	if err := checkNames(src, stream); err != nil {
@@ -284,27 +283,8 @@ func (s *Store) Delete(ctx context.Context, src, stream string) error {
 	if err != nil {
 		return fmt.Errorf("delete: %w", err)
 	}
-	for {
-		first, n, err := s.count(ctx, p, subj, 1)
-		if err != nil {
-			return wrapRead("delete", err)
-		}
-		if n <= uint64(s.opts.PurgeChunk) {
-			// The last chunk: no upper bound, so that nothing stays behind
-			// (this replica may lag).
-			if err := s.purge(ctx, p, subj, 0); err != nil {
-				return fmt.Errorf("delete: %w", err)
-			}
-			break
-		}
-		// Keep the final n-PurgeChunk entries for the next round.
-		upto, err := s.lastStart(ctx, p, subj, first, int(n)-s.opts.PurgeChunk)
-		if err != nil {
-			return wrapRead("delete", err)
-		}
-		if err := s.purge(ctx, p, subj, upto); err != nil {
-			return fmt.Errorf("delete: %w", err)
-		}
+	if err := s.purge(ctx, p, subj, 0); err != nil {
+		return fmt.Errorf("delete: %w", err)
 	}
 	if err := s.writeTombstone(ctx, p, src, subj, head); err != nil {
 		return fmt.Errorf("delete: %w", err)

@@ -29,7 +29,6 @@ const (
 	DefaultDuplicates   = 2 * time.Minute
 	DefaultAckWait      = 2 * time.Second
 	DefaultAppendExpiry = time.Minute
-	DefaultPurgeChunk   = 10000
 	DefaultReadTimeout  = 10 * time.Second
 
 	metaPartitions = "logbroker_partitions" // stream metadata key
@@ -62,10 +61,6 @@ type Options struct {
 	// AppendExpiry bounds the retries of one append: past it the append
 	// fails. Keep it well under Duplicates. Default 1 minute.
 	AppendExpiry time.Duration
-	// PurgeChunk is the most entries one purge request removes; Delete
-	// splits larger purges so that appends of other sources are not held
-	// up behind one long purge. Default 10000.
-	PurgeChunk int
 	// ReadTimeout bounds List, Head and Delete when their context has no
 	// earlier deadline, retries included. Default 10 s.
 	ReadTimeout time.Duration
@@ -94,9 +89,6 @@ func (o *Options) setDefaults() {
 	}
 	if o.AppendExpiry <= 0 {
 		o.AppendExpiry = DefaultAppendExpiry
-	}
-	if o.PurgeChunk <= 0 {
-		o.PurgeChunk = DefaultPurgeChunk
 	}
 	if o.ReadTimeout <= 0 {
 		o.ReadTimeout = DefaultReadTimeout
