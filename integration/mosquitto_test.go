@@ -23,8 +23,11 @@ func TestMQTT5ResponseTopic(t *testing.T) {
 		"-D", "publish", "response-topic", "replies/dev5",
 		"-D", "publish", "correlation-data", "corr-123",
 		"-m", `{"id":"req-1","src":"dev5","method":"Log.Log","args":{"msg":"over MQTT 5"}}`)
-	// A later request without a Response Topic: its answer on dev5/rpc is
-	// the barrier after which the first answer's topic is known.
+	// Each mosquitto_pub is its own connection, and calls of different
+	// connections are concurrent: wait for the first answer. Then a later
+	// request without a Response Topic: its answer on dev5/rpc is the
+	// barrier after which no copy of the first answer can still come.
+	sub.wait(callTimeout, 1, "the first response", func(mosqMsg) bool { return true })
 	s.mosquittoPub(t, "-V", "mqttv5", "-q", "1", "-t", "logbroker/rpc",
 		"-m", `{"id":"req-2","src":"dev5","method":"Log.List"}`)
 	got := sub.wait(callTimeout, 2, "responses", func(mosqMsg) bool { return true })
@@ -103,15 +106,23 @@ func TestMosquittoQoS(t *testing.T) {
 			}
 		}
 	}
+	// One response per request (each mosquitto_pub is its own connection,
+	// so they may come in any order).
 	got := sub.wait(callTimeout, n, "responses", func(m mosqMsg) bool { return m.Topic == src+"/rpc" })
-	for i, m := range got {
+	seen := map[int]bool{}
+	for _, m := range got {
 		var r response
-		if err := json.Unmarshal([]byte(m.Payload), &r); err != nil {
-			t.Fatalf("response is not JSON: %s", m.Payload)
+		var id int
+		if err := json.Unmarshal([]byte(m.Payload), &r); err != nil || json.Unmarshal(r.ID, &id) != nil {
+			t.Fatalf("response is not JSON with a numeric id: %s", m.Payload)
 		}
 		r.Raw = m.Payload
-		checkShape(t, r, "logbroker", src, json.RawMessage(fmt.Sprint(i+1)), nil)
+		checkShape(t, r, "logbroker", src, r.ID, nil)
 		r.logID(t)
+		if seen[id] || id < 1 || id > n {
+			t.Errorf("response id %d unexpected or repeated", id)
+		}
+		seen[id] = true
 	}
 	for _, m := range s.retained(t, "#") {
 		t.Errorf("retained after retained requests: %s %s", m.Topic, abbrev(m.Payload, 200))
@@ -201,12 +212,17 @@ func TestMQTT5BadResponseTopic(t *testing.T) {
 			"-m", fmt.Sprintf(`{"id":%d,"src":%q,"method":"RPC.Ping"}`, i+1, src))
 	}
 	got := sub.wait(callTimeout, len(topics), "responses", func(m mosqMsg) bool { return true })
-	for i, m := range got {
-		if m.Topic != src+"/rpc" {
-			t.Errorf("response %d on %s, want %s/rpc", i+1, m.Topic, src)
+	for _, m := range got {
+		var r response
+		var id int
+		if err := json.Unmarshal([]byte(m.Payload), &r); err != nil || json.Unmarshal(r.ID, &id) != nil {
+			t.Fatalf("response is not JSON with a numeric id: %s", m.Payload)
 		}
-		if want := "c" + fmt.Sprint(i); m.Correlation != want {
-			t.Errorf("response %d: correlation %q, want %q", i+1, m.Correlation, want)
+		if m.Topic != src+"/rpc" {
+			t.Errorf("response %d on %s, want %s/rpc", id, m.Topic, src)
+		}
+		if want := "c" + fmt.Sprint(id-1); m.Correlation != want {
+			t.Errorf("response %d: correlation %q, want %q", id, m.Correlation, want)
 		}
 	}
 }
