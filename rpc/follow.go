@@ -18,6 +18,11 @@ type follower struct {
 	q      storage.Query // After is the position: entries above it wake it
 	timer  *time.Timer
 	claims atomic.Bool // set by whoever answers or drops it, once
+	// armed: the first read found nothing, so a wake may answer f with its
+	// group alone. Before that a wake only sets missed, and follow reads
+	// again: answering with the group would skip older entries past the
+	// position that the read is about to return. Both guarded by hub.mu.
+	armed, missed bool
 }
 
 // hub indexes waiting followers by source.
@@ -143,7 +148,12 @@ func (h *hub) wake(entries []storage.Entry) {
 	h.mu.Lock()
 	for src, group := range bySrc {
 		for f := range h.bySrc[src] {
-			if got := f.match(group); len(got) > 0 && f.claims.CompareAndSwap(false, true) {
+			got := f.match(group)
+			switch {
+			case len(got) == 0:
+			case !f.armed:
+				f.missed = true // follow reads again and finds them
+			case f.claims.CompareAndSwap(false, true):
 				ready = append(ready, woken{f, got})
 			}
 		}
@@ -203,16 +213,26 @@ func (c *Conn) follow(r *request, q storage.Query) {
 	if q.Last == 0 {
 		first = f.q
 	}
-	entries, err := s.store.List(ctx, first)
-	if err != nil || len(entries) > 0 {
-		if s.hub.claim(f) {
-			if err != nil {
-				c.fail(r, err)
-			} else {
-				c.respond(r, appendEntries(nil, entries))
+	for {
+		entries, err := s.store.List(ctx, first)
+		if err != nil || len(entries) > 0 {
+			if s.hub.claim(f) {
+				if err != nil {
+					c.fail(r, err)
+				} else {
+					c.respond(r, appendEntries(nil, entries))
+				}
 			}
+			return
 		}
-		return
+		s.hub.mu.Lock()
+		missed := f.missed
+		f.armed, f.missed = !missed, false
+		s.hub.mu.Unlock()
+		if !missed {
+			break
+		}
+		// A group matching f became durable after the read: read again.
 	}
 	wait := c.followWait(r.f)
 	t := time.AfterFunc(wait, func() {
