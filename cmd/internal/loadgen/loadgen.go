@@ -376,7 +376,7 @@ func (r *run) settle(ctx context.Context, counts func() (have, want int64)) {
 		}
 		if have != last {
 			last, since = have, time.Now()
-		} else if time.Since(since) > time.Second {
+		} else if time.Since(since) > settlePatience {
 			return
 		}
 		time.Sleep(5 * time.Millisecond) // polling a condition with a bound
@@ -786,3 +786,6 @@ func (c *caller) connLost(err error) {
 		c.r.warnf("%s: connection lost: %v", c.src, err)
 	}
 }
+
+// settlePatience is how long settle waits without progress.
+var settlePatience = 2 * time.Second
