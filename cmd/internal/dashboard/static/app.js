@@ -21,6 +21,7 @@
   const MAX_ROWS = 5000; // rows kept; the oldest go first
   const MAX_PENDING = 5000; // live entries held while paused
   const CALL_TIMEOUT = 15000;
+  const STREAMS_REFRESH = 5000; // ms between reloads of the stream counts
 
   const $ = (id) => document.getElementById(id);
   const el = (tag, cls, text) => {
@@ -59,6 +60,7 @@
     known: new Map(), // src -> li in the sources list
     streams: new Map(), // stream -> count (or null when unknown)
     streamsFromServer: false,
+    streamsTimer: null,
   };
 
   // ---- ids and entries ----
@@ -230,6 +232,18 @@
     const stick = nearBottom();
     insert([e]);
     if (stick) scrollBottom();
+    refreshStreamsSoon();
+  }
+
+  // refreshStreamsSoon reloads the stream counts a few seconds after live
+  // entries arrived, at most that often.
+  function refreshStreamsSoon() {
+    if (!st.streamsFromServer || st.streamsTimer) return;
+    const gen = st.gen;
+    st.streamsTimer = setTimeout(() => {
+      st.streamsTimer = null;
+      if (gen === st.gen && st.client && st.client.connected) loadStreams(gen);
+    }, STREAMS_REFRESH);
   }
 
   // ---- connection ----
