@@ -221,7 +221,7 @@
       return;
     }
     if (!validEntry(e)) return;
-    if (st.discover) addSource({ src: e.src, last_timestamp: e.timestamp }, true);
+    if (st.discover || st.known.has(e.src)) addSource({ src: e.src, last_timestamp: e.timestamp }, true);
     if (!st.sel || e.src !== st.sel.src || (st.sel.stream && e.stream !== st.sel.stream)) return;
     if (st.paused) {
       if (!st.ids.has(e.id)) st.pending.push(e);
