@@ -54,7 +54,7 @@ type waiter struct {
 
 var waiterPool = sync.Pool{New: func() any { return &waiter{ch: make(chan struct{}, 1)} }}
 
-// group is a committed (or failed) run of ops, handed to the notifier.
+// group is a committed (or failed) run of ops, waiting for delivery.
 type group struct {
 	ops []op
 	buf []op // set on the last group of a drained queue: recycled after delivery
@@ -169,16 +169,24 @@ func (s *Store) signal() {
 }
 
 // commitLoop is the committer goroutine: it drains the queue and commits
-// it, a batch at a time, handing each batch's ops to the notifier.
+// it, a batch at a time. Each committed batch is delivered (done callbacks,
+// waiters, subscribers) while the WAL syncs the next one, or at once when
+// there is no next one.
 func (s *Store) commitLoop() {
-	defer close(s.groups)
+	defer close(s.loopDone)
 	for {
-		<-s.wake
-		var next []op
-		select {
-		case next = <-s.free:
-		default:
+		if len(s.pending) > 0 {
+			select {
+			case <-s.wake:
+			default:
+				s.deliverPending()
+				continue
+			}
+		} else {
+			<-s.wake
 		}
+		next := s.spare
+		s.spare = nil
 		s.qmu.Lock()
 		ops := s.queue
 		s.queue = next
@@ -189,12 +197,14 @@ func (s *Store) commitLoop() {
 		if closing {
 			// Calls are refused once closing is set, and this drain took
 			// everything queued before.
+			s.deliverPending()
 			return
 		}
 	}
 }
 
-// process commits ops in batches of at most s.maxBatch bytes.
+// process commits ops in batches of at most s.maxBatch bytes, adding each
+// to s.pending.
 func (s *Store) process(ops []op) {
 	if len(ops) == 0 {
 		return
@@ -214,13 +224,31 @@ func (s *Store) process(ops []op) {
 		if end == len(ops) {
 			g.buf = ops
 		}
-		s.groups <- g
+		s.pending = append(s.pending, g)
 		start = end
 	}
 }
 
+// deliverPending delivers the committed groups in commit order, and keeps
+// the last drained queue slice for reuse.
+func (s *Store) deliverPending() {
+	for i, g := range s.pending {
+		s.deliver(g.ops)
+		if g.buf != nil {
+			clear(g.buf)
+			s.spare = g.buf[:0]
+		}
+		s.pending[i] = group{}
+	}
+	s.pending = s.pending[:0]
+}
+
 // commit writes ops as one Pebble batch, synced, and on success publishes
-// the new durable heads. Failed ops get their err set.
+// the new durable heads. Failed ops get their err set. While the WAL syncs
+// the batch, it delivers the groups committed before. Each batch is
+// applied only after the previous one's sync succeeded: once a WAL write
+// or sync failed, Pebble panics on the next write, so none may be under
+// way when the failure is found.
 func (s *Store) commit(ops []op) {
 	if f := s.failed.Load(); f != nil {
 		for i := range ops {
@@ -274,7 +302,15 @@ func (s *Store) commit(ops []op) {
 		_ = b.Close()
 		return
 	}
-	if err := s.write(b); err != nil {
+	err := s.apply(b)
+	if err == nil {
+		// The WAL syncs b meanwhile: overlap it with the delivery of the
+		// previous batch. Outside apply and syncWait, whose recover would
+		// take a callback's panic for Pebble's.
+		s.deliverPending()
+		err = s.syncWait(b)
+	}
+	if err != nil {
 		// The ops' sequences stay consumed (s.sources keeps them): the batch
 		// may be on disk, so they must not be handed out again. The store
 		// is failed from now on anyway.
@@ -293,10 +329,10 @@ func (s *Store) commit(ops []op) {
 	s.stats.committed(ops)
 }
 
-// write commits b with a WAL sync and closes it. Any error, or a panic in
-// Pebble, fails the store: after a failed WAL write or sync Pebble cannot
-// take further writes safely.
-func (s *Store) write(b *pebble.Batch) (err error) {
+// apply writes b to Pebble, asking for a WAL sync without waiting for
+// it. Any error, or a panic in Pebble, fails the store: after a failed WAL
+// write or sync Pebble cannot take further writes safely.
+func (s *Store) apply(b *pebble.Batch) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = s.fail(fmt.Errorf("commit: %w", panicError(r)), true)
@@ -307,6 +343,17 @@ func (s *Store) write(b *pebble.Batch) (err error) {
 	if err := s.db.ApplyNoSyncWait(b, pebble.Sync); err != nil {
 		return s.fail(fmt.Errorf("commit: %w", err), false)
 	}
+	return nil
+}
+
+// syncWait waits for the WAL sync of an applied batch and closes it; like
+// apply, a failure fails the store.
+func (s *Store) syncWait(b *pebble.Batch) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = s.fail(fmt.Errorf("sync: %w", panicError(r)), true)
+		}
+	}()
 	if err := b.SyncWait(); err != nil {
 		return s.fail(fmt.Errorf("sync: %w", err), false)
 	}
@@ -314,22 +361,8 @@ func (s *Store) write(b *pebble.Batch) (err error) {
 	return nil
 }
 
-// notifyLoop is the notifier goroutine: it runs the done callbacks, wakes
-// the waiters and calls the subscribers, group by group in commit order.
-func (s *Store) notifyLoop() {
-	defer close(s.notifierDone)
-	for g := range s.groups {
-		s.deliver(g.ops)
-		if g.buf != nil {
-			clear(g.buf)
-			select {
-			case s.free <- g.buf[:0]:
-			default:
-			}
-		}
-	}
-}
-
+// deliver runs the done callbacks and wakes the waiters of a committed
+// group, in queue order, then calls the subscribers with its entries.
 func (s *Store) deliver(ops []op) {
 	var subs []*subscriber
 	if p := s.subs.Load(); p != nil {

@@ -33,15 +33,22 @@ and a one-slot wake-up channel; no goroutine or channel per call). One
 committer goroutine drains the whole queue, assigns sequences, and writes it
 as one Pebble batch (split every Options.MaxBatchBytes) with a single WAL
 sync: one fsync for every call that arrived during the previous one. It
-then advances the durable heads and hands the batch to a notifier goroutine,
-which runs the done callbacks and wakes the waiting Append and Delete calls
-in queue order, then calls the subscribers with the batch's entries. So
+then advances the durable heads and delivers the batch: runs the done
+callbacks and wakes the waiting Append and Delete calls in queue order,
+then calls the subscribers with the batch's entries. It delivers a batch
+while the WAL syncs the next one (or at once if there is none), so the
+delivery costs no fsync time and no hand-off to another goroutine. So
 calls one goroutine queues take effect in that order, a Delete after its
 appends included: later operations in a Pebble batch win over earlier ones.
 
-Done and Subscribe callbacks run on the notifier goroutine, one at a time:
-they should be quick, and must not call Append, Delete or Close (which wait
-for the notifier); AppendAsync and List are fine.
+A batch is written only once the previous one's sync succeeded, never
+while one is under way: after a failed WAL write or sync Pebble panics on
+the next write, so the store must learn of a failure before it writes again.
+
+Done and Subscribe callbacks run on the committer goroutine, one at a time:
+they should be quick (a slow one holds up the next batch), and must not
+call Append, Delete or Close (which wait for the committer); AppendAsync
+and List are fine.
 
 # Key layout
 

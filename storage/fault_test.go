@@ -59,7 +59,7 @@ func TestStore_Crash(t *testing.T) {
 	)
 	subClones := 0
 	cancel := s.Subscribe(func(group []storage.Entry) {
-		// Notifier goroutine: one call at a time.
+		// Committer goroutine: one call at a time.
 		if subClones >= 3 {
 			return
 		}

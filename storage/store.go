@@ -55,10 +55,8 @@ type Store struct {
 	queue   []op
 	closing bool          // no more calls accepted
 	wake    chan struct{} // cap 1: the queue went from empty to non-empty
-	free    chan []op     // drained queue slices, recycled by the notifier
 
-	groups       chan group    // committer -> notifier, in commit order
-	notifierDone chan struct{} // closed when both goroutines are gone
+	loopDone chan struct{} // closed when the committer is gone
 
 	// Per-source sequences. The map is written only by the committer (under
 	// smu); readers use smu.RLock.
@@ -80,6 +78,8 @@ type Store struct {
 	// Committer-private scratch.
 	batchNo uint64
 	touched []*source
+	pending []group // committed, not yet delivered
+	spare   []op    // a delivered queue slice, for the next drain
 
 	stats counters // for Stats
 }
@@ -135,17 +135,14 @@ func Open(dir string, opts Options) (s *Store, err error) {
 		return nil, fmt.Errorf("open %q: %w", dir, err)
 	}
 	s = &Store{
-		db:           db,
-		log:          log,
-		maxBatch:     maxBatch,
-		wake:         make(chan struct{}, 1),
-		free:         make(chan []op, 2),
-		groups:       make(chan group, 4),
-		notifierDone: make(chan struct{}),
-		sources:      make(map[string]*source),
+		db:       db,
+		log:      log,
+		maxBatch: maxBatch,
+		wake:     make(chan struct{}, 1),
+		loopDone: make(chan struct{}),
+		sources:  make(map[string]*source),
 	}
 	go s.commitLoop()
-	go s.notifyLoop()
 	return s, nil
 }
 
@@ -296,7 +293,7 @@ func (s *Store) sourceFor(src string) (*source, error) {
 
 // Subscribe registers fn to be called with each group of entries once they
 // are durable and listable, in commit order, one call at a time, on the
-// store's notifier goroutine (after the group's done callbacks). fn must not
+// store's committer goroutine (after the group's done callbacks). fn must not
 // modify the slice, may keep it, and must not call Close. After cancel
 // returns, fn is not called with entries made durable later.
 func (s *Store) Subscribe(fn func([]Entry)) (cancel func()) {
@@ -336,7 +333,7 @@ func (s *Store) Close() error {
 		s.closing = true
 		s.qmu.Unlock()
 		s.signal()
-		<-s.notifierDone
+		<-s.loopDone
 
 		s.life.Lock()
 		s.closed = true
