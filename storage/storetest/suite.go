@@ -166,15 +166,15 @@ func testList(t *testing.T, h Harness) {
 		ctx := testCtx(t)
 		afters := []uint64{0, head + 1, head + 1000, math.MaxUint64}
 		for _, v := range seq {
-			afters = append(afters, v, v+1, v-1)
+			afters = append(afters, v)
 		}
 		slices.Sort(afters)
 		afters = slices.Compact(afters)
 		n := 0
 		for _, stream := range []string{"", "a", "b", "c", "gone", "nosuch"} {
 			for _, after := range afters {
-				for _, last := range []int{-1, 0, 1, 2, 3, 5, 8, 100} {
-					for _, limit := range []int{-1, 0, 1, 2, 3, 7, 100} {
+				for _, last := range []int{-1, 0, 1, 2, 5, 100} {
+					for _, limit := range []int{-1, 0, 1, 3, 100} {
 						q := storage.Query{Src: "dev", Stream: stream, After: after, Last: last, Limit: limit}
 						got, err := s.List(ctx, q)
 						if err != nil {
