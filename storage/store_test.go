@@ -41,12 +41,8 @@ func TestStore_Conformance(t *testing.T) {
 	t.Run("MemSmallBatches", func(t *testing.T) {
 		storetest.Run(t, harness(storage.Options{MaxBatchBytes: 64}, memFS))
 	})
-	t.Run("Disk", func(t *testing.T) {
-		if testing.Short() {
-			t.Skip("synced writes to disk are slow; -short runs the suite on vfs.NewMem only")
-		}
-		storetest.Run(t, harness(storage.Options{}, diskFS))
-	})
+	// On disk: real fsyncs, real file locks on reopen.
+	t.Run("Disk", func(t *testing.T) { storetest.Run(t, harness(storage.Options{}, diskFS)) })
 }
 
 // rawStats is what checkRaw found.
