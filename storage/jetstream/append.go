@@ -106,7 +106,8 @@ type publisher struct {
 	quit    chan struct{}
 	stopped sync.WaitGroup
 
-	resent atomic.Int64 // publishes sent again, for tests
+	resent         atomic.Int64  // publishes sent again
+	entries, bytes atomic.Uint64 // appends acknowledged, bytes of their msg
 }
 
 // op is one append in flight.
@@ -223,6 +224,8 @@ func (p *publisher) onAck(m *nats.Msg) {
 		return
 	}
 	r := o.rec
+	p.entries.Add(1)
+	p.bytes.Add(uint64(len(r.Msg)))
 	p.completeLocked(o, storage.Entry{Seq: ack.Seq, Src: r.Src, Stream: r.Stream, Timestamp: r.Timestamp, Msg: r.Msg}, nil)
 }
 

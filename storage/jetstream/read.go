@@ -289,6 +289,7 @@ func (s *Store) Delete(ctx context.Context, src, stream string) error {
 	if err := s.writeTombstone(ctx, p, src, subj, head); err != nil {
 		return fmt.Errorf("delete: %w", err)
 	}
+	s.deletes.Add(1)
 	return nil
 }
 

@@ -109,7 +109,8 @@ type Store struct {
 	reads *mux // replies of direct gets
 
 	pub     publisher
-	markers atomic.Uint64 // head markers written, for their message ids
+	markers atomic.Uint64 // tombstones written, for their message ids
+	deletes atomic.Uint64 // Deletes done
 
 	notify runner // subscriber calls, one at a time
 	subMu  sync.Mutex
@@ -346,6 +347,17 @@ func (s *Store) stop() {
 	s.pub.close()
 	s.reads.close()
 	s.notify.close()
+}
+
+// Stats returns the store's counters since Open, for metrics: Entries and
+// Bytes of the appends acknowledged through this store, its Deletes.
+// Syncs, Batches and DiskBytes, which belong to the NATS servers, are 0.
+func (s *Store) Stats() storage.Stats {
+	return storage.Stats{
+		Entries: s.pub.entries.Load(),
+		Bytes:   s.pub.bytes.Load(),
+		Deletes: s.deletes.Load(),
+	}
 }
 
 // partitionFor returns the partition holding src.

@@ -30,6 +30,8 @@ func harness(opts Options) storetest.Harness {
 
 func TestStore_Conformance(t *testing.T) {
 	t.Run("OnePartition", func(t *testing.T) { storetest.Run(t, harness(Options{})) })
+	// Sources hashed over three streams.
+	t.Run("ThreePartitions", func(t *testing.T) { storetest.Run(t, harness(Options{Partitions: 3})) })
 }
 
 func TestStore_Basics(t *testing.T) {
@@ -47,5 +49,11 @@ func TestStore_Basics(t *testing.T) {
 	got, err := s.List(ctx, storage.Query{Src: "dev.1", Last: -1})
 	if err != nil || len(got) != 1 || got[0].Seq != e.Seq || string(got[0].Msg) != `"x"` {
 		t.Fatalf("list: %v %v", got, err)
+	}
+	if err := s.Delete(ctx, "dev.1", "a b"); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.Entries != 1 || st.Bytes != 3 || st.Deletes != 1 {
+		t.Errorf("stats %+v, want 1 entry of 3 bytes, 1 delete", st)
 	}
 }
