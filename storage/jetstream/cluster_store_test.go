@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/logbroker/logbroker/storage"
 )
 
@@ -432,4 +434,26 @@ func TestReader_FromLeader(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestCheckSync asks the servers for their sync setting: a system account
+// user learns that all three sync every write; an ordinary one cannot ask.
+func TestCheckSync(t *testing.T) {
+	t.Run("SystemUser", func(t *testing.T) {
+		nc, err := nats.Connect(shared.urls(), nats.UserInfo("sys", "sys"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		rep, err := CheckSync(testContext(t, 10*time.Second), nc, 2*time.Second)
+		if err != nil || rep.Servers != 3 || len(rep.Unsynced) != 0 {
+			t.Fatalf("report %+v (err %v), want 3 servers, none unsynced", rep, err)
+		}
+	})
+	t.Run("OrdinaryUser", func(t *testing.T) {
+		rep, err := CheckSync(testContext(t, 10*time.Second), shared.connect(0), time.Second)
+		if err != nil || rep.Servers != 0 {
+			t.Fatalf("report %+v (err %v), want no server answering", rep, err)
+		}
+	})
 }

@@ -98,6 +98,17 @@ func (c *cluster) start(i int) {
 	}
 	o := *c.opts[i] // the server keeps and mutates its options
 	c.mu.Unlock()
+	// Clients without credentials land in the global account, as without
+	// users; user "sys" is in the system account (for CheckSync). Accounts
+	// hold server state: each start gets its own.
+	sys := server.NewAccount("SYS")
+	o.Accounts = []*server.Account{sys}
+	o.SystemAccount = "SYS"
+	o.Users = []*server.User{
+		{Username: "sys", Password: "sys", Account: sys},
+		{Username: "app", Password: "app"},
+	}
+	o.NoAuthUser = "app"
 	s, err := server.NewServer(&o)
 	if err != nil {
 		c.t.Fatalf("server %d: %v", i, err)
