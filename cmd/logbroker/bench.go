@@ -60,7 +60,7 @@ func benchFlags(stderr io.Writer) (*flag.FlagSet, *benchConfig) {
 	fs.IntVar(&g.Idle, "idle", 0, "idle MQTT connections held open during the run (tcp:// only)")
 	fs.IntVar(&g.BrokerPID, "broker-pid", 0, "the broker's process id: reports its CPU time per call and its VmRSS around --idle connections (--embedded: this process, client included)")
 	fs.BoolVar(&c.embedded, "embedded", false, "start a broker in this process on a temporary directory and port 0, and measure it (--broker then only chooses tcp:// or ws://)")
-	fs.StringVar(&c.data, "data", "", "with --embedded: the store directory (kept); empty: a temporary one, removed afterwards")
+	fs.StringVar(&c.data, "embedded-data", "", "with --embedded: the store directory (kept); empty: a temporary one, removed afterwards")
 	fs.BoolVar(&c.jsonOut, "json", false, "print the result as one JSON object")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file (with --embedded it covers the broker too)")
 	fs.StringVar(&c.memProfile, "memprofile", "", "write an allocation profile of the run to this file")
