@@ -17,7 +17,7 @@ import (
 func BenchmarkAppend(b *testing.B) {
 	for _, callers := range []int{1, 16, 128} {
 		b.Run(fmt.Sprint("Callers", callers), func(b *testing.B) {
-			nc := shared.connect(0)
+			nc := shared.Connect(0)
 			s, err := Open(context.Background(), nc, freshOptions())
 			if err != nil {
 				b.Fatal(err)
@@ -51,7 +51,7 @@ func BenchmarkAppend(b *testing.B) {
 func BenchmarkDeleteStall(b *testing.B) {
 	for _, size := range []int{10000, 100000} {
 		b.Run(fmt.Sprint("Entries", size), func(b *testing.B) {
-			s, err := Open(context.Background(), shared.connect(1), freshOptions())
+			s, err := Open(context.Background(), shared.Connect(1), freshOptions())
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -118,7 +118,7 @@ func fill(b *testing.B, s *Store, src string, n int) {
 // from the start (After) and from the end (Last, which bisects), through a
 // node whose nearest replica answers the direct gets.
 func BenchmarkList(b *testing.B) {
-	s, err := Open(context.Background(), shared.connect(2), freshOptions())
+	s, err := Open(context.Background(), shared.Connect(2), freshOptions())
 	if err != nil {
 		b.Fatal(err)
 	}

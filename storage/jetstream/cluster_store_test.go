@@ -12,13 +12,14 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/logbroker/logbroker/storage"
+	"github.com/logbroker/logbroker/storage/jetstream/jstest"
 )
 
 // openStore opens a store with opts on a connection that prefers server
 // first of c; t.Cleanup closes both.
-func openStore(t *testing.T, c *cluster, first int, opts Options) *Store {
+func openStore(t *testing.T, c *jstest.Cluster, first int, opts Options) *Store {
 	t.Helper()
-	nc := c.connect(first)
+	nc := c.Connect(first)
 	s, err := Open(testContext(t, 30*time.Second), nc, opts)
 	if err != nil {
 		t.Fatalf("open: %v", err)
@@ -42,7 +43,7 @@ func listAll(t *testing.T, s *Store, src string) []storage.Entry {
 // acknowledged entry is stored exactly once, ids strictly increasing, and
 // that the subscriber of another node got each exactly once.
 func TestStore_LeaderRestart(t *testing.T) {
-	c := newCluster(t, 3)
+	c := jstest.NewCluster(t, 3)
 	opts := freshOptions()
 	opts.AckWait = 500 * time.Millisecond
 	writer := openStore(t, c, 0, opts)
@@ -102,15 +103,15 @@ func TestStore_LeaderRestart(t *testing.T) {
 	}
 	stream := opts.Name + "_0"
 	waitFor(t, 20*time.Second, "first appends", func() bool { return count() >= 50 })
-	leader := c.streamLeader(stream)
+	leader := c.StreamLeader(stream)
 	if leader < 0 {
 		t.Fatal("no stream leader")
 	}
 	before := count()
-	c.stop(leader)
+	c.Stop(leader)
 	t.Logf("stopped leader n%d after %d appends", leader, before)
 	waitFor(t, 30*time.Second, "appends under a new leader", func() bool { return count() >= before+50 })
-	c.start(leader)
+	c.Start(leader)
 	t.Logf("restarted n%d after %d appends", leader, count())
 	mid := count()
 	waitFor(t, 30*time.Second, "appends after the restart", func() bool { return count() >= mid+50 })
@@ -301,7 +302,7 @@ func TestOpen_PartitionMismatch(t *testing.T) {
 	opts := freshOptions()
 	openStore(t, shared, 0, opts)
 	opts.Partitions = 2
-	_, err := Open(testContext(t, 20*time.Second), shared.connect(0), opts)
+	_, err := Open(testContext(t, 20*time.Second), shared.Connect(0), opts)
 	if !errors.Is(err, ErrConfig) {
 		t.Fatalf("open with 2 partitions over a 1-partition store: %v, want ErrConfig", err)
 	}
@@ -339,7 +340,7 @@ func TestStore_Retention(t *testing.T) {
 // follower serves direct gets before it has caught up fully. The fence
 // must keep List and Head from missing what was acknowledged.
 func TestStore_LaggingReplica(t *testing.T) {
-	c := newCluster(t, 3)
+	c := jstest.NewCluster(t, 3)
 	opts := freshOptions()
 	w := openStore(t, c, 0, opts)
 	ctx := testContext(t, 60*time.Second)
@@ -347,14 +348,14 @@ func TestStore_LaggingReplica(t *testing.T) {
 		t.Fatal(err)
 	}
 	stream := opts.Name + "_0"
-	follower := (c.streamLeader(stream) + 1) % 3
-	c.stop(follower)
+	follower := (c.StreamLeader(stream) + 1) % 3
+	c.Stop(follower)
 	for i := 1; i <= 300; i++ {
 		if _, err := w.Append(ctx, storage.Record{Src: "dev", Stream: "a", Msg: []byte(fmt.Sprint(i))}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	c.start(follower)
+	c.Start(follower)
 	var readers []*Store
 	for i := range 3 {
 		readers = append(readers, openStore(t, c, i, opts))
@@ -440,7 +441,7 @@ func TestReader_FromLeader(t *testing.T) {
 // user learns that all three sync every write; an ordinary one cannot ask.
 func TestCheckSync(t *testing.T) {
 	t.Run("SystemUser", func(t *testing.T) {
-		nc, err := nats.Connect(shared.urls(), nats.UserInfo("sys", "sys"))
+		nc, err := nats.Connect(shared.URLs(), nats.UserInfo("sys", "sys"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -451,7 +452,7 @@ func TestCheckSync(t *testing.T) {
 		}
 	})
 	t.Run("OrdinaryUser", func(t *testing.T) {
-		rep, err := CheckSync(testContext(t, 10*time.Second), shared.connect(0), time.Second)
+		rep, err := CheckSync(testContext(t, 10*time.Second), shared.Connect(0), time.Second)
 		if err != nil || rep.Servers != 0 {
 			t.Fatalf("report %+v (err %v), want no server answering", rep, err)
 		}

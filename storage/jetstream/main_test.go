@@ -6,16 +6,18 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/logbroker/logbroker/storage/jetstream/jstest"
 )
 
 // shared is the cluster most tests use, each with its own stream names.
-var shared *cluster
+var shared *jstest.Cluster
 
 func TestMain(m *testing.M) {
 	mt := &mainTB{}
 	code := func() int {
 		defer mt.cleanup()
-		shared = newCluster(mt, 3)
+		shared = jstest.NewCluster(mt, 3)
 		return m.Run()
 	}()
 	os.Exit(code)

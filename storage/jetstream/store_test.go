@@ -20,7 +20,7 @@ func harness(opts Options) storetest.Harness {
 		fresh := freshOptions()
 		o.Name, o.Subject = fresh.Name, fresh.Subject
 		return func() (storetest.Store, error) {
-			nc := shared.connect(int(storeNo.Load() % 3))
+			nc := shared.Connect(int(storeNo.Load() % 3))
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			return Open(ctx, nc, o)
@@ -35,7 +35,7 @@ func TestStore_Conformance(t *testing.T) {
 }
 
 func TestStore_Basics(t *testing.T) {
-	nc := shared.connect(0)
+	nc := shared.Connect(0)
 	s, err := Open(testContext(t, 30*time.Second), nc, freshOptions())
 	if err != nil {
 		t.Fatal(err)
