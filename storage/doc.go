@@ -100,5 +100,14 @@ of the process. The queue is unbounded: callers bound their own concurrency
 (the rpc layer does, per connection). Limit <= 0 in a Query means no limit;
 callers clamp it. With Last, List steps over up to Last keys (not values) to
 find where the final Last begin.
+
+Sources and Streams (catalog.go) read the same keys, cut at the durable
+heads. Sources walks the 'q' keys, so a source whose entries were all
+deleted is still listed (Empty); it finds each source's latest entry with
+two seeks per stream. Streams counts a stream by iterating its keys:
+O(entries) the first time. The count is remembered (per process, up to
+16384 streams) with the stream's first sequence, and a later call counts
+only the entries added since, unless that first entry is gone (the stream
+was deleted): a dashboard polling a long stream pays for new entries only.
 */
 package storage
