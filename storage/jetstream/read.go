@@ -279,6 +279,11 @@ func (s *Store) Delete(ctx context.Context, src, stream string) error {
 	if before == nil {
 		return nil // nothing was ever stored for src
 	}
+	if last, err := s.leaderGet(ctx, p, dgRequest{LastFor: subj}); err != nil {
+		return wrapRead("delete", err)
+	} else if last == nil {
+		return nil // no such stream: nothing to purge, no tombstone
+	}
 	head, err := before.head()
 	if err != nil {
 		return fmt.Errorf("delete: %w", err)
