@@ -71,11 +71,13 @@ const (
 
 // methodAccess is the permission table of the methods: one row each.
 var methodAccess = map[string]access{
-	"Log.Log":    accessWrite,
-	"Log.Delete": accessWrite,
-	"Log.List":   accessRead,
-	"RPC.Ping":   accessNone,
-	"RPC.List":   accessNone,
+	"Log.Log":     accessWrite,
+	"Log.Delete":  accessWrite,
+	"Log.List":    accessRead,
+	"Log.Sources": accessRead, // a device sees only its own sources
+	"Log.Streams": accessRead,
+	"RPC.Ping":    accessNone,
+	"RPC.List":    accessNone,
 }
 
 // mayFrame reports whether the caller may send a frame with this src (where

@@ -159,6 +159,7 @@ func New(store LogStore, pub Publisher, cfg Config) *Service {
 		"RPC.List":   (*Conn).rpcList,
 		"RPC.Ping":   (*Conn).rpcPing,
 	}
+	s.addCatalog() // Log.Sources, Log.Streams: only if store is a Catalog
 	s.hub.init()
 	s.fan.init(s.deliver)
 	s.published = make(chan struct{}, 1)
