@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestMQTT5ResponseTopic checks that an MQTT 5 request with a Response
@@ -193,6 +194,34 @@ func TestReadmeSample(t *testing.T) {
 		out, err := exec.CommandContext(ctx, "mosquitto_rr", args...).CombinedOutput()
 		if err != nil || !strings.Contains(string(out), tc.want) {
 			t.Errorf("mosquitto_rr %s: %v: printed %s, want %s", tc.frame, err, out, tc.want)
+		}
+	}
+
+	// tail -f: a follow waits on its own response topic (mosquitto_rr
+	// prints the first message there) until the next entry.
+	args := append(s.hostPort(), "-t", "logbroker/rpc", "-e", "dev1/tail", "-W", "20",
+		"-m", `{"id":7,"src":"dev1","method":"Log.List","args":{"last":0,"follow":true},"timeout":15}`)
+	follow := exec.CommandContext(ctx, "mosquitto_rr", args...)
+	var out strings.Builder
+	follow.Stdout, follow.Stderr = &out, &out
+	if err := follow.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Nothing tells when mosquitto_rr's follow has reached the broker
+	// (calls of different connections are concurrent), so log an entry
+	// every 200 ms until the follow answers with one of them; ctx bounds it.
+	done := make(chan error, 1)
+	go func() { done <- follow.Wait() }()
+	c := s.dial(t)
+	for {
+		c.log(map[string]any{"msg": "tail me", "src": "dev1"})
+		select {
+		case err := <-done:
+			if err != nil || !strings.Contains(out.String(), `"id":7,`) || !strings.Contains(out.String(), `"msg":"tail me"`) {
+				t.Errorf("mosquitto_rr follow: %v: printed %s", err, out.String())
+			}
+			return
+		case <-time.After(200 * time.Millisecond):
 		}
 	}
 }
