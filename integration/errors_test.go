@@ -342,6 +342,43 @@ func TestBadInput(t *testing.T) {
 		})
 	}
 
+	t.Run("FloodOfJunk", func(t *testing.T) {
+		// One client floods bad frames (QoS 0, as fast as it can write)
+		// while the good client keeps logging: each of its calls is
+		// still answered within the usual deadline.
+		junk := s.dial(t)
+		frames := [][]byte{
+			[]byte(`{"id":1,"src":`),
+			[]byte(`[1,2,3]`),
+			[]byte(fmt.Sprintf(`{"id":1,"src":%q,"method":"Log.Log","args":{"msg":"x","stream":"a/b"}}`, junk.src)),
+			[]byte(fmt.Sprintf(`{"id":1,"src":%q,"method":"Nope"}`, junk.src)),
+			[]byte(fmt.Sprintf(`{"id":1,"src":%q,"method":"Log.Log","args":{"msg":"%s"}}`, junk.src, strings.Repeat("z", 70000))),
+		}
+		stop := make(chan struct{})
+		flooded := make(chan int)
+		go func() {
+			n := 0
+			defer func() { flooded <- n }()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				tok := junk.pc.Publish("logbroker/rpc", 0, false, frames[n%len(frames)])
+				if !tok.WaitTimeout(callTimeout) || tok.Error() != nil {
+					return
+				}
+				n++
+			}
+		}()
+		for i := range 20 {
+			ids = append(ids, good.log(map[string]any{"msg": fmt.Sprint("during the flood ", i)}))
+		}
+		close(stop)
+		t.Logf("%d junk frames published during 20 good calls", <-flooded)
+	})
+
 	// Nothing the good client logged was lost, in order, once each.
 	es := good.listAll(good.src)
 	if len(es) != len(ids) {
