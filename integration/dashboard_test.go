@@ -509,6 +509,8 @@ func TestDashboardScreenshot(t *testing.T) {
 	c.log(map[string]any{"src": "greenhouse-2", "msg": "ota: checking for updates", "timestamp": base + 100000})
 	c.log(map[string]any{"src": "greenhouse-1", "msg": "heartbeat: uptime 96 s, free heap 41 KiB", "timestamp": base + 101000})
 	b.wait("a live line", `msgs().length === 13`)
+	// Counts reload a few seconds after live entries: show them agreeing.
+	b.wait("the stream counts", `!document.querySelector('#streams .chip .n') || document.querySelector('#streams .chip[data-stream="console"] .n')?.textContent === '9'`)
 	png := b.screenshot()
 	if path := os.Getenv("LOGBROKER_SCREENSHOT"); path != "" {
 		if err := os.WriteFile(path, png, 0o644); err != nil {
