@@ -102,6 +102,9 @@ func (b *Broker) Start() error {
 	if b.started {
 		return errors.New("start: already started")
 	}
+	if err := b.srv.AddHook(&takeover{srv: b.srv, log: b.cfg.Logger}, nil); err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
 	if b.cfg.MQTTAddr != "" {
 		ln, err := b.listen(b.cfg.MQTTAddr)
 		if err != nil {
