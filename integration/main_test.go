@@ -297,6 +297,13 @@ func (s *server) stop() {
 	if s.done.Load() {
 		return
 	}
+	if !s.alive() {
+		// It ended on its own (a failed start reports that already).
+		if code := s.wait(stopTimeout); code != 0 && !s.t.Failed() {
+			s.t.Errorf("logbroker had exited by itself with %d; stderr:\n%s", code, tail(s.stderr.String(), 8000))
+		}
+		return
+	}
 	s.terminate()
 	code := s.wait(stopTimeout)
 	if !s.killed.Load() && code != 0 {
