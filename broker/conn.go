@@ -19,6 +19,9 @@ const DefaultMaxPending = 32 << 20
 // queued before it.
 const flushTimeout = time.Second
 
+// maxSpare is the largest buffer the writer keeps for reuse.
+const maxSpare = 64 << 10
+
 // queuedListener wraps every accepted connection in a queuedConn.
 type queuedListener struct {
 	net.Listener
@@ -108,7 +111,9 @@ func (q *queuedConn) writer() {
 		_, err := q.Conn.Write(out)
 
 		q.mu.Lock()
-		q.spare = out
+		if cap(out) <= maxSpare {
+			q.spare = out // a burst's large buffer is not kept for an idle connection
+		}
 		if err != nil && q.err == nil {
 			q.err = err
 		}
@@ -120,6 +125,26 @@ func (q *queuedConn) writer() {
 	}
 }
 
+// SetDeadline sets the read deadline, and the write deadline unless the
+// connection is closing (mochi renews deadlines on every packet it reads;
+// that must not extend the flush bound of Close).
+func (q *queuedConn) SetDeadline(t time.Time) error {
+	if err := q.Conn.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return q.SetWriteDeadline(t)
+}
+
+// SetWriteDeadline sets the write deadline unless the connection is closing.
+func (q *queuedConn) SetWriteDeadline(t time.Time) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closing {
+		return nil
+	}
+	return q.Conn.SetWriteDeadline(t)
+}
+
 // Close stops accepting writes and returns at once; what was queued is
 // still sent, for up to flushTimeout, before the socket closes.
 func (q *queuedConn) Close() error {
@@ -129,8 +154,8 @@ func (q *queuedConn) Close() error {
 		return nil
 	}
 	q.closing = true
-	q.mu.Unlock()
 	_ = q.Conn.SetWriteDeadline(time.Now().Add(flushTimeout))
+	q.mu.Unlock()
 	q.signal()
 	go func() {
 		<-q.done

@@ -62,3 +62,25 @@ func TestQueuedConn(t *testing.T) {
 		}
 	})
 }
+
+func TestQueuedConnFlushBound(t *testing.T) {
+	// A peer that never reads: Close still ends the connection within the
+	// flush bound, even if deadlines are renewed after it (as mochi does
+	// on every packet it reads).
+	a, b := net.Pipe()
+	defer b.Close()
+	q := newQueuedConn(a, 1<<20)
+	if _, err := q.Write(make([]byte, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_ = q.SetDeadline(time.Now().Add(time.Hour))
+	select {
+	case <-q.done:
+	case <-time.After(10 * flushTimeout):
+		t.Fatalf("writer still running %v after Close", time.Since(began))
+	}
+}
