@@ -77,16 +77,40 @@ streams are not listed anywhere else: a deleted stream simply has no keys.
 
 # Caveats
 
-A failed WAL write or sync fails every call of its batch with an error
-wrapping ErrFailed and the cause; nothing of that batch is acknowledged, and
-its entries are never listed in this process, though they may reappear after
-a restart (they may have reached the disk). Pebble cannot take more writes
-after such a failure (its WAL writer latches the error and would panic), so
-the store latches too: every later Append, AppendAsync and Delete fails
-with ErrFailed, Err reports the cause, List and Head keep serving what is
-durable. Close, then Open again (in practice: restart the process) to
-recover. A Delete whose batch failed may already hide its stream from List
-in this process.
+A failed WAL write or sync (an I/O error, or ENOSPC: a full disk) fails
+every call of its batch with an error wrapping ErrFailed and the cause;
+nothing of that batch is acknowledged. Pebble cannot take more writes after
+such a failure (its WAL writer latches the error and would panic), so the
+store latches too: every later Append, AppendAsync and Delete fails at once
+with ErrFailed (error 500 on the wire), Err reports the cause, and List and
+Head keep serving what is durable. The failure is logged once, at error
+level, with what the operator should do (free space, or check the disk).
+
+The store then recovers by itself. Every Options.RecoverInterval a
+background goroutine writes and syncs a small probe file in the store's
+directory; once that succeeds, it closes the database, opens it again from
+the same directory, flushes what the reopened WAL held, and forgets its
+per-source state: each source's sequence is reloaded from its 'q' key on
+first use. That key was in the same batch as the failed entries, so
+whether or not the failed batch reached the disk, no sequence on disk is
+ever handed out again. Writes are then accepted again ("storage
+recovered", logged at warn level with the outage's length). Between the
+close and a successful reopen (a disk that takes a small probe but still
+fails Pebble), reads fail with ErrFailed too; the loop simply tries again.
+Entries of a failed batch that did reach the disk become listable after
+the recovery, as after a restart: they were never acknowledged, and their
+ids are below every id handed out later (a follower already past them
+does not see them). A panic inside Pebble ("poisoned") is not recovered:
+Pebble may hold its own locks, so closing it could hang, and it holds the
+directory's lock, so it cannot be reopened in this process; the store
+refuses reads and writes until the process restarts.
+
+A Delete (and a retention trim) is visible to List as soon as its batch is
+applied, before its WAL sync: List cuts appends at the durable head, but a
+deletion has no sequence to cut at. If that sync fails, or the machine
+loses power before it completes, the deleted entries may show up again
+(after the recovery or restart). The Delete call itself is acknowledged
+only after the sync, so a deletion that was acknowledged stays done.
 
 Pebble reports some errors it cannot recover from through Logger.Fatalf
 (for instance a failed MANIFEST write in a background flush); the store logs

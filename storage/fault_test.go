@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -211,8 +214,9 @@ func checkCrashImage(t *testing.T, img crashImage) {
 	}
 }
 
-// faultFS wraps a MemFS in errorfs, injecting ErrInjected into the WAL
-// operations of the given kinds while on.
+// faultFS wraps a MemFS in errorfs, failing the operations of the given
+// kinds, on every file, with err while on: a disk that stopped taking
+// writes (reads still work).
 type faultFS struct {
 	mem   *vfs.MemFS
 	fs    *errorfs.FS
@@ -221,42 +225,73 @@ type faultFS struct {
 	hits  atomic.Int64
 }
 
-func newFaultFS(kinds ...errorfs.OpKind) *faultFS {
+func newFaultFS(err error, kinds ...errorfs.OpKind) *faultFS {
 	f := &faultFS{mem: vfs.NewMem(), kinds: map[errorfs.OpKind]bool{}}
 	for _, k := range kinds {
 		f.kinds[k] = true
 	}
 	f.fs = errorfs.Wrap(f.mem, errorfs.InjectorFunc(func(op errorfs.Op) error {
-		if f.on.Load() && f.kinds[op.Kind] && strings.HasSuffix(op.Path, ".log") {
+		if f.on.Load() && f.kinds[op.Kind] {
 			f.hits.Add(1)
-			return errorfs.ErrInjected
+			return &os.PathError{Op: "write", Path: op.Path, Err: err}
 		}
 		return nil
 	}))
 	return f
 }
 
-// TestStore_IOFault makes the WAL's writes or syncs fail: the appends of the
-// failed batch fail with ErrFailed and are never acknowledged or listed,
-// later writes are refused, List and Head keep serving what was durable,
-// and a reopen (without the fault) recovers it and hands out ids above
-// everything stored.
+// syncBuffer is a log sink safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+var (
+	walWrite = []errorfs.OpKind{errorfs.OpFileWrite, errorfs.OpFileWriteAt}
+	walSync  = []errorfs.OpKind{errorfs.OpFileSync, errorfs.OpFileSyncData, errorfs.OpFileSyncTo}
+)
+
+// TestStore_IOFault makes the disk's writes or syncs fail, with an I/O
+// error or ENOSPC (a full disk): the appends of the failed batch fail with
+// ErrFailed and are never acknowledged, later writes fail fast, List and
+// Head keep serving what was durable, the log says once what happened and
+// what to do; once the fault clears the store recovers by itself, keeps
+// every acknowledged entry and hands out ids above everything stored; a
+// restart finds the same.
 func TestStore_IOFault(t *testing.T) {
 	for _, c := range []struct {
 		name  string
+		err   error
 		kinds []errorfs.OpKind
+		log   string // what the error log must say, once
 	}{
-		{"WALWrite", []errorfs.OpKind{errorfs.OpFileWrite, errorfs.OpFileWriteAt}},
-		{"WALSync", []errorfs.OpKind{errorfs.OpFileSync, errorfs.OpFileSyncData, errorfs.OpFileSyncTo}},
+		{"WALWrite", errorfs.ErrInjected, walWrite, "I/O error"},
+		{"WALSync", errorfs.ErrInjected, walSync, "I/O error"},
+		{"DiskFullWrite", syscall.ENOSPC, walWrite, "disk full"},
+		{"DiskFullSync", syscall.ENOSPC, walSync, "disk full"},
 	} {
-		t.Run(c.name, func(t *testing.T) { testIOFault(t, newFaultFS(c.kinds...)) })
+		t.Run(c.name, func(t *testing.T) { testIOFault(t, newFaultFS(c.err, c.kinds...), c.err, c.log) })
 	}
 }
 
-func testIOFault(t *testing.T, f *faultFS) {
+func testIOFault(t *testing.T, f *faultFS, cause error, logWant string) {
 	ctx, stop := context.WithTimeout(context.Background(), faultTimeout)
 	defer stop()
-	s := openMem(t, f.fs, storage.Options{})
+	var logs syncBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	s := openMem(t, f.fs, storage.Options{Logger: logger, RecoverInterval: 5 * time.Millisecond})
 	closed := false
 	defer func() {
 		if !closed {
@@ -300,84 +335,146 @@ func testIOFault(t *testing.T, f *faultFS) {
 	if f.hits.Load() == 0 {
 		t.Fatal("no fault was injected")
 	}
-	if err := s.Err(); !errors.Is(err, storage.ErrFailed) || !errors.Is(err, errorfs.ErrInjected) {
-		t.Errorf("Err after the fault: %v, want ErrFailed wrapping the injected error", err)
+	if err := s.Err(); !errors.Is(err, storage.ErrFailed) || !errors.Is(err, cause) {
+		t.Errorf("Err after the fault: %v, want ErrFailed wrapping %v", err, cause)
 	}
-	f.on.Store(false) // the store stays failed even once the disk is fine
-	if _, err := s.Append(ctx, storage.Record{Src: "dev", Stream: "s0", Msg: []byte(`"later"`)}); !errors.Is(err, storage.ErrFailed) {
-		t.Errorf("append after the fault: %v, want ErrFailed", err)
-	}
-	done := make(chan error, 1)
-	s.AppendAsync(storage.Record{Src: "dev", Stream: "s0", Msg: []byte(`"later"`)}, func(_ storage.Entry, err error) { done <- err })
-	select {
-	case err := <-done:
-		if !errors.Is(err, storage.ErrFailed) {
-			t.Errorf("append async after the fault: %v, want ErrFailed", err)
+	t.Run("DuringOutage", func(t *testing.T) {
+		if _, err := s.Append(ctx, storage.Record{Src: "dev", Stream: "s0", Msg: []byte(`"later"`)}); !errors.Is(err, storage.ErrFailed) {
+			t.Errorf("append during the outage: %v, want ErrFailed", err)
 		}
-	case <-ctx.Done():
-		t.Fatal("done of an append after the fault never ran")
-	}
-	if err := s.Delete(ctx, "dev", "s1"); !errors.Is(err, storage.ErrFailed) {
-		t.Errorf("delete after the fault: %v, want ErrFailed", err)
-	}
-	got, err := s.List(ctx, storage.Query{Src: "dev", Last: -1})
-	if err != nil {
-		t.Fatalf("list after the fault: %v", err)
-	}
-	if len(got) != len(durable) {
-		t.Errorf("list after the fault: %d entries, want the %d durable ones", len(got), len(durable))
-	}
-	for i := range got {
-		if i < len(durable) && (got[i].Seq != durable[i].Seq || string(got[i].Msg) != string(durable[i].Msg)) {
-			t.Errorf("list after the fault, entry %d: %d %s, want %d %s", i, got[i].Seq, got[i].Msg, durable[i].Seq, durable[i].Msg)
+		done := make(chan error, 1)
+		s.AppendAsync(storage.Record{Src: "dev", Stream: "s0", Msg: []byte(`"later"`)}, func(_ storage.Entry, err error) { done <- err })
+		select {
+		case err := <-done:
+			if !errors.Is(err, storage.ErrFailed) {
+				t.Errorf("append async during the outage: %v, want ErrFailed", err)
+			}
+		case <-ctx.Done():
+			t.Fatal("done of an append during the outage never ran")
 		}
+		if err := s.Delete(ctx, "dev", "s1"); !errors.Is(err, storage.ErrFailed) {
+			t.Errorf("delete during the outage: %v, want ErrFailed", err)
+		}
+		got, err := s.List(ctx, storage.Query{Src: "dev", Last: -1})
+		if err != nil {
+			t.Fatalf("list during the outage: %v", err)
+		}
+		checkPrefix(t, "list during the outage", got, durable, false)
+		if h, err := s.Head(ctx, "dev"); err != nil || h != durable[len(durable)-1].Seq {
+			t.Errorf("head during the outage: %d (%v), want %d", h, err, durable[len(durable)-1].Seq)
+		}
+		if n := delivered.Load(); n != int64(len(durable)) {
+			t.Errorf("subscriber got %d entries, want only the %d durable ones", n, len(durable))
+		}
+	})
+
+	f.on.Store(false)
+	waitUntil(t, "recovery", func() bool { return s.Err() == nil })
+	var top uint64
+	t.Run("Recovered", func(t *testing.T) {
+		got, err := s.List(ctx, storage.Query{Src: "dev", Last: -1})
+		if err != nil {
+			t.Fatalf("list after recovery: %v", err)
+		}
+		checkPrefix(t, "list after recovery", got, durable, true)
+		top = got[len(got)-1].Seq
+		for i := 0; i < 3; i++ {
+			e, err := s.Append(ctx, storage.Record{Src: "dev", Stream: "s0", Msg: []byte(`"recovered"`)})
+			if err != nil {
+				t.Fatalf("append after recovery: %v", err)
+			}
+			if e.Seq <= top {
+				t.Errorf("append after recovery got id %d, not above the stored %d", e.Seq, top)
+			}
+			durable = append(durable, e)
+			top = e.Seq
+		}
+		waitUntil(t, "delivery after recovery", func() bool { return delivered.Load() == int64(len(durable)) })
+		if err := s.Delete(ctx, "dev", "s1"); err != nil {
+			t.Errorf("delete after recovery: %v", err)
+		}
+		if h, err := s.Head(ctx, "dev"); err != nil || h != top {
+			t.Errorf("head after recovery: %d (%v), want %d", h, err, top)
+		}
+	})
+	out := logs.String()
+	if n := strings.Count(out, logWant); n != 1 {
+		t.Errorf("log says %q %d times, want once:\n%s", logWant, n, out)
 	}
-	if h, err := s.Head(ctx, "dev"); err != nil || h != durable[len(durable)-1].Seq {
-		t.Errorf("head after the fault: %d (%v), want %d", h, err, durable[len(durable)-1].Seq)
-	}
-	if n := delivered.Load(); n != int64(len(durable)) {
-		t.Errorf("subscriber got %d entries, want only the %d durable ones", n, len(durable))
+	if n := strings.Count(out, "storage recovered"); n != 1 {
+		t.Errorf("log says it recovered %d times, want once:\n%s", n, out)
 	}
 
 	closeErr := make(chan error, 1)
 	go func() { closeErr <- s.Close() }()
 	select {
 	case err := <-closeErr:
-		t.Logf("close of the failed store: %v", err)
+		if err != nil {
+			t.Errorf("close of the recovered store: %v", err)
+		}
 	case <-ctx.Done():
-		t.Fatal("close of the failed store hangs")
+		t.Fatal("close of the recovered store hangs")
 	}
 	closed = true
 
-	// Restart: what was durable is there; the doomed entries may have
-	// reached the disk (they were written, only not acknowledged), but
-	// nothing else; new ids are above everything stored.
+	// Restart: what was acknowledged is there (s1 deleted); the doomed
+	// entries may have reached the disk (they were written, only not
+	// acknowledged), but nothing else; new ids are above everything stored.
 	checkRaw(t, f.mem, "db")
 	r := openMem(t, f.mem, storage.Options{})
 	defer r.Close()
-	got, err = r.List(ctx, storage.Query{Src: "dev", Last: -1})
+	got, err := r.List(ctx, storage.Query{Src: "dev", Stream: "s0", Last: -1})
 	if err != nil {
 		t.Fatalf("list after reopen: %v", err)
 	}
-	if len(got) < len(durable) {
-		t.Fatalf("after reopen: %d entries, want at least the %d durable ones", len(got), len(durable))
-	}
-	for i, e := range got {
-		if i < len(durable) {
-			if e.Seq != durable[i].Seq || string(e.Msg) != string(durable[i].Msg) {
-				t.Errorf("after reopen, entry %d: %d %s, want %d %s", i, e.Seq, e.Msg, durable[i].Seq, durable[i].Msg)
-			}
-		} else if !strings.HasPrefix(string(e.Msg), `"doomed `) {
-			t.Errorf("after reopen, entry %d: %s is neither durable nor a failed append", i, e.Msg)
+	var want []storage.Entry
+	for _, e := range durable {
+		if e.Stream == "s0" {
+			want = append(want, e)
 		}
 	}
-	t.Logf("after reopen: %d durable entries, %d failed appends that reached the disk", len(durable), len(got)-len(durable))
-	e, err := r.Append(ctx, storage.Record{Src: "dev", Stream: "s0", Msg: []byte(`"recovered"`)})
+	acked := map[uint64]string{}
+	for _, e := range want {
+		acked[e.Seq] = string(e.Msg)
+	}
+	n := 0
+	for _, e := range got {
+		if m, ok := acked[e.Seq]; ok {
+			n++
+			if m != string(e.Msg) {
+				t.Errorf("after reopen, entry %d: %s, want %s", e.Seq, e.Msg, m)
+			}
+		} else if !strings.HasPrefix(string(e.Msg), `"doomed `) {
+			t.Errorf("after reopen, entry %d: %s is neither acknowledged nor a failed append", e.Seq, e.Msg)
+		}
+	}
+	if n != len(want) {
+		t.Errorf("after reopen: %d of the %d acknowledged entries of s0", n, len(want))
+	}
+	e, err := r.Append(ctx, storage.Record{Src: "dev", Stream: "s0", Msg: []byte(`"restarted"`)})
 	if err != nil {
 		t.Fatalf("append after reopen: %v", err)
 	}
-	if last := got[len(got)-1].Seq; e.Seq <= last {
-		t.Errorf("append after reopen got id %d, not above the stored %d", e.Seq, last)
+	if e.Seq <= top {
+		t.Errorf("append after reopen got id %d, not above %d", e.Seq, top)
+	}
+}
+
+// checkPrefix checks that got starts with want, entry for entry; with
+// extra, later entries may follow if they are failed appends.
+func checkPrefix(t *testing.T, what string, got, want []storage.Entry, extra bool) {
+	t.Helper()
+	if len(got) < len(want) || (!extra && len(got) != len(want)) {
+		t.Errorf("%s: %d entries, want the %d acknowledged ones", what, len(got), len(want))
+	}
+	for i, e := range got {
+		if i < len(want) {
+			if e.Seq != want[i].Seq || string(e.Msg) != string(want[i].Msg) {
+				t.Errorf("%s, entry %d: %d %s, want %d %s", what, i, e.Seq, e.Msg, want[i].Seq, want[i].Msg)
+			}
+		} else if !strings.HasPrefix(string(e.Msg), `"doomed `) {
+			t.Errorf("%s, entry %d: %s is neither acknowledged nor a failed append", what, i, e.Msg)
+		}
 	}
 }
 

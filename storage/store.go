@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -17,9 +19,10 @@ import (
 // Sentinel errors of the Pebble store, in addition to those in entry.go.
 var (
 	// ErrFailed is returned by every write (and, after a panic inside
-	// Pebble, every read) once a write or sync to disk has failed. The store
-	// stays failed: close it and open it again (restart the process) to
-	// recover what is on disk. Store.Err reports the cause.
+	// Pebble, every read) once a write or sync to disk has failed, until
+	// the store has recovered: it reopens its database by itself once the
+	// disk takes writes again (see doc.go, Caveats). Store.Err reports the
+	// cause meanwhile.
 	ErrFailed = errors.New("store failed")
 	// ErrInvalid is returned for a source or stream name that is empty or
 	// contains a NUL byte (the key layout cannot hold it).
@@ -28,6 +31,9 @@ var (
 
 // DefaultMaxBatchBytes is the default of Options.MaxBatchBytes.
 const DefaultMaxBatchBytes = 1 << 20
+
+// DefaultRecoverInterval is the default of Options.RecoverInterval.
+const DefaultRecoverInterval = 2 * time.Second
 
 // Options configure Open. The zero value is ready to use.
 type Options struct {
@@ -41,13 +47,26 @@ type Options struct {
 	// 0 means DefaultMaxBatchBytes. Keep it under half of Pebble's memtable
 	// size (4 MiB by default), else batches bypass the memtable.
 	MaxBatchBytes int
+	// RecoverInterval is how often a failed store checks whether the disk
+	// takes writes again, and if so reopens its database. 0 means
+	// DefaultRecoverInterval.
+	RecoverInterval time.Duration
 }
 
 // Store is the Pebble-backed durable log. It is safe for concurrent use.
 type Store struct {
-	db       *pebble.DB
+	db       *pebble.DB // nil while a recovery has closed it and not yet reopened it
+	dir      string
+	fs       vfs.FS
 	log      *slog.Logger
 	maxBatch int
+
+	// Background goroutines (recovery), stopped by Close.
+	recoverEvery time.Duration
+	bgMu         sync.Mutex
+	bgStopped    bool
+	stop         chan struct{} // closed by Close
+	bg           sync.WaitGroup
 
 	// The queue of AppendAsync, Append and Delete calls, drained by the
 	// committer goroutine.
@@ -63,9 +82,12 @@ type Store struct {
 	smu     sync.RWMutex
 	sources map[string]*source
 
-	failed atomic.Pointer[failure] // set once, by the first failed write
+	// failed is set by a failed write (on the committer goroutine) and
+	// cleared by a recovery, which swaps db before it clears it: the
+	// committer touches db and sources only while failed is nil.
+	failed atomic.Pointer[failure]
 
-	// life guards db against Close while reads use it.
+	// life guards db against Close and recovery while reads use it.
 	life   sync.RWMutex
 	closed bool
 
@@ -96,6 +118,7 @@ type source struct {
 type failure struct {
 	err      error // wraps ErrFailed and the cause
 	poisoned bool  // Pebble panicked: do not call it again, not even Close
+	since    time.Time
 }
 
 type subscriber struct {
@@ -117,6 +140,32 @@ func Open(dir string, opts Options) (s *Store, err error) {
 	if maxBatch <= 0 {
 		maxBatch = DefaultMaxBatchBytes
 	}
+	recoverEvery := opts.RecoverInterval
+	if recoverEvery <= 0 {
+		recoverEvery = DefaultRecoverInterval
+	}
+	db, err := openDB(dir, fs, log)
+	if err != nil {
+		return nil, fmt.Errorf("open %q: %w", dir, err)
+	}
+	s = &Store{
+		db:           db,
+		dir:          dir,
+		fs:           fs,
+		log:          log,
+		maxBatch:     maxBatch,
+		recoverEvery: recoverEvery,
+		stop:         make(chan struct{}),
+		wake:         make(chan struct{}, 1),
+		loopDone:     make(chan struct{}),
+		sources:      make(map[string]*source),
+	}
+	go s.commitLoop()
+	return s, nil
+}
+
+// openDB opens the Pebble database in dir and checks its format marker.
+func openDB(dir string, fs vfs.FS, log *slog.Logger) (*pebble.DB, error) {
 	po := &pebble.Options{
 		FS:                 fs,
 		FormatMajorVersion: formatMajorVersion,
@@ -128,22 +177,13 @@ func Open(dir string, opts Options) (s *Store, err error) {
 		db, err = pebble.Open(dir, po)
 		return err
 	}); err != nil {
-		return nil, fmt.Errorf("open %q: %w", dir, err)
+		return nil, err
 	}
 	if err := checkFormat(db); err != nil {
 		_ = catch(db.Close)
-		return nil, fmt.Errorf("open %q: %w", dir, err)
+		return nil, err
 	}
-	s = &Store{
-		db:       db,
-		log:      log,
-		maxBatch: maxBatch,
-		wake:     make(chan struct{}, 1),
-		loopDone: make(chan struct{}),
-		sources:  make(map[string]*source),
-	}
-	go s.commitLoop()
-	return s, nil
+	return db, nil
 }
 
 // formatMajorVersion is the on-disk format Pebble writes, pinned rather than
@@ -200,14 +240,136 @@ func (s *Store) Err() error {
 }
 
 // fail latches the store into the failed state and returns the latched
-// error (the first one, if it had already failed).
+// error (the first one, if it had already failed). It is called on the
+// committer goroutine only. Unless Pebble panicked, a recovery goroutine
+// starts: it reopens the database once the disk takes writes again.
 func (s *Store) fail(cause error, poisoned bool) error {
-	f := &failure{err: fmt.Errorf("%w: %w", ErrFailed, cause), poisoned: poisoned}
-	if s.failed.CompareAndSwap(nil, f) {
-		s.log.Error("storage failed: writes are refused until the store is reopened", "err", cause)
-		return f.err
+	f := &failure{err: fmt.Errorf("%w: %w", ErrFailed, cause), poisoned: poisoned, since: time.Now()}
+	if !s.failed.CompareAndSwap(nil, f) {
+		return s.failed.Load().err
 	}
-	return s.failed.Load().err
+	switch {
+	case poisoned:
+		s.log.Error("storage failed: Pebble panicked; writes and reads are refused until the process is restarted", "err", cause)
+	case errors.Is(cause, syscall.ENOSPC):
+		s.log.Error("storage failed: disk full; writes are refused (error 500) until space is freed: "+
+			"free space on the data volume or lower the retention limits; the store resumes by itself",
+			"err", cause, "dir", s.dir, "retry", s.recoverEvery)
+	default:
+		s.log.Error("storage failed: I/O error; writes are refused (error 500) until the disk takes writes again: "+
+			"check the data volume (kernel log, free space); the store resumes by itself",
+			"err", cause, "dir", s.dir, "retry", s.recoverEvery)
+	}
+	if !poisoned {
+		s.goBackground(func() { s.recoverLoop(f) })
+	}
+	return f.err
+}
+
+// goBackground runs fn on a goroutine Close waits for, unless Close has
+// begun stopping them.
+func (s *Store) goBackground(fn func()) {
+	s.bgMu.Lock()
+	defer s.bgMu.Unlock()
+	if s.bgStopped {
+		return
+	}
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		fn()
+	}()
+}
+
+// recoverLoop tries, every recoverEvery, to recover the store from failure
+// f, until it succeeds or Close stops it.
+func (s *Store) recoverLoop(f *failure) {
+	t := time.NewTicker(s.recoverEvery)
+	defer t.Stop()
+	var lastErr string
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		err := s.tryRecover()
+		if err == nil {
+			s.log.Warn("storage recovered: writes are accepted again", "outage", time.Since(f.since).Round(time.Millisecond))
+			return
+		}
+		if msg := err.Error(); msg != lastErr {
+			lastErr = msg
+			s.log.Warn("storage still failed", "err", err)
+		}
+	}
+}
+
+// probeFile is written and synced in the store's directory to check that
+// the disk takes writes again before the database is closed for a reopen.
+const probeFile = "logbroker-probe.tmp"
+
+// tryRecover checks that the disk takes writes (a probe file written and
+// synced), then closes the database, opens it again from the same
+// directory, flushes what its WAL held (so it is durable), and installs it
+// with an empty table of sources: each is reloaded from its 'q' key on
+// first use, the truth on disk whether or not the failed batch reached
+// it, so sequences are never handed out twice. Reads keep using the old
+// database until the probe succeeds; between the close and a successful
+// reopen they fail with the store's error.
+func (s *Store) tryRecover() error {
+	if err := s.probe(); err != nil {
+		return fmt.Errorf("probe: %w", err)
+	}
+	s.life.Lock()
+	if s.closed {
+		s.life.Unlock()
+		return nil
+	}
+	old := s.db
+	s.db = nil
+	s.life.Unlock()
+	if old != nil {
+		// The WAL writer latched the failure: Close reports it again.
+		if err := catch(old.Close); err != nil {
+			s.log.Debug("storage: close after failure", "err", err)
+		}
+	}
+	db, err := openDB(s.dir, s.fs, s.log)
+	if err != nil {
+		return fmt.Errorf("reopen: %w", err)
+	}
+	if err := catch(db.Flush); err != nil {
+		_ = catch(db.Close)
+		return fmt.Errorf("reopen: flush: %w", err)
+	}
+	s.smu.Lock()
+	s.sources = make(map[string]*source)
+	s.smu.Unlock()
+	s.life.Lock()
+	defer s.life.Unlock()
+	if s.closed {
+		return catch(db.Close)
+	}
+	s.db = db
+	s.failed.Store(nil)
+	return nil
+}
+
+// probe writes, syncs and removes a small file in the store's directory.
+func (s *Store) probe() (err error) {
+	return catch(func() error {
+		name := s.fs.PathJoin(s.dir, probeFile)
+		f, err := s.fs.Create(name, vfs.WriteCategoryUnspecified)
+		if err != nil {
+			return err
+		}
+		_, werr := f.Write(make([]byte, 4096))
+		if werr == nil {
+			werr = f.Sync()
+		}
+		return errors.Join(werr, f.Close(), s.fs.Remove(name))
+	})
 }
 
 // readable is called with s.life read-locked: it says whether reads may use
@@ -216,7 +378,7 @@ func (s *Store) readable() error {
 	if s.closed {
 		return ErrClosed
 	}
-	if f := s.failed.Load(); f != nil && f.poisoned {
+	if f := s.failed.Load(); f != nil && (f.poisoned || s.db == nil) {
 		return f.err
 	}
 	return nil
@@ -335,9 +497,19 @@ func (s *Store) Close() error {
 		s.signal()
 		<-s.loopDone
 
+		s.bgMu.Lock()
+		s.bgStopped = true
+		close(s.stop)
+		s.bgMu.Unlock()
+		s.bg.Wait()
+
 		s.life.Lock()
 		s.closed = true
 		s.life.Unlock()
+		if s.db == nil {
+			s.closeErr = fmt.Errorf("close: %w", s.failed.Load().err)
+			return
+		}
 
 		if f := s.failed.Load(); f != nil && f.poisoned {
 			// Pebble panicked mid-operation and may hold its own locks:
