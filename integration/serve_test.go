@@ -135,6 +135,16 @@ func TestServeFlags(t *testing.T) {
 			t.Errorf("bad LOGBROKER_MAX_MSG: exit %d, output:\n%s", code, out)
 		}
 	})
+	t.Run("BadIDOrAlias", func(t *testing.T) {
+		t.Parallel()
+		for _, args := range [][]string{{"--id", "a/b"}, {"--id", "#"}, {"--alias", "ok,a/b"}, {"--alias", "x+"}, {"--alias", "$SYS"}} {
+			all := append([]string{"serve", "--mqtt", "127.0.0.1:0", "--ws", "", "--http", "", "--data", t.TempDir()}, args...)
+			out, code := runBinary(t, 20*time.Second, all...)
+			if code == 0 || !strings.Contains(out, args[0]) {
+				t.Errorf("%v: exit %d, want a refusal naming %s; output:\n%s", args, code, args[0], out)
+			}
+		}
+	})
 	t.Run("UnknownFlag", func(t *testing.T) {
 		t.Parallel()
 		out, code := runBinary(t, 20*time.Second, "serve", "--no-such-flag")

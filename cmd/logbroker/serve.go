@@ -174,6 +174,11 @@ func startNode(c *serveConfig, log *slog.Logger) (_ *node, err error) {
 	if err := rpc.ValidSrc(c.id); err != nil || strings.Contains(c.id, "/") {
 		return nil, fmt.Errorf("--id %q: must be a non-empty topic level without '/', '+', '#'", c.id)
 	}
+	for _, a := range strings.Split(c.aliases, ",") {
+		if a = strings.TrimSpace(a); a != "" && (rpc.ValidSrc(a) != nil || strings.Contains(a, "/")) {
+			return nil, fmt.Errorf("--alias %q: each alias must be a topic level without '/', '+', '#'", a)
+		}
+	}
 
 	n := &node{log: log, mode: "open", tls: tlsConf != nil}
 	n.store, err = storage.Open(c.dataDir, storage.Options{Logger: log.With("component", "storage")})
