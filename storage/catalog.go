@@ -174,7 +174,7 @@ func (s *Store) catalogStreams(ctx context.Context, src string, head uint64) (ou
 			return nil, fmt.Errorf("stream %q of %q: entry %d vanished from the view", r.prefix, src, first)
 		}
 		info := StreamInfo{Stream: string(r.prefix[len(srcPrefix) : len(r.prefix)-1]), LastSeq: last, LastTimestamp: ts}
-		if info.Count, err = r.count(ctx, it, countKey{store, src, info.Stream}, first, head); err != nil {
+		if info.Count, _, err = r.count(ctx, it, countKey{store, src, info.Stream}, first, head); err != nil {
 			return nil, err
 		}
 		out = append(out, info)
@@ -259,19 +259,21 @@ func (r *catalogReader) lastOfSource(ctx context.Context, it *pebble.Iterator, s
 }
 
 // count returns how many entries the current stream holds with sequences
-// in [first, h], first being its first entry. It counts from the mark left
-// by an earlier count of the stream when that mark still holds.
-func (r *catalogReader) count(ctx context.Context, it *pebble.Iterator, k countKey, first, h uint64) (int64, error) {
-	from, n := first, int64(0)
+// in [first, h], first being its first entry, and their bytes (keys and
+// values as stored, before compression). It counts from the mark left by an
+// earlier count of the stream when that mark still holds.
+func (r *catalogReader) count(ctx context.Context, it *pebble.Iterator, k countKey, first, h uint64) (int64, int64, error) {
+	from, n, size := first, int64(0), int64(0)
 	if m, ok := countMarks.get(k); ok && m.first == first && m.upto <= h {
 		// The stream's first entry is still there, so no Delete has
 		// removed anything of it since the mark (a Delete removes the
-		// whole stream, sequences are never reused), and nothing can be
-		// added at or below the mark's durable head: its count stands.
+		// whole stream, retention the oldest entries and then updates the
+		// mark, sequences are never reused), and nothing can be added at
+		// or below the mark's durable head: its count stands.
 		if m.upto == h {
-			return m.count, nil
+			return m.count, m.bytes, nil
 		}
-		from, n = m.upto+1, m.count
+		from, n, size = m.upto+1, m.count, m.bytes
 	}
 	r.seek = binary.BigEndian.AppendUint64(append(r.seek[:0], r.prefix...), from)
 	for valid := it.SeekGE(r.seek); valid; valid = it.Next() {
@@ -280,15 +282,23 @@ func (r *catalogReader) count(ctx context.Context, it *pebble.Iterator, k countK
 			break
 		}
 		if err := r.tick(ctx); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		n++
+		size += entrySize(it)
 	}
 	if err := it.Error(); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	countMarks.put(k, countMark{first: first, upto: h, count: n})
-	return n, nil
+	countMarks.put(k, countMark{first: first, upto: h, count: n, bytes: size})
+	return n, size, nil
+}
+
+// entrySize is the size of the entry it is at: its key and value as
+// stored, before compression. The value is not read.
+func entrySize(it *pebble.Iterator) int64 {
+	lv := it.LazyValue()
+	return int64(len(it.Key()) + lv.Len())
 }
 
 // prefixEnd returns the least key above every key that starts with p (nil:
@@ -310,11 +320,11 @@ type countKey struct {
 	src, stream string
 }
 
-// countMark is a count taken earlier: the stream held count entries with
-// sequences in [first, upto], first being its first entry.
+// countMark is a count taken earlier: the stream held count entries (of
+// bytes bytes) with sequences in [first, upto], first being its first entry.
 type countMark struct {
-	first, upto uint64
-	count       int64
+	first, upto  uint64
+	count, bytes int64
 }
 
 // maxCountMarks bounds the marks kept (about 100 bytes each).

@@ -13,8 +13,10 @@ import (
 type opKind uint8
 
 const (
-	opAppend opKind = iota
-	opDelete        // delete every entry of rec.Src in rec.Stream
+	opAppend    opKind = iota
+	opDelete           // delete every entry of rec.Src in rec.Stream
+	opTrim             // retention: delete the entries of rec.Src in rec.Stream up to seq
+	opTrimMarks        // retention: delete the age marks of rec.Src below minute seq
 )
 
 // op is one queued call. Exactly one of done and w is set for appends; w is
@@ -38,8 +40,11 @@ func (o *op) size() int {
 }
 
 func (o *op) wrapErr() error {
-	if o.kind == opDelete {
+	switch o.kind {
+	case opDelete:
 		return fmt.Errorf("delete: %w", o.err)
+	case opTrim, opTrimMarks:
+		return fmt.Errorf("retention: %w", o.err)
 	}
 	return fmt.Errorf("append: %w", o.err)
 }
@@ -257,6 +262,7 @@ func (s *Store) commit(ops []op) {
 		return
 	}
 	s.batchNo++
+	minute := s.minute()
 	touched := s.touched[:0]
 	b := s.db.NewBatch()
 	n := 0
@@ -286,14 +292,27 @@ func (s *Store) commit(ops []op) {
 			appendStreamPrefix(d.Key[:0], r.Src, r.Stream)
 			appendStreamEnd(d.Value[:0], r.Src, r.Stream)
 			_ = d.Finish()
+		case opTrim:
+			r := &o.rec
+			start := appendStreamPrefix(nil, r.Src, r.Stream)
+			end := binary.BigEndian.AppendUint64(appendStreamPrefix(nil, r.Src, r.Stream), o.seq+1)
+			_ = b.DeleteRange(start, end, nil)
+		case opTrimMarks:
+			_ = b.DeleteRange(appendAgePrefix(nil, o.rec.Src), appendAgeKey(nil, o.rec.Src, o.seq), nil)
 		}
 		n++
 	}
 	// The sequences, in the same batch as the entries: whatever of it is on
-	// disk, no entry's sequence is above its source's stored one.
+	// disk, no entry's sequence is above its source's stored one. And the
+	// age mark of this minute: every entry up to st.last was appended
+	// before the minute ends (retention by age reads it).
 	for _, st := range touched {
 		d := b.SetDeferred(1+len(st.name), seqLen)
 		appendSeqKey(d.Key[:0], st.name)
+		binary.BigEndian.PutUint64(d.Value, st.last)
+		_ = d.Finish()
+		d = b.SetDeferred(1+len(st.name)+1+8, seqLen)
+		appendAgeKey(d.Key[:0], st.name, minute)
 		binary.BigEndian.PutUint64(d.Value, st.last)
 		_ = d.Finish()
 	}

@@ -58,6 +58,7 @@ unambiguous.
 
 	'e' src 0x00 stream 0x00 seq[8 BE]  ->  uvarint(timestamp) msg
 	'q' src                             ->  seq[8 BE], last sequence assigned
+	't' src 0x00 minute[8 BE]           ->  seq[8 BE], an age mark
 	'm'                                 ->  "logbroker/1", the format marker
 
 An entry's value is the uvarint of its timestamp followed by the raw JSON
@@ -67,6 +68,14 @@ entry on disk has a sequence above it and sequences are not reused after a
 Delete or a restart. The committer keeps each source's last sequence in
 memory (loaded from 'q' on first use) next to its durable head.
 
+An age mark says when entries were appended, to the minute, by the store's
+clock (Options.Now): every entry of src with a sequence up to seq was
+appended before the end of that minute (minutes since the Unix epoch).
+Each batch sets the mark of the current minute of every source it
+touches, next to the 'q' key, so a source writes at most one mark per
+minute it is active (later batches of the minute overwrite it). Retention
+by age reads them; it deletes the marks it no longer needs.
+
 List of one stream is a bounded forward (or, for last, backward) scan of
 the stream's prefix. List of all streams discovers the source's streams by
 a skip-scan (seek to stream 0x01 to jump to the next stream; nothing to go
@@ -74,6 +83,37 @@ stale), then merges one iterator per stream, all cloned from one view, by
 sequence in a heap. Delete is a single DeleteRange over the stream's
 prefix, so its cost does not depend on the stream's size. A source's
 streams are not listed anywhere else: a deleted stream simply has no keys.
+
+# Retention
+
+Options.Retention bounds what is kept: entries older than MaxAge, more than
+MaxEntriesPerStream in a stream, more than MaxBytesPerSource in a source
+are removed, oldest first (by sequence). All are off by default. A
+background goroutine applies them every Retention.Interval: it lists the
+sources ('q' keys) and, for each, plans on one view of the durable entries
+(nothing above the durable head is touched), then queues one trim op per
+stream to the committer: a DeleteRange from the stream's first key up to
+the cut, in the next group commit, synced. Appends are not stalled: the
+planning is reads only, and a trim is one range tombstone in a batch.
+Sequences and 'q' keys are untouched, so ids are never reused.
+
+Age is by append time, not by the entry's timestamp: the timestamp is the
+client's, and a device with a wrong clock (1970, or next year) would have
+its entries removed at once or kept for ever. The entry value does not
+hold the append time; the age marks do, per source and minute, so an entry
+is removed between MaxAge and MaxAge + 1 minute + Interval after it was
+appended (by the server's wall clock: a clock stepped back keeps entries
+longer, never shorter). Entries appended before the marks existed (none in
+format logbroker/1 stores written by this version) are not aged out.
+
+Counting entries and bytes reuses the catalog's remembered stream counts
+(below): a run costs one iterator step per entry appended since the
+previous run, plus one per entry it removes; after a trim it records the
+stream's new first entry and count, so Streams need not count again.
+Bytes are keys and values as stored, before compression and before
+Pebble's space amplification: the disk use is roughly that divided by the
+compression ratio, plus up to a few memtables and the WAL; space is freed
+as compactions drop the deleted ranges, not at once.
 
 # Caveats
 

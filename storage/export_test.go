@@ -13,3 +13,9 @@ func CompactAll(s *Store) error {
 	}
 	return s.db.Compact(context.Background(), []byte{0}, []byte{0xff}, true)
 }
+
+// Retain applies s's retention bounds once, now, and returns how many
+// entries it removed.
+func Retain(s *Store) (int64, error) {
+	return s.retain(context.Background())
+}

@@ -11,6 +11,7 @@ import (
 const (
 	entryPrefix = 'e' // 'e' src 0x00 stream 0x00 seq[8] -> uvarint(timestamp) msg
 	seqPrefix   = 'q' // 'q' src -> seq[8]: the last sequence assigned to src
+	agePrefix   = 't' // 't' src 0x00 minute[8] -> seq[8]: entries <= seq were appended before the end of that minute
 	sep         = 0x00
 	seqLen      = 8
 )
@@ -99,6 +100,18 @@ func putEntryKey(dst []byte, src, stream string, seq uint64) {
 func appendSeqKey(dst []byte, src string) []byte {
 	dst = append(dst, seqPrefix)
 	return append(dst, src...)
+}
+
+// appendAgePrefix appends 't' src 0x00, the prefix of the age marks of src.
+func appendAgePrefix(dst []byte, src string) []byte {
+	dst = append(dst, agePrefix)
+	dst = append(dst, src...)
+	return append(dst, sep)
+}
+
+// appendAgeKey appends the key of the age mark of src for a minute.
+func appendAgeKey(dst []byte, src string, minute uint64) []byte {
+	return binary.BigEndian.AppendUint64(appendAgePrefix(dst, src), minute)
 }
 
 // keySeq returns the sequence at the end of an entry key.

@@ -15,6 +15,7 @@ type Stats struct {
 	Bytes   uint64 // bytes of their msg
 	Deletes uint64 // Delete calls made durable
 	Syncs   uint64 // batches written with a WAL sync
+	Expired uint64 // entries removed by retention
 	// Batches[i] counts the synced batches that carried at most
 	// BatchBounds[i] entries and more than BatchBounds[i-1]; the last
 	// element counts those over the last bound. Not cumulative.
@@ -27,6 +28,7 @@ type Stats struct {
 // counters are updated by the committer, read by Stats.
 type counters struct {
 	entries, bytes, deletes, syncs atomic.Uint64
+	expired                        atomic.Uint64 // updated by retention
 	batches                        [len(BatchBounds) + 1]atomic.Uint64
 }
 
@@ -64,6 +66,7 @@ func (s *Store) Stats() Stats {
 		Bytes:   s.stats.bytes.Load(),
 		Deletes: s.stats.deletes.Load(),
 		Syncs:   s.stats.syncs.Load(),
+		Expired: s.stats.expired.Load(),
 	}
 	for i := range st.Batches {
 		st.Batches[i] = s.stats.batches[i].Load()

@@ -51,6 +51,12 @@ type Options struct {
 	// takes writes again, and if so reopens its database. 0 means
 	// DefaultRecoverInterval.
 	RecoverInterval time.Duration
+	// Retention bounds what the store keeps (see Retention); the zero
+	// value keeps everything.
+	Retention Retention
+	// Now is the clock of append times (age marks and retention by age);
+	// nil means time.Now. Tests pass a controllable clock.
+	Now func() time.Time
 }
 
 // Store is the Pebble-backed durable log. It is safe for concurrent use.
@@ -63,6 +69,8 @@ type Store struct {
 
 	// Background goroutines (recovery), stopped by Close.
 	recoverEvery time.Duration
+	retention    Retention
+	now          func() time.Time
 	bgMu         sync.Mutex
 	bgStopped    bool
 	stop         chan struct{} // closed by Close
@@ -140,6 +148,10 @@ func Open(dir string, opts Options) (s *Store, err error) {
 	if maxBatch <= 0 {
 		maxBatch = DefaultMaxBatchBytes
 	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
 	recoverEvery := opts.RecoverInterval
 	if recoverEvery <= 0 {
 		recoverEvery = DefaultRecoverInterval
@@ -155,12 +167,17 @@ func Open(dir string, opts Options) (s *Store, err error) {
 		log:          log,
 		maxBatch:     maxBatch,
 		recoverEvery: recoverEvery,
+		retention:    opts.Retention,
+		now:          now,
 		stop:         make(chan struct{}),
 		wake:         make(chan struct{}, 1),
 		loopDone:     make(chan struct{}),
 		sources:      make(map[string]*source),
 	}
 	go s.commitLoop()
+	if s.retention.enabled() {
+		s.goBackground(s.retentionLoop)
+	}
 	return s, nil
 }
 

@@ -50,6 +50,7 @@ type rawStats struct {
 	entries int
 	seqs    map[string]uint64 // the 'q' key of each source
 	maxSeq  map[string]uint64 // the highest entry of each source
+	marks   map[string]uint64 // the highest age mark of each source
 }
 
 // checkRaw opens the Pebble directory of a closed store and walks every
@@ -63,7 +64,7 @@ func checkRaw(t testing.TB, fs vfs.FS, dir string) rawStats {
 		return rawStats{}
 	}
 	defer db.Close()
-	st := rawStats{seqs: map[string]uint64{}, maxSeq: map[string]uint64{}}
+	st := rawStats{seqs: map[string]uint64{}, maxSeq: map[string]uint64{}, marks: map[string]uint64{}}
 	it, err := db.NewIter(nil)
 	if err != nil {
 		t.Fatalf("raw check: %v", err)
@@ -90,6 +91,13 @@ func checkRaw(t testing.TB, fs vfs.FS, dir string) rawStats {
 				continue
 			}
 			st.seqs[src] = binary.BigEndian.Uint64(v)
+		case 't':
+			i := bytes.IndexByte(k, 0)
+			if i < 2 || len(k) != i+1+8 || len(v) != 8 || !okName(string(k[1:i])) {
+				t.Errorf("raw check: bad age mark %q = %x", k, v)
+				continue
+			}
+			st.marks[string(k[1:i])] = max(st.marks[string(k[1:i])], binary.BigEndian.Uint64(v))
 		case 'e':
 			src, stream, seq, ok := splitEntryKey(k)
 			if !ok {
@@ -114,6 +122,11 @@ func checkRaw(t testing.TB, fs vfs.FS, dir string) rawStats {
 	for src, m := range st.maxSeq {
 		if q, ok := st.seqs[src]; !ok || m > q {
 			t.Errorf("raw check: source %q has entry %d above its sequence key %d (present %v)", src, m, q, ok)
+		}
+	}
+	for src, m := range st.marks {
+		if q := st.seqs[src]; m > q {
+			t.Errorf("raw check: source %q has an age mark %d above its sequence key %d", src, m, q)
 		}
 	}
 	return st
