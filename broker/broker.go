@@ -47,6 +47,7 @@ type Broker struct {
 	cfg    Config
 	srv    *mqtt.Server
 	inline *mqtt.Client
+	drops  *dropLog
 
 	mu        sync.Mutex
 	started   bool
@@ -83,6 +84,7 @@ func New(cfg Config) *Broker {
 		cfg:    cfg,
 		srv:    srv,
 		inline: srv.NewClient(nil, "local", "logbroker", true),
+		drops:  &dropLog{log: cfg.Logger},
 	}
 }
 
@@ -103,6 +105,9 @@ func (b *Broker) Start() error {
 		return errors.New("start: already started")
 	}
 	if err := b.srv.AddHook(&takeover{srv: b.srv, log: b.cfg.Logger}, nil); err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
+	if err := b.srv.AddHook(b.drops, nil); err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
 	if b.cfg.MQTTAddr != "" {

@@ -34,11 +34,18 @@ type node struct {
 
 func startNode(t testing.TB, cfg rpc.Config) *node {
 	t.Helper()
+	return startNodeWith(t, broker.Config{}, cfg)
+}
+
+// startNodeWith is startNode with broker settings (its MQTTAddr is set).
+func startNodeWith(t testing.TB, bcfg broker.Config, cfg rpc.Config) *node {
+	t.Helper()
 	st, err := storage.Open(t.TempDir(), storage.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := broker.New(broker.Config{MQTTAddr: "127.0.0.1:0"})
+	bcfg.MQTTAddr = "127.0.0.1:0"
+	b := broker.New(bcfg)
 	n := &node{store: st, broker: b, svc: rpc.New(st, hooks.Sender{P: b}, cfg)}
 	if err := b.AddHook(new(hooks.Open), nil); err != nil {
 		t.Fatal(err)
