@@ -41,6 +41,9 @@ type serveConfig struct {
 	maxFollows                 int
 	shutdownTimeout            time.Duration
 	logFormat, logLevel        string
+	retentionAge               time.Duration
+	maxEntriesPerStream        int64
+	maxBytesPerSource          int64
 }
 
 func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
@@ -70,6 +73,9 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long SIGINT/SIGTERM waits for calls in flight")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.DurationVar(&c.retentionAge, "retention-age", 0, "remove entries appended longer ago than this (server clock, to the minute; e.g. 720h); 0 = keep")
+	fs.Int64Var(&c.maxEntriesPerStream, "max-entries-per-stream", 0, "keep at most this many entries per stream, removing the oldest; 0 = unlimited")
+	fs.Int64Var(&c.maxBytesPerSource, "max-bytes-per-source", 0, "keep at most this many bytes of entries per source (before compression), removing its oldest; 0 = unlimited")
 	return fs, c
 }
 
@@ -180,8 +186,19 @@ func startNode(c *serveConfig, log *slog.Logger) (_ *node, err error) {
 		}
 	}
 
+	if c.retentionAge < 0 || c.maxEntriesPerStream < 0 || c.maxBytesPerSource < 0 {
+		return nil, errors.New("--retention-age, --max-entries-per-stream, --max-bytes-per-source: must not be negative (0 = off)")
+	}
+
 	n := &node{log: log, mode: "open", tls: tlsConf != nil}
-	n.store, err = storage.Open(c.dataDir, storage.Options{Logger: log.With("component", "storage")})
+	n.store, err = storage.Open(c.dataDir, storage.Options{
+		Logger: log.With("component", "storage"),
+		Retention: storage.Retention{
+			MaxAge:              c.retentionAge,
+			MaxEntriesPerStream: c.maxEntriesPerStream,
+			MaxBytesPerSource:   c.maxBytesPerSource,
+		},
+	})
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", c.dataDir, err)
 	}
