@@ -46,6 +46,12 @@ type serveConfig struct {
 	maxBytesPerSource          int64
 }
 
+// Default limits of serve (issue 3: every limit has a sane default).
+const (
+	defaultRate     = 5000 // calls/s per connection; bench peaks near 2000 per client
+	defaultMaxConns = 100  // connections per identity (secured mode)
+)
+
 func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	c := &serveConfig{}
 	fs := newFlagSet("serve", "serve [flags]", stderr)
@@ -60,9 +66,9 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM private key for --tls-cert")
 	fs.StringVar(&c.plainMQTT, "plain-mqtt", "", "with TLS on, also listen for plain MQTT (no TLS) on this address; empty: none")
 	fs.BoolVar(&c.insecureOpen, "insecure-open", false, "allow open mode (no --auth) on non-loopback addresses")
-	fs.Float64Var(&c.rate, "rate", 0, "calls per second allowed per connection (token bucket; more: error 429); 0 = unlimited")
+	fs.Float64Var(&c.rate, "rate", defaultRate, "calls per second allowed per connection (token bucket; more: error 429); 0 = unlimited.\nThe default is far above what a device needs and caps one runaway client well below the broker's capacity")
 	fs.IntVar(&c.rateBurst, "rate-burst", 0, "calls a connection may make at once before --rate applies; 0 = max(1, rate)")
-	fs.IntVar(&c.maxConns, "max-conns-per-user", 0, "connections per identity in secured mode (more are refused); 0 = unlimited")
+	fs.IntVar(&c.maxConns, "max-conns-per-user", defaultMaxConns, "connections per identity in secured mode (more are refused); 0 = unlimited")
 	fs.IntVar(&c.maxMsg, "max-msg", rpc.DefaultMaxMsg, "largest msg of Log.Log in bytes (larger: error 413)")
 	fs.IntVar(&c.maxFrame, "max-frame", rpc.DefaultMaxFrame, "largest request frame in bytes (larger: error 413)")
 	fs.IntVar(&c.maxPacket, "max-packet", 4<<20, "largest MQTT packet in bytes; a client sending more is disconnected")
