@@ -73,7 +73,9 @@ func (s *Store) catalogSources(ctx context.Context, q SourceQuery) (out []Source
 	if bytes.Compare(lower, upper) >= 0 {
 		return nil, nil // After is past every source with the prefix
 	}
-	qit, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	r, release := s.reader()
+	defer release()
+	qit, err := r.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		return nil, err
 	}
@@ -83,9 +85,9 @@ func (s *Store) catalogSources(ctx context.Context, q SourceQuery) (out []Source
 		return nil, err
 	}
 	defer func() { err = errors.Join(err, eit.Error(), eit.Close()) }()
-	var r catalogReader
+	var cr catalogReader
 	for valid := qit.First(); valid && (q.Limit <= 0 || len(out) < q.Limit); valid = qit.Next() {
-		if err := r.tick(ctx); err != nil {
+		if err := cr.tick(ctx); err != nil {
 			return nil, err
 		}
 		src := string(qit.Key()[1:])
@@ -107,7 +109,7 @@ func (s *Store) catalogSources(ctx context.Context, q SourceQuery) (out []Source
 		if h == 0 {
 			continue // a first batch not yet synced
 		}
-		info, err := r.lastOfSource(ctx, eit, src, h)
+		info, err := cr.lastOfSource(ctx, eit, src, h)
 		if err != nil {
 			return nil, err
 		}
@@ -149,7 +151,9 @@ func (s *Store) Streams(ctx context.Context, src string) ([]StreamInfo, error) {
 
 func (s *Store) catalogStreams(ctx context.Context, src string, head uint64) (out []StreamInfo, err error) {
 	srcPrefix := appendSourcePrefix(nil, src)
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: srcPrefix, UpperBound: appendSourceEnd(nil, src)})
+	rd, release := s.reader()
+	defer release()
+	it, err := rd.NewIter(&pebble.IterOptions{LowerBound: srcPrefix, UpperBound: appendSourceEnd(nil, src)})
 	if err != nil {
 		return nil, err
 	}

@@ -265,7 +265,7 @@ func (s *Store) commit(ops []op) {
 	minute := s.minute()
 	touched := s.touched[:0]
 	b := s.db.NewBatch()
-	n := 0
+	n, deletes := 0, false
 	for i := range ops {
 		o := &ops[i]
 		switch o.kind {
@@ -292,11 +292,13 @@ func (s *Store) commit(ops []op) {
 			appendStreamPrefix(d.Key[:0], r.Src, r.Stream)
 			appendStreamEnd(d.Value[:0], r.Src, r.Stream)
 			_ = d.Finish()
+			deletes = true
 		case opTrim:
 			r := &o.rec
 			start := appendStreamPrefix(nil, r.Src, r.Stream)
 			end := binary.BigEndian.AppendUint64(appendStreamPrefix(nil, r.Src, r.Stream), o.seq+1)
 			_ = b.DeleteRange(start, end, nil)
+			deletes = true
 		case opTrimMarks:
 			_ = b.DeleteRange(appendAgePrefix(nil, o.rec.Src), appendAgeKey(nil, o.rec.Src, o.seq), nil)
 		}
@@ -321,6 +323,14 @@ func (s *Store) commit(ops []op) {
 		_ = b.Close()
 		return
 	}
+	if deletes {
+		// Pebble shows b to readers before its WAL sync: let reads use
+		// the state before it, all durable (the previous batch's sync
+		// completed), until b is durable too.
+		v := &durableView{snap: s.db.NewSnapshot()}
+		v.refs.Store(1)
+		s.setView(v) // kept if b fails: until the recovery, reads show the durable state
+	}
 	err := s.apply(b)
 	if err == nil {
 		// The WAL syncs b meanwhile: overlap it with the delivery of the
@@ -339,6 +349,11 @@ func (s *Store) commit(ops []op) {
 			}
 		}
 		return
+	}
+	if deletes {
+		// Before the heads advance: the view holds nothing above the old
+		// heads, the database nothing not durable below them.
+		s.setView(nil)
 	}
 	s.smu.Lock()
 	for _, st := range touched {

@@ -25,6 +25,7 @@ every durable group of entries, in commit order, after it is listable.
 List never returns an entry that is not yet durable: Pebble makes a batch
 visible to readers before its WAL sync completes, so every read is cut at
 the source's durable head, which the store advances only after the sync.
+Nor does it miss one whose deletion is not yet durable (see Caveats).
 
 # Group commit
 
@@ -145,12 +146,14 @@ Pebble may hold its own locks, so closing it could hang, and it holds the
 directory's lock, so it cannot be reopened in this process; the store
 refuses reads and writes until the process restarts.
 
-A Delete (and a retention trim) is visible to List as soon as its batch is
-applied, before its WAL sync: List cuts appends at the durable head, but a
-deletion has no sequence to cut at. If that sync fails, or the machine
-loses power before it completes, the deleted entries may show up again
-(after the recovery or restart). The Delete call itself is acknowledged
-only after the sync, so a deletion that was acknowledged stays done.
+A deletion (Delete, or a retention trim) has no sequence to cut at, and
+Pebble shows a batch to readers before its WAL sync. So while a batch that
+deletes is syncing, reads (List, Sources, Streams) use a Pebble snapshot
+taken just before it was applied: exactly the durable state, since the
+previous batch's sync had completed. The committer drops it once the sync
+succeeds, before the heads advance. If the sync fails, the snapshot stays
+until the recovery reopens the database (then the disk decides: the
+deletion may or may not have happened; the call was not acknowledged).
 
 Pebble reports some errors it cannot recover from through Logger.Fatalf
 (for instance a failed MANIFEST write in a background flush); the store logs

@@ -43,7 +43,9 @@ func (s *Store) List(ctx context.Context, q Query) ([]Entry, error) {
 	if q.Last == 0 || q.After >= head {
 		return nil, nil
 	}
-	l := lister{db: s.db, q: q, head: head, limit: q.Limit}
+	r, release := s.reader()
+	defer release()
+	l := lister{db: r, q: q, head: head, limit: q.Limit}
 	if l.limit <= 0 {
 		l.limit = math.MaxInt
 	}
@@ -102,7 +104,7 @@ func (h *cursorHeap) Pop() any {
 
 // lister runs one List.
 type lister struct {
-	db      *pebble.DB
+	db      pebble.Reader // the database, or the durable view
 	q       Query
 	head    uint64
 	limit   int

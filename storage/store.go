@@ -95,6 +95,13 @@ type Store struct {
 	// committer touches db and sources only while failed is nil.
 	failed atomic.Pointer[failure]
 
+	// view is set while a batch that deletes (Delete, retention) is
+	// syncing: a snapshot taken just before it was applied, which is
+	// exactly the durable state, for reads to use instead of db, so that a
+	// deletion is not visible before it is durable. Guarded by vmu.
+	vmu  sync.Mutex
+	view *durableView
+
 	// life guards db against Close and recovery while reads use it.
 	life   sync.RWMutex
 	closed bool
@@ -120,6 +127,47 @@ type source struct {
 	last uint64 // last sequence assigned; committer only
 	head uint64 // last sequence made durable; guarded by Store.smu
 	mark uint64 // batchNo of the last batch that touched it; committer only
+}
+
+// durableView is a snapshot of the durable state, shared by the readers
+// that took it while a deleting batch syncs; the last release closes it.
+type durableView struct {
+	snap *pebble.Snapshot
+	refs atomic.Int64
+}
+
+func (v *durableView) release() {
+	if v.refs.Add(-1) == 0 {
+		_ = catch(v.snap.Close)
+	}
+}
+
+// reader returns what a read should use: the durable view while a deleting
+// batch syncs, else the database. Called with s.life read-locked; call
+// release when done, before unlocking it.
+func (s *Store) reader() (r pebble.Reader, release func()) {
+	s.vmu.Lock()
+	v := s.view
+	if v != nil {
+		v.refs.Add(1)
+	}
+	s.vmu.Unlock()
+	if v == nil {
+		return s.db, func() {}
+	}
+	return v.snap, v.release
+}
+
+// setView publishes v (nil: none) as the durable view, releasing the
+// committer's reference to the previous one.
+func (s *Store) setView(v *durableView) {
+	s.vmu.Lock()
+	old := s.view
+	s.view = v
+	s.vmu.Unlock()
+	if old != nil {
+		old.release()
+	}
 }
 
 // failure is the latched cause of a failed store.
@@ -345,6 +393,7 @@ func (s *Store) tryRecover() error {
 	}
 	old := s.db
 	s.db = nil
+	s.setView(nil) // no reader holds it now: its snapshot closes before old does
 	s.life.Unlock()
 	if old != nil {
 		// The WAL writer latched the failure: Close reports it again.
@@ -527,13 +576,13 @@ func (s *Store) Close() error {
 			s.closeErr = fmt.Errorf("close: %w", s.failed.Load().err)
 			return
 		}
-
 		if f := s.failed.Load(); f != nil && f.poisoned {
 			// Pebble panicked mid-operation and may hold its own locks:
 			// closing it could hang. Leave it to the process exit.
 			s.closeErr = fmt.Errorf("close: %w", f.err)
 			return
 		}
+		s.setView(nil) // left by a failed batch
 		if err := catch(s.db.Close); err != nil {
 			s.closeErr = fmt.Errorf("close: %w", err)
 		}
