@@ -48,6 +48,8 @@ type Broker struct {
 	srv    *mqtt.Server
 	inline *mqtt.Client
 	drops  *dropLog
+	hold   *readHold
+	unsent *unsentLog
 
 	mu        sync.Mutex
 	started   bool
@@ -85,6 +87,8 @@ func New(cfg Config) *Broker {
 		srv:    srv,
 		inline: srv.NewClient(nil, "local", "logbroker", true),
 		drops:  &dropLog{log: cfg.Logger},
+		hold:   newReadHold(),
+		unsent: &unsentLog{},
 	}
 }
 
@@ -110,6 +114,9 @@ func (b *Broker) Start() error {
 	if err := b.srv.AddHook(b.drops, nil); err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
+	if err := b.srv.AddHook(b.unsent, nil); err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
 	if b.cfg.MQTTAddr != "" {
 		ln, err := b.listen(b.cfg.MQTTAddr)
 		if err != nil {
@@ -127,7 +134,7 @@ func (b *Broker) Start() error {
 			b.srv.Listeners.CloseAll(func(string) {})
 			return fmt.Errorf("start plain mqtt listener: %w", err)
 		}
-		ln := queuedListener{raw, b.cfg.MaxPending}
+		ln := queuedListener{raw, b.cfg.MaxPending, b.hold}
 		b.plainAddr = ln.Addr()
 		if err := b.srv.AddListener(listeners.NewNet("mqtt-plain", ln)); err != nil {
 			ln.Close()
@@ -160,7 +167,7 @@ func (b *Broker) listen(addr string) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	var ln net.Listener = queuedListener{raw, b.cfg.MaxPending}
+	var ln net.Listener = queuedListener{raw, b.cfg.MaxPending, b.hold}
 	if b.cfg.TLS != nil {
 		ln = tls.NewListener(ln, b.cfg.TLS)
 	}
@@ -207,7 +214,10 @@ func (b *Broker) Server() *mqtt.Server { return b.srv }
 // up to Config.DrainTimeout, until every connected client has acknowledged
 // the QoS 1 and 2 messages sent to it, so that responses published just
 // before (the answers to waiting calls at shutdown) are delivered rather
-// than cut off with the connection.
+// than cut off with the connection. Then it stops reading from clients (a
+// call read now would be acknowledged and answered on a connection about to
+// close) and waits, up to a second, until what was sent to them meanwhile
+// is written; closing connections flush it.
 func (b *Broker) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -217,6 +227,8 @@ func (b *Broker) Close() error {
 	b.closed = true
 	if b.started {
 		b.drain(b.cfg.DrainTimeout)
+		b.hold.hold()
+		b.settle(min(b.cfg.DrainTimeout, settleTimeout))
 	}
 	if err := b.srv.Close(); err != nil {
 		return fmt.Errorf("close: %w", err)

@@ -26,6 +26,7 @@ const maxSpare = 64 << 10
 type queuedListener struct {
 	net.Listener
 	limit int
+	hold  *readHold // nil: reads are never held
 }
 
 func (l queuedListener) Accept() (net.Conn, error) {
@@ -33,7 +34,9 @@ func (l queuedListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newQueuedConn(c, l.limit), nil
+	q := newQueuedConn(c, l.limit)
+	q.hold = l.hold
+	return q, nil
 }
 
 // queuedConn is a connection whose Write never waits for the network: it
@@ -54,6 +57,7 @@ type queuedConn struct {
 	err     error         // sticky: the socket failed or the limit was passed
 	closing bool
 	done    chan struct{} // closed when the writer has exited
+	hold    *readHold     // Read waits once it is held (see Broker.Close)
 }
 
 func newQueuedConn(c net.Conn, limit int) *queuedConn {
