@@ -44,7 +44,7 @@ func (o *op) wrapErr() error {
 	case opDelete:
 		return fmt.Errorf("delete: %w", o.err)
 	case opTrim, opTrimMarks:
-		return fmt.Errorf("retention: %w", o.err)
+		return fmt.Errorf("trim: %w", o.err)
 	}
 	return fmt.Errorf("append: %w", o.err)
 }

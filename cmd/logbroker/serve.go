@@ -269,7 +269,7 @@ func startNode(c *serveConfig, log *slog.Logger) (_ *node, err error) {
 			return nil, fmt.Errorf("listen http %s: %w", c.httpAddr, err)
 		}
 		n.httpAddr = ln.Addr().String()
-		n.hs = &http.Server{Handler: httpHandler(n.broker, m, newDashboard(c, n)), ReadHeaderTimeout: 10 * time.Second}
+		n.hs = &http.Server{Handler: httpHandler(n.broker, m, newDashboard(c, n), n.store.Err), ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			if err := n.hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("http server stopped", "err", err)
@@ -338,12 +338,20 @@ func (f levelFilter) WithGroup(n string) slog.Handler {
 	return levelFilter{f.Handler.WithGroup(n), f.min}
 }
 
-func httpHandler(b *broker.Broker, m *metrics.Metrics, dash http.Handler) http.Handler {
+// httpHandler serves /metrics, the dashboard and /healthz, which answers
+// 503 with the cause while storeErr reports the store failed (a disk
+// error or a full disk: writes are refused until it recovers by itself).
+func httpHandler(b *broker.Broker, m *metrics.Metrics, dash http.Handler, storeErr func() error) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", m.Handler())
 	mux.Handle("/", dash)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
+		if err := storeErr(); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "storage failed, writes refused until it recovers:", err)
+			return
+		}
 		fmt.Fprintln(w, "ok")
 	})
 	return mux
