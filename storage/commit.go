@@ -114,8 +114,11 @@ func (s *Store) Delete(ctx context.Context, src, stream string) error {
 	if err := checkNames(src, stream); err != nil {
 		return fmt.Errorf("delete: %w", err)
 	}
-	if err := s.precheck(ctx); err != nil {
+	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("delete: %w", err)
+	}
+	if f := s.failed.Load(); f != nil {
+		return fmt.Errorf("delete: %w", f.err) // a full disk is fine: a Delete frees space
 	}
 	w := waiterPool.Get().(*waiter)
 	if !s.enqueue(op{kind: opDelete, rec: Record{Src: src, Stream: stream}, w: w}) {
@@ -126,8 +129,8 @@ func (s *Store) Delete(ctx context.Context, src, stream string) error {
 	return err
 }
 
-// precheck refuses a synchronous write early: ctx already done, or the
-// store failed.
+// precheck refuses an Append early: ctx already done, the store failed,
+// or its disk is almost full.
 func (s *Store) precheck(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -261,6 +264,10 @@ func (s *Store) commit(ops []op) {
 		}
 		return
 	}
+	var low error
+	if p := s.low.Load(); p != nil {
+		low = *p // appends are refused; deletions still go through
+	}
 	s.batchNo++
 	minute := s.minute()
 	touched := s.touched[:0]
@@ -270,6 +277,10 @@ func (s *Store) commit(ops []op) {
 		o := &ops[i]
 		switch o.kind {
 		case opAppend:
+			if low != nil {
+				o.err = low
+				continue
+			}
 			st, err := s.sourceFor(o.rec.Src)
 			if err != nil {
 				o.err = err

@@ -116,6 +116,21 @@ Pebble's space amplification: the disk use is roughly that divided by the
 compression ratio, plus up to a few memtables and the WAL; space is freed
 as compactions drop the deleted ranges, not at once.
 
+# Free space
+
+The store keeps Options.MinFreeBytes (64 MiB by default) free on its
+volume: a goroutine reads the free space every DiskCheckInterval (and once
+at Open), and while less is free every Append and AppendAsync fails at once
+with ErrDiskFull (wrapped with ErrFailed: error 500 on the wire), before it
+reaches Pebble, so it uses no sequence. Delete, retention, List, Head and
+the catalog keep working: deleting is how space comes back (Pebble frees
+it as compactions drop the deleted ranges, which needs some free space:
+hence the reserve). It is logged once at error level with what to do, and
+appends are accepted again, by themselves, once a quarter of the reserve
+more is free ("disk space available again", at warn level). A disk filled
+by something else can still make a Pebble write fail with ENOSPC: see
+Caveats.
+
 # Caveats
 
 A failed WAL write or sync (an I/O error, or ENOSPC: a full disk) fails
@@ -145,6 +160,17 @@ does not see them). A panic inside Pebble ("poisoned") is not recovered:
 Pebble may hold its own locks, so closing it could hang, and it holds the
 directory's lock, so it cannot be reopened in this process; the store
 refuses reads and writes until the process restarts.
+
+Worse, when the failing write is the close of a WAL file at a memtable
+rotation (a batch that fills the memtable), Pebble v2.1.7 panics in
+rotateWAL while its mutex is unlocked, and the deferred unlock turns that
+into a fatal runtime error ("sync: unlock of unlocked mutex"), which no
+recover can catch: the process exits (observed with errorfs injecting
+ENOSPC on a batch larger than the first memtable; only the one batch per
+memtable, up to 4 MiB, that rotates it is exposed). A supervisor restarts
+it; Open fails ("no space left on device") while the disk is still full,
+and finds everything acknowledged once space is freed. The free-space reserve above keeps the store's own writes from
+getting there.
 
 A deletion (Delete, or a retention trim) has no sequence to cut at, and
 Pebble shows a batch to readers before its WAL sync. So while a batch that

@@ -78,8 +78,8 @@ func (s *Store) retentionLoop() {
 			return
 		case <-t.C:
 		}
-		if s.Err() != nil {
-			continue // the store is failed: nothing can be written
+		if s.failed.Load() != nil {
+			continue // nothing can be written (a full disk is fine: retention frees space)
 		}
 		n, err := s.retain(ctx)
 		switch {

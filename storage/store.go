@@ -24,6 +24,9 @@ var (
 	// disk takes writes again (see doc.go, Caveats). Store.Err reports the
 	// cause meanwhile.
 	ErrFailed = errors.New("store failed")
+	// ErrDiskFull is returned (wrapped with ErrFailed) by appends while the
+	// store's volume has less free space than Options.MinFreeBytes.
+	ErrDiskFull = errors.New("disk almost full")
 	// ErrInvalid is returned for a source or stream name that is empty or
 	// contains a NUL byte (the key layout cannot hold it).
 	ErrInvalid = errors.New("invalid source or stream name")
@@ -31,6 +34,12 @@ var (
 
 // DefaultMaxBatchBytes is the default of Options.MaxBatchBytes.
 const DefaultMaxBatchBytes = 1 << 20
+
+// DefaultMinFreeBytes is the default of Options.MinFreeBytes.
+const DefaultMinFreeBytes = 64 << 20
+
+// DefaultDiskCheckInterval is the default of Options.DiskCheckInterval.
+const DefaultDiskCheckInterval = time.Second
 
 // DefaultRecoverInterval is the default of Options.RecoverInterval.
 const DefaultRecoverInterval = 2 * time.Second
@@ -51,6 +60,16 @@ type Options struct {
 	// takes writes again, and if so reopens its database. 0 means
 	// DefaultRecoverInterval.
 	RecoverInterval time.Duration
+	// MinFreeBytes is the free space the store leaves on its volume:
+	// while less is free, appends are refused (ErrDiskFull, wrapped with
+	// ErrFailed) before they reach Pebble, so the disk does not fill up
+	// under it; Delete and retention still run and free space. 0 means
+	// DefaultMinFreeBytes; < 0 turns the check off. File systems that
+	// cannot report their free space (vfs.NewMem) are not checked.
+	MinFreeBytes int64
+	// DiskCheckInterval is how often the free space is checked; 0 means
+	// DefaultDiskCheckInterval.
+	DiskCheckInterval time.Duration
 	// Retention bounds what the store keeps (see Retention); the zero
 	// value keeps everything.
 	Retention Retention
@@ -94,6 +113,11 @@ type Store struct {
 	// cleared by a recovery, which swaps db before it clears it: the
 	// committer touches db and sources only while failed is nil.
 	failed atomic.Pointer[failure]
+	// low is set while the volume has less free space than minFree: the
+	// error appends fail with. Set and cleared by the disk checker.
+	low       atomic.Pointer[error]
+	minFree   int64
+	diskEvery time.Duration
 
 	// view is set while a batch that deletes (Delete, retention) is
 	// syncing: a snapshot taken just before it was applied, which is
@@ -200,6 +224,14 @@ func Open(dir string, opts Options) (s *Store, err error) {
 	if now == nil {
 		now = time.Now
 	}
+	minFree := opts.MinFreeBytes
+	if minFree == 0 {
+		minFree = DefaultMinFreeBytes
+	}
+	diskEvery := opts.DiskCheckInterval
+	if diskEvery <= 0 {
+		diskEvery = DefaultDiskCheckInterval
+	}
 	recoverEvery := opts.RecoverInterval
 	if recoverEvery <= 0 {
 		recoverEvery = DefaultRecoverInterval
@@ -216,11 +248,16 @@ func Open(dir string, opts Options) (s *Store, err error) {
 		maxBatch:     maxBatch,
 		recoverEvery: recoverEvery,
 		retention:    opts.Retention,
+		minFree:      minFree,
+		diskEvery:    diskEvery,
 		now:          now,
 		stop:         make(chan struct{}),
 		wake:         make(chan struct{}, 1),
 		loopDone:     make(chan struct{}),
 		sources:      make(map[string]*source),
+	}
+	if minFree > 0 && s.checkDisk() {
+		s.goBackground(s.diskLoop)
 	}
 	go s.commitLoop()
 	if s.retention.enabled() {
@@ -301,7 +338,54 @@ func (s *Store) Err() error {
 	if f := s.failed.Load(); f != nil {
 		return f.err
 	}
+	if p := s.low.Load(); p != nil {
+		return *p
+	}
 	return nil
+}
+
+// diskLoop checks the free space every diskEvery until Close.
+func (s *Store) diskLoop() {
+	t := time.NewTicker(s.diskEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			if !s.checkDisk() {
+				return
+			}
+		}
+	}
+}
+
+// checkDisk reads the free space of the store's volume and refuses or
+// accepts appends again (with a quarter of minFree as hysteresis). It
+// returns false if the file system cannot report it.
+func (s *Store) checkDisk() bool {
+	du, err := s.fs.GetDiskUsage(s.dir)
+	if err != nil {
+		if s.low.Load() == nil {
+			s.log.Debug("storage: free space not checked", "err", err)
+			return false
+		}
+		return true // keep the state; try again
+	}
+	avail := int64(min(du.AvailBytes, 1<<62))
+	low := s.low.Load() != nil
+	switch {
+	case !low && avail < s.minFree:
+		err := fmt.Errorf("%w: %w: %d bytes free on %s, %d reserved", ErrFailed, ErrDiskFull, avail, s.dir, s.minFree)
+		s.low.Store(&err)
+		s.log.Error("storage: disk almost full; appends are refused (error 500) until space is freed: "+
+			"free space on the data volume, delete streams, or lower the retention limits; the store resumes by itself",
+			"dir", s.dir, "free", avail, "reserve", s.minFree)
+	case low && avail >= s.minFree+s.minFree/4:
+		s.low.Store(nil)
+		s.log.Warn("storage: disk space available again; appends are accepted", "dir", s.dir, "free", avail)
+	}
+	return true
 }
 
 // fail latches the store into the failed state and returns the latched

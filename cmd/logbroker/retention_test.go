@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/logbroker/logbroker/storage"
 )
 
 // TestServeRetentionFlags: the retention flags (and their environment
@@ -26,6 +28,9 @@ func TestServeRetentionFlags(t *testing.T) {
 		c := testConfig(t)
 		if c.retentionAge != 0 || c.maxEntriesPerStream != 0 || c.maxBytesPerSource != 0 {
 			t.Errorf("defaults %v %d %d, want all 0 (off)", c.retentionAge, c.maxEntriesPerStream, c.maxBytesPerSource)
+		}
+		if c.minFreeBytes != storage.DefaultMinFreeBytes {
+			t.Errorf("--min-free-bytes default %d, want %d", c.minFreeBytes, storage.DefaultMinFreeBytes)
 		}
 	})
 	t.Run("RefusesNegative", func(t *testing.T) {

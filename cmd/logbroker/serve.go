@@ -44,6 +44,7 @@ type serveConfig struct {
 	retentionAge               time.Duration
 	maxEntriesPerStream        int64
 	maxBytesPerSource          int64
+	minFreeBytes               int64
 }
 
 // Default limits of serve (issue 3: every limit has a sane default).
@@ -82,6 +83,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.DurationVar(&c.retentionAge, "retention-age", 0, "remove entries appended longer ago than this (server clock, to the minute; e.g. 720h); 0 = keep")
 	fs.Int64Var(&c.maxEntriesPerStream, "max-entries-per-stream", 0, "keep at most this many entries per stream, removing the oldest; 0 = unlimited")
 	fs.Int64Var(&c.maxBytesPerSource, "max-bytes-per-source", 0, "keep at most this many bytes of entries per source (before compression), removing its oldest; 0 = unlimited")
+	fs.Int64Var(&c.minFreeBytes, "min-free-bytes", storage.DefaultMinFreeBytes, "free space kept on the --data volume: with less, appends are refused (error 500) until space is freed; -1 = no check")
 	return fs, c
 }
 
@@ -198,7 +200,8 @@ func startNode(c *serveConfig, log *slog.Logger) (_ *node, err error) {
 
 	n := &node{log: log, mode: "open", tls: tlsConf != nil}
 	n.store, err = storage.Open(c.dataDir, storage.Options{
-		Logger: log.With("component", "storage"),
+		Logger:       log.With("component", "storage"),
+		MinFreeBytes: c.minFreeBytes,
 		Retention: storage.Retention{
 			MaxAge:              c.retentionAge,
 			MaxEntriesPerStream: c.maxEntriesPerStream,
