@@ -91,6 +91,12 @@ func (s *Store) retentionLoop() {
 	}
 }
 
+// retainChunk is how many sources one retention step plans before it
+// queues their trims: each step's trims go into one group commit, so the
+// range tombstones Pebble must fragment for every new iterator change once
+// per step, not once per source.
+const retainChunk = 256
+
 // retain applies the retention bounds once to every source and returns how
 // many entries it removed.
 func (s *Store) retain(ctx context.Context) (int64, error) {
@@ -100,11 +106,22 @@ func (s *Store) retain(ctx context.Context) (int64, error) {
 	}
 	now := s.now()
 	var removed int64
-	for _, src := range srcs {
-		n, err := s.retainSource(ctx, src, now)
-		removed += n
+	var plans []sourcePlan
+	for i, src := range srcs {
+		p, err := s.planRetention(ctx, src, now)
 		if err != nil {
 			return removed, fmt.Errorf("retention of %q: %w", src, err)
+		}
+		if p.work() {
+			plans = append(plans, p)
+		}
+		if len(plans) == retainChunk || (i == len(srcs)-1 && len(plans) > 0) {
+			n, err := s.trim(ctx, plans)
+			removed += n
+			if err != nil {
+				return removed, fmt.Errorf("retention: %w", err)
+			}
+			plans = plans[:0]
 		}
 	}
 	return removed, nil
@@ -142,14 +159,20 @@ type streamPlan struct {
 	prefix       []byte
 }
 
-// retainSource applies the bounds to src: it plans the cuts on a view of
-// the durable entries, then queues them to the committer (one DeleteRange
-// per stream, in the next group commit, synced), and waits for them.
-func (s *Store) retainSource(ctx context.Context, src string, now time.Time) (int64, error) {
-	plans, head, markMinute, err := s.planRetention(ctx, src, now)
-	if err != nil {
-		return 0, err
-	}
+// sourcePlan is what retention does to one source.
+type sourcePlan struct {
+	src        string
+	streams    []streamPlan // only those with a cut
+	head       uint64       // the durable head the plan was made at
+	markMinute uint64       // remove the age marks below it (0: none)
+}
+
+func (p *sourcePlan) work() bool { return len(p.streams) > 0 || p.markMinute > 0 }
+
+// trim queues the cuts of plans to the committer (one DeleteRange per
+// stream, all in the next group commit, synced), waits for them, and
+// records the streams' new counts.
+func (s *Store) trim(ctx context.Context, plans []sourcePlan) (int64, error) {
 	var ws []*waiter
 	queue := func(o op) error {
 		o.w = waiterPool.Get().(*waiter)
@@ -161,21 +184,23 @@ func (s *Store) retainSource(ctx context.Context, src string, now time.Time) (in
 		return nil
 	}
 	var errs []error
-	for _, p := range plans {
-		if p.delN > 0 {
-			if err := queue(op{kind: opTrim, rec: Record{Src: src, Stream: p.key.stream}, seq: p.cut}); err != nil {
+queueing:
+	for _, sp := range plans {
+		for _, p := range sp.streams {
+			if err := queue(op{kind: opTrim, rec: Record{Src: sp.src, Stream: p.key.stream}, seq: p.cut}); err != nil {
+				errs = append(errs, err)
+				break queueing
+			}
+		}
+		if sp.markMinute > 0 {
+			if err := queue(op{kind: opTrimMarks, rec: Record{Src: sp.src}, seq: sp.markMinute}); err != nil {
 				errs = append(errs, err)
 				break
 			}
 		}
 	}
-	if markMinute > 0 && len(errs) == 0 {
-		if err := queue(op{kind: opTrimMarks, rec: Record{Src: src}, seq: markMinute}); err != nil {
-			errs = append(errs, err)
-		}
-	}
 	for _, w := range ws {
-		if _, err := s.wait(ctx, w, "retention"); err != nil {
+		if _, err := s.wait(ctx, w, "trim"); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -183,15 +208,14 @@ func (s *Store) retainSource(ctx context.Context, src string, now time.Time) (in
 		return 0, errors.Join(errs...)
 	}
 	var removed int64
-	for _, p := range plans {
-		if p.delN == 0 {
-			continue
-		}
-		removed += p.delN
-		if p.next != 0 {
-			// The stream now starts at p.next: keep its count, so that
-			// Streams (and the next run) need not count it again.
-			countMarks.put(p.key, countMark{first: p.next, upto: head, count: p.count - p.delN, bytes: p.bytes - p.delB})
+	for _, sp := range plans {
+		for _, p := range sp.streams {
+			removed += p.delN
+			if p.next != 0 {
+				// The stream now starts at p.next: keep its count, so
+				// that Streams (and the next run) need not count it again.
+				countMarks.put(p.key, countMark{first: p.next, upto: sp.head, count: p.count - p.delN, bytes: p.bytes - p.delB})
+			}
 		}
 	}
 	s.stats.expired.Add(uint64(removed))
@@ -199,9 +223,25 @@ func (s *Store) retainSource(ctx context.Context, src string, now time.Time) (in
 }
 
 // planRetention finds, for each stream of src, the last durable entry the
-// bounds remove. markMinute > 0 means the age marks below it are no longer
-// needed.
-func (s *Store) planRetention(ctx context.Context, src string, now time.Time) (plans []streamPlan, head, markMinute uint64, err error) {
+// bounds remove, reading only.
+func (s *Store) planRetention(ctx context.Context, src string, now time.Time) (sp sourcePlan, err error) {
+	sp.src = src
+	plans, head, markMinute, err := s.planStreams(ctx, src, now)
+	if err != nil {
+		return sp, err
+	}
+	sp.head, sp.markMinute = head, markMinute
+	for _, p := range plans {
+		if p.delN > 0 {
+			sp.streams = append(sp.streams, p)
+		}
+	}
+	return sp, nil
+}
+
+// planStreams plans every stream of src. markMinute > 0 means the age
+// marks below it are no longer needed.
+func (s *Store) planStreams(ctx context.Context, src string, now time.Time) (plans []streamPlan, head, markMinute uint64, err error) {
 	s.life.RLock()
 	defer s.life.RUnlock()
 	if err := s.readable(); err != nil {
