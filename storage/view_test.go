@@ -130,3 +130,44 @@ func TestStore_DeleteDurableCut(t *testing.T) {
 		})
 	}
 }
+
+// TestStore_DeleteFailsThenRecovers fails the WAL sync of a Delete: the
+// store keeps its durable view through the outage, drops it before it
+// reopens the database, and after the recovery the stream is either whole
+// or gone (the disk decides), and appends go on above every id.
+func TestStore_DeleteFailsThenRecovers(t *testing.T) {
+	h := newSyncHold()
+	s := openMem(t, h.fs, storage.Options{RecoverInterval: 5 * time.Millisecond})
+	t.Cleanup(func() { s.Close() })
+	t.Cleanup(h.unhold)
+	add(t, s, "dev", "a", 3, 10, 0)
+	add(t, s, "dev", "b", 2, 10, 0)
+	h.fail.Store(true)
+	h.hold.Store(true)
+	done := make(chan error, 1)
+	go func() { done <- s.Delete(context.Background(), "dev", "a") }()
+	select {
+	case <-h.held:
+	case <-time.After(faultTimeout):
+		t.Fatal("no WAL sync")
+	}
+	h.unhold()
+	select {
+	case err := <-done:
+		if !errors.Is(err, storage.ErrFailed) {
+			t.Fatalf("delete: %v, want ErrFailed", err)
+		}
+	case <-time.After(faultTimeout):
+		t.Fatal("delete did not return")
+	}
+	waitUntil(t, "recovery", func() bool { return s.Err() == nil })
+	if got := seqsOf(t, s, "dev", "a"); len(got) != 3 && len(got) != 0 {
+		t.Errorf("stream a after the recovery: %v, want all 3 or none", got)
+	}
+	if got := seqsOf(t, s, "dev", "b"); len(got) != 2 {
+		t.Errorf("stream b after the recovery: %v, want both", got)
+	}
+	if got := add(t, s, "dev", "a", 1, 10, 0); got[0] != 6 {
+		t.Errorf("append after the recovery: id %d, want 6", got[0])
+	}
+}
