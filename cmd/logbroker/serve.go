@@ -45,6 +45,7 @@ type serveConfig struct {
 	maxEntriesPerStream        int64
 	maxBytesPerSource          int64
 	minFreeBytes               int64
+	retentionInterval          time.Duration
 }
 
 // Default limits of serve (issue 3: every limit has a sane default).
@@ -83,6 +84,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.DurationVar(&c.retentionAge, "retention-age", 0, "remove entries appended longer ago than this (server clock, to the minute; e.g. 720h); 0 = keep")
 	fs.Int64Var(&c.maxEntriesPerStream, "max-entries-per-stream", 0, "keep at most this many entries per stream, removing the oldest; 0 = unlimited")
 	fs.Int64Var(&c.maxBytesPerSource, "max-bytes-per-source", 0, "keep at most this many bytes of entries per source (before compression), removing its oldest; 0 = unlimited")
+	fs.DurationVar(&c.retentionInterval, "retention-interval", storage.DefaultRetentionInterval, "how often the retention limits are applied (in the background)")
 	fs.Int64Var(&c.minFreeBytes, "min-free-bytes", storage.DefaultMinFreeBytes, "free space kept on the --data volume: with less, appends are refused (error 500) until space is freed; -1 = no check")
 	return fs, c
 }
@@ -197,6 +199,9 @@ func startNode(c *serveConfig, log *slog.Logger) (_ *node, err error) {
 	if c.retentionAge < 0 || c.maxEntriesPerStream < 0 || c.maxBytesPerSource < 0 {
 		return nil, errors.New("--retention-age, --max-entries-per-stream, --max-bytes-per-source: must not be negative (0 = off)")
 	}
+	if c.retentionInterval <= 0 {
+		return nil, errors.New("--retention-interval: must be positive")
+	}
 
 	n := &node{log: log, mode: "open", tls: tlsConf != nil}
 	n.store, err = storage.Open(c.dataDir, storage.Options{
@@ -206,6 +211,7 @@ func startNode(c *serveConfig, log *slog.Logger) (_ *node, err error) {
 			MaxAge:              c.retentionAge,
 			MaxEntriesPerStream: c.maxEntriesPerStream,
 			MaxBytesPerSource:   c.maxBytesPerSource,
+			Interval:            c.retentionInterval,
 		},
 	})
 	if err != nil {
