@@ -47,6 +47,7 @@ type Broker struct {
 	cfg    Config
 	srv    *mqtt.Server
 	inline *mqtt.Client
+	pubs   sync.RWMutex // Publish holds it shared; a takeover alone (see takeover)
 	drops  *dropLog
 	hold   *readHold
 	unsent *unsentLog
@@ -108,7 +109,7 @@ func (b *Broker) Start() error {
 	if b.started {
 		return errors.New("start: already started")
 	}
-	if err := b.srv.AddHook(&takeover{srv: b.srv, log: b.cfg.Logger}, nil); err != nil {
+	if err := b.srv.AddHook(&takeover{srv: b.srv, log: b.cfg.Logger, pubs: &b.pubs}, nil); err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
 	if err := b.srv.AddHook(b.drops, nil); err != nil {
@@ -196,6 +197,8 @@ func (b *Broker) Publish(pk packets.Packet) error {
 	if pk.FixedHeader.Qos > 0 && pk.PacketID == 0 {
 		pk.PacketID = 1 // never used for inline publishes, but must be valid
 	}
+	b.pubs.RLock()
+	defer b.pubs.RUnlock()
 	if err := b.srv.InjectPacket(b.inline, pk); err != nil {
 		return fmt.Errorf("publish %s: %w", pk.TopicName, err)
 	}

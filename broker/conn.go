@@ -116,7 +116,12 @@ func (q *queuedConn) writer() {
 
 		q.mu.Lock()
 		if cap(out) <= maxSpare {
-			q.spare = out // a burst's large buffer is not kept for an idle connection
+			q.spare = out
+		} else {
+			// A burst's large buffer is not kept for an idle connection;
+			// and spare must let go of the array pending now grows in,
+			// or the next round would send from it while Write appends.
+			q.spare = nil
 		}
 		if err != nil && q.err == nil {
 			q.err = err
