@@ -35,8 +35,9 @@ func (b *Broker) Drops() Drops {
 }
 
 // dropLog is a mochi hook that counts, per client, the messages dropped
-// because its queue was full, and logs them, and a disconnection for
-// being a slow consumer, when the client goes.
+// because its queue was full, and logs, when the client goes, those, a
+// disconnection for being a slow consumer, and a client that held mochi's
+// maximum of unacknowledged messages.
 type dropLog struct {
 	mqtt.HookBase
 	log       *slog.Logger
@@ -69,10 +70,19 @@ func (h *dropLog) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 	if slow {
 		h.slow.Add(1)
 	}
-	if dropped > 0 || slow {
-		h.log.Warn("messages to a slow client dropped", "client", cl.ID, "dropped", dropped, "slow_consumer", slow)
+	// A client at mochi's limit of unacknowledged messages had every QoS
+	// 1 and 2 message past it dropped (counted in Drops.Inflight).
+	held := cl.State.Inflight.Len()
+	full := held >= int(maxInflight)
+	if dropped > 0 || slow || full {
+		h.log.Warn("messages to a slow client dropped", "client", cl.ID, "dropped", dropped, "slow_consumer", slow,
+			"unacknowledged", held, "unacknowledged_limit_reached", full)
 	}
 }
+
+// maxInflight is mochi's limit of unacknowledged QoS 1 and 2 messages per
+// client; New keeps its default.
+var maxInflight = mqtt.NewDefaultServerCapabilities().MaximumInflight
 
 // slowConsumer reports whether c (a queuedConn, possibly under TLS or a
 // WebSocket) was closed for holding too many bytes unsent.

@@ -19,8 +19,16 @@ import (
 // payload is a device's log data.
 type quietHandler struct{ slog.Handler }
 
+// quotaReached is mochi's warning, for every QoS 1 or 2 message dropped,
+// that a client holds its maximum of unacknowledged messages: it becomes a
+// debug record (dropLog reports the client when it goes; Drops counts).
+const quotaReached = "client store quota reached"
+
 func (h quietHandler) Handle(ctx context.Context, r slog.Record) error {
 	out := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+	if r.Message == quotaReached {
+		out.Level = slog.LevelDebug // once per message dropped; dropLog logs the client once
+	}
 	r.Attrs(func(a slog.Attr) bool {
 		switch {
 		case a.Key == "pk":

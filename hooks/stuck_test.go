@@ -298,9 +298,16 @@ func TestStuckClients(t *testing.T) {
 		if d.Inflight == 0 || got.Load() == calls {
 			t.Errorf("%d of %d responses delivered, %d counted dropped: want the unacknowledged limit to drop some", got.Load(), calls, d.Inflight)
 		}
+		if l := logs.lines("level=WARN", "client store quota reached"); len(l) != 0 {
+			t.Errorf("%d warnings for single dropped messages, want none (the client is reported once)", len(l))
+		}
+		nack.conn.Close()
+		poll(t, "the client's drops logged once it went", func() bool {
+			return len(logs.lines("messages to a slow client dropped", "client=nack", "unacknowledged_limit_reached=true")) == 1
+		})
 		t.Logf("bystander before: %s; beside it: %s; after: %s", by.latencies(0, 20), by.latencies(20, 50), by.latencies(50, 70))
-		t.Logf("delivered %d unacknowledged responses, dropped %d (%+v); %d log lines of mochi's quota warning",
-			got.Load(), d.Inflight, d, len(logs.lines("client store quota reached")))
+		t.Logf("delivered %d unacknowledged responses, dropped %d (%+v); log: %q",
+			got.Load(), d.Inflight, d, logs.lines("slow client"))
 	})
 
 	t.Run("Flooder", func(t *testing.T) {
