@@ -27,6 +27,25 @@
 // accepted connection is a queuedConn: Write queues the bytes and the
 // connection's own goroutine sends them. A client with more than
 // Config.MaxPending bytes waiting is disconnected (ErrSlowConsumer).
+// Drops counts what was not delivered (a full client queue, QoS 1 and 2
+// messages past mochi's 8192 unacknowledged, slow-consumer disconnects),
+// and each such client is logged once, when it goes.
+//
+// # Session takeover
+//
+// A client connecting with the id of a connected one takes its session
+// over. The takeover hook orders that around two races in mochi (v2.7.9):
+// a clean session's old connection is ended and gone from mochi's client
+// map before the new one registers (it could remove the new one), and a
+// persistent session's takeover holds the broker's own publishes until the
+// new connection is registered (what was published in between was lost).
+//
+// # Shutdown
+//
+// Close drains (see Basics), then stops reading from clients, so that no
+// call is taken (acknowledged) on a connection about to close, and waits,
+// up to a second, until what was queued for them is written; each closing
+// connection flushes what was written to it.
 //
 // # Caveats
 //
