@@ -17,6 +17,7 @@
 //	logbroker_store_entries_total                     entries made durable
 //	logbroker_store_bytes_total                       bytes of their msg
 //	logbroker_store_deletes_total                     Log.Delete calls made durable
+//	logbroker_store_expired_total                     entries removed by retention
 //	logbroker_store_fsyncs_total                      synced batches (group commits)
 //	logbroker_store_entries_per_fsync                 histogram of entries per synced batch
 //	logbroker_store_disk_bytes                        Pebble's disk use (WAL, tables)

@@ -124,6 +124,7 @@ var (
 	descEntries     = desc("logbroker_store_entries_total", "Entries made durable.")
 	descBytes       = desc("logbroker_store_bytes_total", "Bytes of msg made durable.")
 	descDeletes     = desc("logbroker_store_deletes_total", "Log.Delete calls made durable.")
+	descExpired     = desc("logbroker_store_expired_total", "Entries removed by retention.")
 	descSyncs       = desc("logbroker_store_fsyncs_total", "Batches written with a WAL fsync (group commits).")
 	descPerSync     = desc("logbroker_store_entries_per_fsync", "Entries carried by one fsynced batch.")
 	descDisk        = desc("logbroker_store_disk_bytes", "Disk space used by the store (WAL, tables, files awaiting deletion).")
@@ -135,7 +136,7 @@ var (
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descDropped, descWaiting, descLive, descEntries, descBytes, descDeletes,
-		descSyncs, descPerSync, descDisk, descClients, descMsgDropped, descMsgReceived, descMsgSent} {
+		descExpired, descSyncs, descPerSync, descDisk, descClients, descMsgDropped, descMsgReceived, descMsgSent} {
 		ch <- d
 	}
 }
@@ -158,6 +159,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descEntries, float64(st.Entries))
 		counter(descBytes, float64(st.Bytes))
 		counter(descDeletes, float64(st.Deletes))
+		counter(descExpired, float64(st.Expired))
 		counter(descSyncs, float64(st.Syncs))
 		gauge(descDisk, float64(st.DiskBytes))
 		buckets := make(map[float64]uint64, len(storage.BatchBounds))
