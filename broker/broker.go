@@ -48,6 +48,7 @@ type Broker struct {
 	srv    *mqtt.Server
 	inline *mqtt.Client
 	pubs   sync.RWMutex // Publish holds it shared; a takeover alone (see takeover)
+	subs   *interest    // answers Interested
 	drops  *dropLog
 	hold   *readHold
 	unsent *unsentLog
@@ -87,6 +88,7 @@ func New(cfg Config) *Broker {
 		cfg:    cfg,
 		srv:    srv,
 		inline: srv.NewClient(nil, "local", "logbroker", true),
+		subs:   &interest{srv: srv},
 		drops:  &dropLog{log: cfg.Logger},
 		hold:   newReadHold(),
 		unsent: &unsentLog{},
@@ -112,6 +114,10 @@ func (b *Broker) Start() error {
 	if err := b.srv.AddHook(&takeover{srv: b.srv, log: b.cfg.Logger, pubs: &b.pubs}, nil); err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
+	if err := b.srv.AddHook(b.subs, nil); err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
+	b.subs.active.Store(true)
 	if err := b.srv.AddHook(b.drops, nil); err != nil {
 		return fmt.Errorf("start: %w", err)
 	}

@@ -16,10 +16,24 @@ type Publisher interface {
 	Publish(pk packets.Packet) error
 }
 
-// Sender adapts a Publisher to rpc.Publisher.
+// Sender adapts a Publisher to rpc.Publisher. It is an rpc.Interest too:
+// when P can tell whether a topic has subscribers (broker.Broker can), the
+// service publishes live messages only where someone listens.
 type Sender struct{ P Publisher }
 
-var _ rpc.Publisher = Sender{}
+var (
+	_ rpc.Publisher = Sender{}
+	_ rpc.Interest  = Sender{}
+)
+
+// Interested asks P whether a message on topic would reach anyone; true
+// when P cannot tell.
+func (s Sender) Interested(topic string) bool {
+	if i, ok := s.P.(rpc.Interest); ok {
+		return i.Interested(topic)
+	}
+	return true
+}
 
 // Publish sends m as an MQTT publish, never retained.
 func (s Sender) Publish(m rpc.Message) error {

@@ -165,8 +165,26 @@ func (h *hub) wake(entries []storage.Entry) {
 		h.removeLocked(w.f)
 	}
 	h.mu.Unlock()
+	if len(ready) == 1 {
+		ready[0].f.c.respondEntries(ready[0].f.r, ready[0].got)
+		return
+	}
+	// Followers at the same position get the same entries: encode them
+	// once for all (a thousand dashboards tailing one device).
+	type same struct {
+		src, stream string
+		first       uint64
+		n           int
+	}
+	encoded := map[same][]byte{}
 	for _, w := range ready {
-		w.f.c.respond(w.f.r, appendEntries(nil, w.got))
+		k := same{w.f.q.Src, w.f.q.Stream, w.got[0].Seq, len(w.got)}
+		res, ok := encoded[k]
+		if !ok {
+			res = appendEntries(make([]byte, 0, entriesSize(w.got)), w.got)
+			encoded[k] = res
+		}
+		w.f.c.respond(w.f.r, res)
 	}
 }
 
@@ -214,13 +232,13 @@ func (c *Conn) follow(r *request, q storage.Query) {
 		first = f.q
 	}
 	for {
-		entries, err := s.store.List(ctx, first)
+		entries, err := s.newer(ctx, first)
 		if err != nil || len(entries) > 0 {
 			if s.hub.claim(f) {
 				if err != nil {
 					c.fail(r, err)
 				} else {
-					c.respond(r, appendEntries(nil, entries))
+					c.respondEntries(r, entries)
 				}
 			}
 			return
@@ -247,6 +265,22 @@ func (c *Conn) follow(r *request, q storage.Query) {
 	if f.claims.Load() {
 		t.Stop()
 	}
+}
+
+// newer lists what q selects, unless the source's durable head shows that
+// nothing lies past q.After: a Head is a map lookup, a List opens an
+// iterator, and a follower's next call usually finds nothing new (it was
+// just answered with the newest). List never returns an entry above the
+// durable head, so both answers are the same.
+func (s *Service) newer(ctx context.Context, q storage.Query) ([]storage.Entry, error) {
+	head, err := s.store.Head(ctx, q.Src)
+	if err != nil {
+		return nil, err
+	}
+	if head <= q.After {
+		return nil, nil
+	}
+	return s.store.List(ctx, q)
 }
 
 // followWait is how long a follow may wait: the frame's timeout or deadline
@@ -334,14 +368,19 @@ func (q *fanout) stop() {
 	<-q.done
 }
 
-// deliver publishes each entry on <src>/log/<stream> and wakes followers.
+// deliver publishes each entry on <src>/log/<stream>, if anyone listens
+// there, and wakes followers.
 func (s *Service) deliver(group []storage.Entry) {
-	var buf []byte
-	for _, e := range group {
-		buf = appendEntry(buf[:0], e)
+	for i := range group {
+		e := &group[i]
+		topic := e.Src + "/log/" + e.Stream
+		if s.listens != nil && !s.listens.Interested(topic) {
+			s.skipped.Add(1)
+			continue
+		}
 		err := s.pub.Publish(Message{
-			Topic:   e.Src + "/log/" + e.Stream,
-			Payload: append([]byte(nil), buf...),
+			Topic:   topic,
+			Payload: appendEntry(make([]byte, 0, entrySize(e)), *e),
 			QoS:     0,
 		})
 		if err != nil {

@@ -188,6 +188,23 @@ func ValidStream(stream string) error {
 // appendResponse appends a response frame: result when code is 0, else an
 // error object.
 func appendResponse(dst []byte, f *Frame, service string, result []byte, code int, msg string) []byte {
+	dst = appendResponseHead(dst, f, service)
+	if code != 0 {
+		dst = append(dst, `,"error":{"code":`...)
+		dst = strconv.AppendInt(dst, int64(code), 10)
+		dst = append(dst, `,"message":`...)
+		dst = appendString(dst, msg)
+		dst = append(dst, '}')
+	} else if result != nil {
+		dst = append(dst, `,"result":`...)
+		dst = append(dst, result...)
+	}
+	return append(dst, '}')
+}
+
+// appendResponseHead appends the members every response to f starts with
+// (v, id, src, dst, tag), leaving the object open.
+func appendResponseHead(dst []byte, f *Frame, service string) []byte {
 	dst = append(dst, `{"v":2`...)
 	if f.ID != nil { // a notification gets no response; if built anyway, no id
 		dst = append(dst, `,"id":`...)
@@ -201,15 +218,12 @@ func appendResponse(dst []byte, f *Frame, service string, result []byte, code in
 		dst = append(dst, `,"tag":`...)
 		dst = appendString(dst, f.Tag)
 	}
-	if code != 0 {
-		dst = append(dst, `,"error":{"code":`...)
-		dst = strconv.AppendInt(dst, int64(code), 10)
-		dst = append(dst, `,"message":`...)
-		dst = appendString(dst, msg)
-		dst = append(dst, '}')
-	} else if result != nil {
-		dst = append(dst, `,"result":`...)
-		dst = append(dst, result...)
-	}
-	return append(dst, '}')
+	return dst
+}
+
+// responseSize is the usual size of a response to f whose result or error
+// takes n bytes: exact unless a string needs escapes, so that a response
+// is built in one allocation.
+func responseSize(f *Frame, service string, n int) int {
+	return len(`{"v":2,"id":,"src":"","dst":"","tag":"","result":}`) + len(f.ID) + len(service) + len(f.Src) + len(f.Tag) + n
 }

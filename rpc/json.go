@@ -28,6 +28,13 @@ func members(data []byte, buf []member) ([]member, error) {
 	if !json.Valid(data) {
 		return nil, errNotObject
 	}
+	return splitMembers(data, buf)
+}
+
+// splitMembers is members for data already known to be valid JSON, such
+// as a value inside a document that members accepted: validating it again
+// would cost as much as the first time.
+func splitMembers(data []byte, buf []member) ([]member, error) {
 	i := skipSpace(data, 0)
 	if i >= len(data) || data[i] != '{' {
 		return nil, errNotObject

@@ -13,15 +13,18 @@ type args struct {
 	ms []member
 }
 
+// parseArgs splits raw, the args of a frame that DecodeFrame accepted (so
+// valid JSON: it is not validated again), into its members.
 func parseArgs(raw []byte) (args, error) {
 	if raw == nil {
 		return args{}, nil
 	}
-	ms, err := members(raw, nil)
+	var buf [8]member
+	ms, err := splitMembers(raw, buf[:0])
 	if err != nil {
 		return args{}, errorf(CodeBadRequest, "args must be an object")
 	}
-	return args{ms: ms}, nil
+	return args{ms: append([]member(nil), ms...)}, nil // one allocation, sized
 }
 
 func (a args) get(key string) []byte { return lookup(a.ms, key) }
@@ -116,11 +119,10 @@ func (c *Conn) logLog(r *request) {
 			c.observe(r, 0) // respond would, but the result is not needed
 			return
 		}
-		res := make([]byte, 0, 32)
-		res = append(res, `{"id":"`...)
-		res = append(res, e.ID()...)
-		res = append(res, `"}`...)
-		c.respond(r, res)
+		buf := c.resultHead(r, len(`{"id":""}`)+idLen)
+		buf = append(buf, `{"id":"`...)
+		buf = appendID(buf, e.Seq)
+		c.finish(r, append(buf, `"}`...))
 	})
 }
 
@@ -193,7 +195,18 @@ func (c *Conn) logList(r *request) {
 		c.fail(r, err)
 		return
 	}
-	c.respond(r, appendEntries(nil, entries))
+	c.respondEntries(r, entries)
+}
+
+// respondEntries answers r with entries, encoded straight into the
+// response.
+func (c *Conn) respondEntries(r *request, entries []storage.Entry) {
+	if r.f.Notification() {
+		c.observe(r, 0)
+		return
+	}
+	buf := c.resultHead(r, entriesSize(entries))
+	c.finish(r, appendEntries(buf, entries))
 }
 
 func (c *Conn) logDelete(r *request) {
@@ -236,10 +249,41 @@ func (c *Conn) rpcPing(r *request) {
 	c.respond(r, []byte(`{"channel_info":"MQTT"}`))
 }
 
+// idLen is the length of an entry id token (storage.FormatID).
+const idLen = 16
+
+// appendID appends the id token of seq: storage.FormatID(seq), without
+// allocating it.
+func appendID(dst []byte, seq uint64) []byte {
+	const hex = "0123456789abcdef"
+	var b [idLen]byte
+	for i := idLen - 1; i >= 0; i-- {
+		b[i] = hex[seq&0xf]
+		seq >>= 4
+	}
+	return append(dst, b[:]...)
+}
+
+// entrySize is the length of e's entry object, exact unless src or stream
+// needs escapes.
+func entrySize(e *storage.Entry) int {
+	return len(`{"id":"","src":"","stream":"","timestamp":,"msg":}`) + idLen + len(e.Src) + len(e.Stream) + 20 + len(e.Msg)
+}
+
+// entriesSize is at least the length of entries as a JSON array, unless
+// some src or stream needs escapes.
+func entriesSize(entries []storage.Entry) int {
+	n := 2
+	for i := range entries {
+		n += entrySize(&entries[i]) + 1
+	}
+	return n
+}
+
 // appendEntry appends e as the entry object of PROTOCOL §4.
 func appendEntry(dst []byte, e storage.Entry) []byte {
 	dst = append(dst, `{"id":"`...)
-	dst = append(dst, e.ID()...)
+	dst = appendID(dst, e.Seq)
 	dst = append(dst, `","src":`...)
 	dst = appendString(dst, e.Src)
 	dst = append(dst, `,"stream":`...)

@@ -38,6 +38,15 @@ type Publisher interface {
 	Publish(Message) error
 }
 
+// Interest is an optional interface of a Publisher: Interested reports
+// whether a message published on topic now would reach any subscriber.
+// With it the service publishes a live <src>/log/<stream> message only
+// when someone listens. It may answer true when unsure, but never false
+// for a topic that a subscription acknowledged before the call matches.
+type Interest interface {
+	Interested(topic string) bool
+}
+
 // Config holds the service's settings. Zero values take the defaults below.
 type Config struct {
 	ID            string        // service id; default "logbroker"
@@ -106,6 +115,7 @@ type Stats struct {
 	Failed      int64 // calls answered with an error
 	Waiting     int64 // follows waiting now
 	LivePublish int64 // entries published on <src>/log/<stream>
+	LiveSkipped int64 // entries not published live: nobody subscribed (Interest)
 }
 
 // Service runs the Log methods for frames that hooks hand it, one ordered
@@ -114,6 +124,7 @@ type Service struct {
 	cfg     Config
 	store   LogStore
 	pub     Publisher
+	listens Interest // pub's, if it has one; nil: publish every live message
 	log     *slog.Logger
 	names   map[string]bool // id and aliases
 	methods map[string]handler
@@ -126,7 +137,7 @@ type Service struct {
 	conns   map[*Conn]struct{}
 	workers sync.WaitGroup
 
-	dropped, calls, failed, live atomic.Int64
+	dropped, calls, failed, live, skipped atomic.Int64
 
 	// unpublished counts entries Log.Log made durable that the store has
 	// not yet handed to onCommit (it calls subscribers after the done
@@ -149,6 +160,7 @@ func New(store LogStore, pub Publisher, cfg Config) *Service {
 		names: map[string]bool{cfg.ID: true},
 		conns: map[*Conn]struct{}{},
 	}
+	s.listens, _ = pub.(Interest)
 	for _, a := range cfg.Aliases {
 		s.names[a] = true
 	}
@@ -181,6 +193,7 @@ func (s *Service) Stats() Stats {
 		Failed:      s.failed.Load(),
 		Waiting:     s.hub.waiting.Load(),
 		LivePublish: s.live.Load(),
+		LiveSkipped: s.skipped.Load(),
 	}
 }
 
@@ -372,11 +385,37 @@ func (c *Conn) handle(call Call) {
 
 // respond sends the result of r (nil: no result field).
 func (c *Conn) respond(r *request, result []byte) {
-	c.observe(r, 0)
-	if r.f.Notification() {
+	if result == nil {
+		c.observe(r, 0)
+		if !r.f.Notification() {
+			service := c.responder(r)
+			buf := make([]byte, 0, responseSize(r.f, service, 0))
+			c.svc.send(r, appendResponse(buf, r.f, service, nil, 0, ""))
+		}
 		return
 	}
-	c.svc.send(r, appendResponse(nil, r.f, c.responder(r), result, 0, ""))
+	if r.f.Notification() {
+		c.observe(r, 0)
+		return
+	}
+	c.finish(r, append(c.resultHead(r, len(result)), result...))
+}
+
+// resultHead starts the response to r in a buffer with room for n bytes of
+// result, which the caller appends before it calls finish: one allocation,
+// and a large result (a Log.List) is encoded in place, not copied. Only for
+// calls that want a response (not r.f.Notification()).
+func (c *Conn) resultHead(r *request, n int) []byte {
+	service := c.responder(r)
+	buf := make([]byte, 0, responseSize(r.f, service, n))
+	buf = appendResponseHead(buf, r.f, service)
+	return append(buf, `,"result":`...)
+}
+
+// finish ends the response that resultHead started and sends it.
+func (c *Conn) finish(r *request, buf []byte) {
+	c.observe(r, 0)
+	c.svc.send(r, append(buf, '}'))
 }
 
 // fail answers r with err, logging it; internal errors are logged in full
@@ -398,7 +437,9 @@ func (c *Conn) fail(r *request, err error) {
 	if r.f.Notification() {
 		return
 	}
-	s.send(r, appendResponse(nil, r.f, c.responder(r), nil, code, msg))
+	service := c.responder(r)
+	buf := make([]byte, 0, responseSize(r.f, service, len(msg)+len(`{"code":,"message":""}`)+4))
+	s.send(r, appendResponse(buf, r.f, service, nil, code, msg))
 }
 
 // responder is the src of a response: the service name the request used.
