@@ -17,9 +17,12 @@ func newMetrics(n *node) *metrics.Metrics {
 		Store:   n.store.Stats,
 		MQTT: func() metrics.MQTT {
 			info := n.broker.Server().Info
+			drops := n.broker.Drops()
 			return metrics.MQTT{
 				ClientsConnected: atomic.LoadInt64(&info.ClientsConnected),
-				MessagesDropped:  atomic.LoadInt64(&info.MessagesDropped),
+				MessagesDropped:  drops.Messages,
+				InflightDropped:  drops.Inflight,
+				SlowConsumers:    drops.SlowConsumers,
 				MessagesReceived: atomic.LoadInt64(&info.MessagesReceived),
 				MessagesSent:     atomic.LoadInt64(&info.MessagesSent),
 			}

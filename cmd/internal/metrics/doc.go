@@ -23,6 +23,8 @@
 //	logbroker_store_disk_bytes                        Pebble's disk use (WAL, tables)
 //	logbroker_mqtt_clients_connected                  MQTT connections now
 //	logbroker_mqtt_messages_dropped_total             messages dropped for slow subscribers
+//	logbroker_mqtt_inflight_dropped_total             QoS 1/2 messages dropped: too many unacknowledged
+//	logbroker_mqtt_slow_consumers_total               clients disconnected for not reading
 //	logbroker_mqtt_messages_received_total            PUBLISH packets received
 //	logbroker_mqtt_messages_sent_total                PUBLISH packets sent
 //

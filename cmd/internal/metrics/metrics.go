@@ -26,6 +26,8 @@ type Sources struct {
 type MQTT struct {
 	ClientsConnected int64
 	MessagesDropped  int64
+	InflightDropped  int64 // QoS 1/2 messages dropped: the client held too many unacknowledged
+	SlowConsumers    int64 // clients disconnected for not reading their socket
 	MessagesReceived int64
 	MessagesSent     int64
 }
@@ -130,13 +132,15 @@ var (
 	descDisk        = desc("logbroker_store_disk_bytes", "Disk space used by the store (WAL, tables, files awaiting deletion).")
 	descClients     = desc("logbroker_mqtt_clients_connected", "MQTT connections now.")
 	descMsgDropped  = desc("logbroker_mqtt_messages_dropped_total", "Messages dropped because a subscriber's queue was full.")
+	descInflDropped = desc("logbroker_mqtt_inflight_dropped_total", "QoS 1 and 2 messages dropped because the client held too many unacknowledged ones.")
+	descSlow        = desc("logbroker_mqtt_slow_consumers_total", "Clients disconnected because too many bytes waited for their socket.")
 	descMsgReceived = desc("logbroker_mqtt_messages_received_total", "PUBLISH packets received from clients.")
 	descMsgSent     = desc("logbroker_mqtt_messages_sent_total", "PUBLISH packets sent to clients.")
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descDropped, descWaiting, descLive, descEntries, descBytes, descDeletes,
-		descExpired, descSyncs, descPerSync, descDisk, descClients, descMsgDropped, descMsgReceived, descMsgSent} {
+		descExpired, descSyncs, descPerSync, descDisk, descClients, descMsgDropped, descInflDropped, descSlow, descMsgReceived, descMsgSent} {
 		ch <- d
 	}
 }
@@ -175,6 +179,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		st := c.src.MQTT()
 		gauge(descClients, float64(st.ClientsConnected))
 		counter(descMsgDropped, float64(st.MessagesDropped))
+		counter(descInflDropped, float64(st.InflightDropped))
+		counter(descSlow, float64(st.SlowConsumers))
 		counter(descMsgReceived, float64(st.MessagesReceived))
 		counter(descMsgSent, float64(st.MessagesSent))
 	}
