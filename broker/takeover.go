@@ -113,10 +113,11 @@ func (h *takeover) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 
 // endsWithConnection reports whether cl's session ends when its connection
 // does, so that its goroutine removes it from the client map.
+// It reads only the fields set at CONNECT: copying all of cl.Properties
+// would race with mochi clearing the Will when the old connection ends.
 func endsWithConnection(cl *mqtt.Client) bool {
-	p := cl.Properties
-	if p.ProtocolVersion == 5 {
-		return p.Props.SessionExpiryInterval == 0
+	if cl.Properties.ProtocolVersion == 5 {
+		return cl.Properties.Props.SessionExpiryInterval == 0
 	}
-	return p.Clean
+	return cl.Properties.Clean
 }

@@ -225,7 +225,9 @@ func (c *Client) onConnect(pc mqtt.Client) {
 	if !tok.WaitTimeout(c.opts.ConnectTimeout) {
 		err = fmt.Errorf("subscribe %s: no SUBACK within %v", topic, c.opts.ConnectTimeout)
 	} else if err = tok.Error(); err != nil {
-		err = fmt.Errorf("subscribe %s: %w", topic, err)
+		// paho fails a SUBSCRIBE only when its connection is gone (a
+		// refusal comes back as a SUBACK code, below).
+		err = fmt.Errorf("subscribe %s: %w (%w)", topic, ErrConnectionLost, err)
 	} else if q, ok := tok.(*mqtt.SubscribeToken).Result()[topic]; !ok || q > 2 {
 		err = fmt.Errorf("subscribe %s: refused by the broker (not permitted?)", topic)
 	}
