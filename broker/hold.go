@@ -41,12 +41,23 @@ func (h *readHold) isHeld() bool {
 
 // Read reads from the socket; once the broker holds reads it waits
 // instead, until the connection is closed.
+//
+// A read already waiting on the socket when the hold begins may still
+// return bytes: they are dropped, unread by mochi, so the client gets no
+// PUBACK for them and keeps the message to send again (QoS 1 and 2). Only
+// a packet mochi had already taken can still be acknowledged and answered;
+// settle waits for those answers.
 func (q *queuedConn) Read(p []byte) (int, error) {
 	if q.hold != nil && q.hold.isHeld() {
 		<-q.done
 		return 0, net.ErrClosed
 	}
-	return q.Conn.Read(p)
+	n, err := q.Conn.Read(p)
+	if q.hold != nil && q.hold.isHeld() {
+		<-q.done
+		return 0, net.ErrClosed
+	}
+	return n, err
 }
 
 // settle waits, with reads held, until every QoS 1 and 2 message queued
@@ -54,12 +65,22 @@ func (q *queuedConn) Read(p []byte) (int, error) {
 // Close still flushes it), or d passes. Acknowledgements cannot be waited
 // for: reads are held. Only packets mochi had already read can still add
 // messages, so the count only falls to zero.
+//
+// A packet mochi read just before the hold may not have reached the hook
+// that counts its answer yet: settle waits settleGrace first, so that the
+// count includes it.
 func (b *Broker) settle(d time.Duration) {
 	deadline := time.Now().Add(d)
+	time.Sleep(min(d, settleGrace))
 	for time.Now().Before(deadline) && b.unsent.any(b.srv) {
 		time.Sleep(2 * time.Millisecond)
 	}
 }
+
+// settleGrace is how long settle lets packets already read by mochi reach
+// the service and be answered. Processing one takes microseconds; the grace
+// is generous for a loaded machine, and costs only at shutdown.
+const settleGrace = 100 * time.Millisecond
 
 // unsentLog is a mochi hook that counts, per client, the QoS 1 and 2
 // messages queued for it (mochi's per-client queue, Config.ClientQueue)
