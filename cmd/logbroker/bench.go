@@ -146,6 +146,9 @@ func (c *benchConfig) startEmbedded(stderr io.Writer) (cleanup func(), err error
 		sc.wsAddr = "127.0.0.1:0"
 	}
 	sc.id = c.gen.Service
+	// The embedded broker measures the ceiling: serve's per-connection
+	// rate limit (--rate) would cap each benchmark client instead.
+	sc.rate = 0
 	removeData := func() {}
 	if c.data != "" {
 		sc.dataDir = c.data
