@@ -12,6 +12,15 @@
 // for the connection's earlier Log.Log calls, so a connection always reads
 // its own writes; Delete is ordered after them by the store.
 //
+// # Methods
+//
+// Log.Log, Log.List (with follow) and Log.Delete run against LogStore;
+// Log.Sources and Log.Streams are served when the store also implements
+// Catalog (the Pebble store does), and are absent from RPC.List (404)
+// otherwise. RPC.List and RPC.Ping touch no storage. Who may call what is
+// one table, methodAccess in authz.go; Config.Observe, when set, sees every
+// answered call's method, code and duration (for metrics).
+//
 // # Frames
 //
 // DecodeFrame matches keys exactly ("ID" is not "id"), takes the last of
