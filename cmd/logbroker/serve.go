@@ -46,6 +46,7 @@ type serveConfig struct {
 	maxBytesPerSource          int64
 	minFreeBytes               int64
 	retentionInterval          time.Duration
+	nats                       natsConfig // --nats: JetStream instead of Pebble
 }
 
 // Default limits of serve (issue 3: every limit has a sane default).
@@ -61,6 +62,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.StringVar(&c.wsAddr, "ws", "127.0.0.1:8083", "MQTT over WebSocket listen address; empty disables")
 	fs.StringVar(&c.httpAddr, "http", "127.0.0.1:8080", "HTTP address for /healthz, /metrics and the dashboard at /; empty disables")
 	fs.StringVar(&c.dataDir, "data", "./logbroker-data", "directory of the Pebble store (created if missing)")
+	natsFlags(fs, &c.nats)
 	fs.StringVar(&c.id, "id", rpc.DefaultID, "service id: requests go to <id>/rpc")
 	fs.StringVar(&c.aliases, "alias", "", "comma-separated extra service ids that also answer")
 	fs.StringVar(&c.auth, "auth", "", "users file (YAML or JSON) for secured mode; SIGHUP reloads it. Empty: open mode, loopback only")
@@ -154,7 +156,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // `bench --embedded` runs one in-process.
 type node struct {
 	log      *slog.Logger
-	store    *storage.Store
+	store    logStore // Pebble, or JetStream with --nats
 	broker   *broker.Broker
 	svc      *rpc.Service
 	hs       *http.Server // nil when --http is empty
@@ -204,18 +206,15 @@ func startNode(c *serveConfig, log *slog.Logger) (_ *node, err error) {
 	}
 
 	n := &node{log: log, mode: "open", tls: tlsConf != nil}
-	n.store, err = storage.Open(c.dataDir, storage.Options{
-		Logger:       log.With("component", "storage"),
-		MinFreeBytes: c.minFreeBytes,
-		Retention: storage.Retention{
-			MaxAge:              c.retentionAge,
-			MaxEntriesPerStream: c.maxEntriesPerStream,
-			MaxBytesPerSource:   c.maxBytesPerSource,
-			Interval:            c.retentionInterval,
-		},
-	})
+	if c.nats.urls != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		n.store, err = openNATSStore(ctx, c, log)
+		cancel()
+	} else {
+		n.store, err = openPebble(c, log)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("open store %s: %w", c.dataDir, err)
+		return nil, err
 	}
 	defer func() {
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -457,4 +458,31 @@ func TestCheckSync(t *testing.T) {
 			t.Fatalf("report %+v (err %v), want no server answering", rep, err)
 		}
 	})
+}
+
+// TestStore_RetentionPerStream maps MaxPerStream to the stream's limit per
+// subject: each stream of a source keeps its newest.
+func TestStore_RetentionPerStream(t *testing.T) {
+	opts := freshOptions()
+	opts.MaxPerStream = 3
+	s := openStore(t, shared, 0, opts)
+	ctx := testContext(t, 20*time.Second)
+	for i := range 10 {
+		if _, err := s.Append(ctx, storage.Record{Src: "dev", Stream: []string{"a", "b"}[i%2], Msg: []byte(fmt.Sprint(i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct{ stream, want string }{{"a", "4 6 8"}, {"b", "5 7 9"}} {
+		es, err := s.List(ctx, storage.Query{Src: "dev", Stream: c.stream, Last: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, e := range es {
+			got = append(got, string(e.Msg))
+		}
+		if g := strings.Join(got, " "); g != c.want {
+			t.Errorf("stream %s keeps %q, want %q", c.stream, g, c.want)
+		}
+	}
 }

@@ -52,6 +52,9 @@ type Options struct {
 	MaxAge   time.Duration
 	MaxBytes int64
 	MaxMsgs  int64
+	// MaxPerStream keeps at most this many messages per source and stream
+	// (the stream's MaxMsgsPerSubject; a Delete's tombstone counts as one).
+	MaxPerStream int64
 	// Duplicates is the stream's duplicate window: a publish retried with
 	// the same message id within it is stored once. Default 2 minutes.
 	Duplicates time.Duration
@@ -171,19 +174,20 @@ func Open(ctx context.Context, nc *nats.Conn, opts Options) (*Store, error) {
 // one has p's subjects and partition count. It returns its last sequence.
 func (s *Store) ensureStream(ctx context.Context, p *partition) (uint64, error) {
 	cfg := jetstream.StreamConfig{
-		Name:        p.name,
-		Description: "logbroker log, partition " + strconv.Itoa(p.index),
-		Subjects:    []string{p.prefix + ".>"},
-		Storage:     jetstream.FileStorage,
-		Replicas:    s.opts.Replicas,
-		Retention:   jetstream.LimitsPolicy,
-		Discard:     jetstream.DiscardOld,
-		MaxAge:      s.opts.MaxAge,
-		MaxBytes:    orUnlimited(s.opts.MaxBytes),
-		MaxMsgs:     orUnlimited(s.opts.MaxMsgs),
-		Duplicates:  s.opts.Duplicates,
-		AllowDirect: true,
-		Metadata:    map[string]string{metaPartitions: strconv.Itoa(s.opts.Partitions)},
+		Name:              p.name,
+		Description:       "logbroker log, partition " + strconv.Itoa(p.index),
+		Subjects:          []string{p.prefix + ".>"},
+		Storage:           jetstream.FileStorage,
+		Replicas:          s.opts.Replicas,
+		Retention:         jetstream.LimitsPolicy,
+		Discard:           jetstream.DiscardOld,
+		MaxAge:            s.opts.MaxAge,
+		MaxBytes:          orUnlimited(s.opts.MaxBytes),
+		MaxMsgs:           orUnlimited(s.opts.MaxMsgs),
+		MaxMsgsPerSubject: orUnlimited(s.opts.MaxPerStream),
+		Duplicates:        s.opts.Duplicates,
+		AllowDirect:       true,
+		Metadata:          map[string]string{metaPartitions: strconv.Itoa(s.opts.Partitions)},
 	}
 	st, err := s.js.CreateStream(ctx, cfg)
 	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
@@ -222,7 +226,7 @@ func (s *Store) checkStream(have, want jetstream.StreamConfig) error {
 		s.log.Warn("jetstream stream is not on file storage", "stream", have.Name)
 	}
 	if have.Replicas != want.Replicas || have.MaxAge != want.MaxAge ||
-		have.MaxBytes != want.MaxBytes || have.MaxMsgs != want.MaxMsgs {
+		have.MaxBytes != want.MaxBytes || have.MaxMsgs != want.MaxMsgs || have.MaxMsgsPerSubject != want.MaxMsgsPerSubject {
 		s.log.Warn("jetstream stream exists with other replicas or limits; keeping them",
 			"stream", have.Name, "replicas", have.Replicas, "max_age", have.MaxAge,
 			"max_bytes", have.MaxBytes, "max_msgs", have.MaxMsgs)
@@ -358,6 +362,19 @@ func (s *Store) Stats() storage.Stats {
 		Bytes:   s.pub.bytes.Load(),
 		Deletes: s.deletes.Load(),
 	}
+}
+
+// Err returns why the store cannot serve now, or nil: closed, or its NATS
+// connection down (calls wait and retry meanwhile, up to their bounds).
+// A health check can report it.
+func (s *Store) Err() error {
+	if s.closed.Load() {
+		return storage.ErrClosed
+	}
+	if st := s.nc.Status(); st != nats.CONNECTED {
+		return fmt.Errorf("nats connection %s: %w", st, errUnavailable)
+	}
+	return nil
 }
 
 // partitionFor returns the partition holding src.

@@ -2,6 +2,7 @@ package jetstream
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -41,6 +42,9 @@ func TestStore_Basics(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	if err := s.Err(); err != nil {
+		t.Errorf("Err of an open store: %v", err)
+	}
 	ctx := testContext(t, 20*time.Second)
 	e, err := s.Append(ctx, storage.Record{Src: "dev.1", Stream: "a b", Timestamp: 7, Msg: []byte(`"x"`)})
 	if err != nil {
@@ -55,5 +59,9 @@ func TestStore_Basics(t *testing.T) {
 	}
 	if st := s.Stats(); st.Entries != 1 || st.Bytes != 3 || st.Deletes != 1 {
 		t.Errorf("stats %+v, want 1 entry of 3 bytes, 1 delete", st)
+	}
+	s.Close()
+	if err := s.Err(); !errors.Is(err, storage.ErrClosed) {
+		t.Errorf("Err after Close: %v, want ErrClosed", err)
 	}
 }

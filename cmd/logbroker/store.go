@@ -21,7 +21,26 @@ import (
 type logStore interface {
 	rpc.LogStore
 	Stats() storage.Stats
+	Err() error
 	Close() error
+}
+
+// openPebble opens the Pebble store in --data, the default.
+func openPebble(c *serveConfig, log *slog.Logger) (logStore, error) {
+	s, err := storage.Open(c.dataDir, storage.Options{
+		Logger:       log.With("component", "storage"),
+		MinFreeBytes: c.minFreeBytes,
+		Retention: storage.Retention{
+			MaxAge:              c.retentionAge,
+			MaxEntriesPerStream: c.maxEntriesPerStream,
+			MaxBytesPerSource:   c.maxBytesPerSource,
+			Interval:            c.retentionInterval,
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", c.dataDir, err)
+	}
+	return s, nil
 }
 
 // natsConfig holds the flags of the JetStream store.
@@ -48,14 +67,19 @@ func natsFlags(fs *flag.FlagSet, c *natsConfig) {
 	fs.StringVar(&c.subject, "nats-subject", jetstream.DefaultSubject, "JetStream subject prefix")
 }
 
-// openNATSStore connects to the JetStream cluster of c and opens the store
-// there; closing the store also closes the connection.
-func openNATSStore(ctx context.Context, c natsConfig, id string, log *slog.Logger) (logStore, error) {
+// openNATSStore connects to the JetStream cluster of c.nats and opens the
+// store there, with the retention flags mapped to the streams' limits;
+// closing the store also closes the connection.
+func openNATSStore(ctx context.Context, sc *serveConfig, log *slog.Logger) (logStore, error) {
+	c := sc.nats
 	if c.replicas < 1 || c.partitions < 1 {
 		return nil, fmt.Errorf("--nats-replicas and --nats-partitions must be at least 1")
 	}
+	if sc.maxBytesPerSource > 0 {
+		return nil, errors.New("--max-bytes-per-source: not available with --nats (JetStream limits streams, not sources)")
+	}
 	opts := []nats.Option{
-		nats.Name("logbroker " + id),
+		nats.Name("logbroker " + sc.id),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
@@ -92,11 +116,13 @@ func openNATSStore(ctx context.Context, c natsConfig, id string, log *slog.Logge
 		storeLog.Info("every NATS server syncs every write", "servers", rep.Servers)
 	}
 	s, err := jetstream.Open(ctx, nc, jetstream.Options{
-		Name:       c.name,
-		Subject:    c.subject,
-		Replicas:   c.replicas,
-		Partitions: c.partitions,
-		Logger:     storeLog,
+		Name:         c.name,
+		Subject:      c.subject,
+		Replicas:     c.replicas,
+		Partitions:   c.partitions,
+		MaxAge:       sc.retentionAge,
+		MaxPerStream: sc.maxEntriesPerStream,
+		Logger:       storeLog,
 	})
 	if err != nil {
 		nc.Close()
