@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -51,4 +52,63 @@ func TestNATS_TwoNodes(t *testing.T) {
 	if !strings.Contains(string(m.Payload), id2) {
 		t.Errorf("live message after the first is %s, want entry %s (the first delivered twice?)", m.Payload, id2)
 	}
+}
+
+// TestNATS_LeaderRestart kills the JetStream stream leader while a device
+// logs through node A, and restarts it: every acknowledged Log.Log is
+// listed through node B exactly once, ids strictly increasing.
+func TestNATS_LeaderRestart(t *testing.T) {
+	t.Parallel()
+	c := jstest.NewCluster(t, 3)
+	flags := []string{"--nats", c.URLs(), "--nats-stream", "LR"}
+	a := start(t, flags...)
+	b := start(t, flags...)
+	dev, dash := a.dial(t), b.dial(t)
+
+	var acked []string
+	failed := 0
+	logUntil := func(n int) {
+		t.Helper()
+		for target := len(acked) + n; len(acked) < target; {
+			r, ok := dev.tryCall(map[string]any{"method": "Log.Log", "args": map[string]any{"msg": len(acked) + failed}}, "", callTimeout)
+			var res struct {
+				ID string `json:"id"`
+			}
+			if !ok || r.Error != nil || json.Unmarshal(r.Result, &res) != nil || res.ID == "" {
+				failed++
+				if failed > 20 {
+					t.Fatalf("too many failed Log calls; last: %s (answered %v)", r.Raw, ok)
+				}
+				continue
+			}
+			acked = append(acked, res.ID)
+		}
+	}
+	logUntil(30)
+	leader := c.StreamLeader("LR_0")
+	if leader < 0 {
+		t.Fatal("no stream leader")
+	}
+	c.Stop(leader)
+	logUntil(30)
+	c.Start(leader)
+	logUntil(30)
+
+	listed := dash.listAll(dev.src)
+	seen := map[string]int{}
+	for i, e := range listed {
+		seen[e.ID]++
+		if i > 0 && e.ID <= listed[i-1].ID {
+			t.Errorf("ids not strictly increasing: %s after %s", e.ID, listed[i-1].ID)
+		}
+	}
+	for _, id := range acked {
+		if seen[id] != 1 {
+			t.Errorf("acknowledged entry %s listed %d times", id, seen[id])
+		}
+	}
+	if len(listed) < len(acked) || len(listed) > len(acked)+failed {
+		t.Errorf("listed %d entries for %d acknowledged and %d failed Log calls", len(listed), len(acked), failed)
+	}
+	t.Logf("%d Log calls acknowledged, %d failed; node B lists %d", len(acked), failed, len(listed))
 }
