@@ -16,8 +16,9 @@ Open a Store over a NATS connection; Close it, then the connection.
 	defer s.Close()
 
 Open creates the streams when absent: file storage, Options.Replicas
-replicas, limits retention (Options.MaxAge, MaxBytes, MaxMsgs), a duplicate
-window, direct get allowed. An entry is acknowledged once JetStream stored
+replicas, limits retention (Options.MaxAge, MaxBytes, MaxMsgs, and
+MaxPerStream as the limit per subject), a duplicate window, direct get
+allowed. An entry is acknowledged once JetStream stored
 it on a quorum of replicas. That is durable only if every NATS server runs
 with
 
@@ -25,7 +26,8 @@ with
 
 since by default JetStream acknowledges writes it has not synced to disk
 (acknowledged entries were lost that way in a published Jepsen analysis of
-NATS 2.12.1). A client cannot read that setting; the operator must set it.
+NATS 2.12.1). CheckSync asks the servers, which only a system account user
+may do; otherwise the operator must make sure of it.
 
 # Subject layout
 
