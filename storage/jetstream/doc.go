@@ -18,9 +18,8 @@ Open a Store over a NATS connection; Close it, then the connection.
 Open creates the streams when absent: file storage, Options.Replicas
 replicas, limits retention (Options.MaxAge, MaxBytes, MaxMsgs, and
 MaxPerStream as the limit per subject), a duplicate window, direct get
-allowed. An entry is acknowledged once JetStream stored
-it on a quorum of replicas. That is durable only if every NATS server runs
-with
+allowed. An entry is acknowledged once JetStream stored it on a quorum of
+replicas. That is durable only if every NATS server runs with
 
 	jetstream { sync_interval: always }
 
