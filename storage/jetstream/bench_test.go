@@ -143,3 +143,40 @@ func BenchmarkList(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkCrossNodeNotify measures, for entries appended one at a time
+// through a store on one server, the time until a store on another server
+// hands them to its subscriber (what wakes a follow on another node):
+// p50 and p99 in ms.
+func BenchmarkCrossNodeNotify(b *testing.B) {
+	opts := freshOptions()
+	a, err := Open(context.Background(), shared.Connect(0), opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer a.Close()
+	r, err := Open(context.Background(), shared.Connect(2), opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	got := make(chan time.Time, 1)
+	defer r.Subscribe(func(g []storage.Entry) { got <- time.Now() })()
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := range b.N {
+		t0 := time.Now()
+		if _, err := a.Append(context.Background(), storage.Record{Src: "dev", Stream: "a", Msg: []byte(fmt.Sprint(i))}); err != nil {
+			b.Fatal(err)
+		}
+		select {
+		case t1 := <-got:
+			lat = append(lat, t1.Sub(t0))
+		case <-time.After(20 * time.Second):
+			b.Fatal("entry not delivered to the other store")
+		}
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+}
