@@ -118,6 +118,9 @@ func (b *Broker) Start() error {
 		return fmt.Errorf("start: %w", err)
 	}
 	b.subs.active.Store(true)
+	if err := b.srv.AddHook(new(strayAck), nil); err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
 	if err := b.srv.AddHook(b.drops, nil); err != nil {
 		return fmt.Errorf("start: %w", err)
 	}

@@ -19,8 +19,12 @@ const DefaultMaxPending = 32 << 20
 // queued before it.
 const flushTimeout = time.Second
 
-// maxSpare is the largest buffer the writer keeps for reuse.
-const maxSpare = 64 << 10
+// chunkSize is the size of the buffers a queuedConn queues bytes in. They
+// come from chunkPool and go back once sent, so an idle connection holds
+// none, and a burst grows no buffer by copying it.
+const chunkSize = 16 << 10
+
+var chunkPool = sync.Pool{New: func() any { b := make([]byte, 0, chunkSize); return &b }}
 
 // queuedListener wraps every accepted connection in a queuedConn.
 type queuedListener struct {
@@ -46,24 +50,28 @@ func (l queuedListener) Accept() (net.Conn, error) {
 // stops reading would stall every publisher to its topics, and with them
 // the log service's responses. Here such a client only fills its queue,
 // and once that passes the limit its connection is closed.
+//
+// The sending goroutine runs only while bytes wait: Write starts it, and it
+// exits once the queue is empty, so an idle connection costs no goroutine
+// stack and no buffer (10,000 idle devices). Under load it stays, sending
+// everything queued meanwhile in one writev.
 type queuedConn struct {
 	net.Conn
 	limit int
 
 	mu      sync.Mutex
-	pending []byte        // accepted by Write, not yet handed to the socket
-	spare   []byte        // the writer's previous buffer, reused
-	wake    chan struct{} // capacity 1: pending grew, or closing
-	err     error         // sticky: the socket failed or the limit was passed
+	pending [][]byte // accepted by Write, not yet handed to the socket; chunks of chunkPool
+	queued  int      // bytes in pending
+	writing bool     // the writer goroutine runs; it sends pending
+	err     error    // sticky: the socket failed or the limit was passed
 	closing bool
-	done    chan struct{} // closed when the writer has exited
+	ended   sync.Once
+	done    chan struct{} // closed once the socket is closed (end)
 	hold    *readHold     // Read waits once it is held (see Broker.Close)
 }
 
 func newQueuedConn(c net.Conn, limit int) *queuedConn {
-	q := &queuedConn{Conn: c, limit: limit, wake: make(chan struct{}, 1), done: make(chan struct{})}
-	go q.writer()
-	return q
+	return &queuedConn{Conn: c, limit: limit, done: make(chan struct{})}
 }
 
 // Write queues p; it fails only once the connection has failed, is closed,
@@ -76,62 +84,77 @@ func (q *queuedConn) Write(p []byte) (int, error) {
 		return 0, q.err
 	case q.closing:
 		return 0, net.ErrClosed
-	case len(q.pending)+len(p) > q.limit:
+	case q.queued+len(p) > q.limit:
 		q.err = ErrSlowConsumer
-		_ = q.Conn.Close() // ends the writer and the client's read loop
+		q.end() // ends the writer and the client's read loop
 		return 0, q.err
 	}
-	q.pending = append(q.pending, p...)
-	q.signal()
-	return len(p), nil
-}
-
-func (q *queuedConn) signal() {
-	select {
-	case q.wake <- struct{}{}:
-	default:
+	n := len(p)
+	q.queued += n
+	for len(p) > 0 {
+		last := len(q.pending) - 1
+		if last < 0 || len(q.pending[last]) == cap(q.pending[last]) {
+			q.pending = append(q.pending, (*chunkPool.Get().(*[]byte))[:0])
+			last++
+		}
+		c := q.pending[last]
+		k := copy(c[len(c):cap(c)], p)
+		q.pending[last] = c[:len(c)+k]
+		p = p[k:]
 	}
+	if !q.writing {
+		q.writing = true
+		go q.writer()
+	}
+	return n, nil
 }
 
-// writer sends what Write queued, in order, until the socket fails or the
-// connection is closed and everything queued before is sent.
+// writer sends what Write queued, in order, until the queue is empty or
+// the socket fails. It closes the socket if the connection is closing by
+// then, or failed.
 func (q *queuedConn) writer() {
-	defer close(q.done)
+	var out, iov [][]byte
 	for {
 		q.mu.Lock()
-		for len(q.pending) == 0 && !q.closing && q.err == nil {
-			q.mu.Unlock()
-			<-q.wake
-			q.mu.Lock()
-		}
 		if q.err != nil || len(q.pending) == 0 {
+			q.writing = false
+			end := q.closing || q.err != nil
 			q.mu.Unlock()
+			if end {
+				q.end()
+			}
 			return
 		}
-		out := q.pending
-		q.pending = q.spare[:0]
+		out, q.pending = q.pending, out[:0]
+		q.queued = 0
 		q.mu.Unlock()
 
-		_, err := q.Conn.Write(out)
+		iov = append(iov[:0], out...) // WriteTo consumes its slice
+		bufs := net.Buffers(iov)
+		_, err := bufs.WriteTo(q.Conn)
+		for i, c := range out {
+			c = c[:0]
+			chunkPool.Put(&c)
+			out[i] = nil
+		}
+		clear(iov)
 
-		q.mu.Lock()
-		if cap(out) <= maxSpare {
-			q.spare = out
-		} else {
-			// A burst's large buffer is not kept for an idle connection;
-			// and spare must let go of the array pending now grows in,
-			// or the next round would send from it while Write appends.
-			q.spare = nil
-		}
-		if err != nil && q.err == nil {
-			q.err = err
-		}
-		q.mu.Unlock()
 		if err != nil {
-			_ = q.Conn.Close()
-			return
+			q.mu.Lock()
+			if q.err == nil {
+				q.err = err
+			}
+			q.mu.Unlock()
 		}
 	}
+}
+
+// end closes the socket, once.
+func (q *queuedConn) end() {
+	q.ended.Do(func() {
+		_ = q.Conn.Close()
+		close(q.done)
+	})
 }
 
 // SetDeadline sets the read deadline, and the write deadline unless the
@@ -164,11 +187,10 @@ func (q *queuedConn) Close() error {
 	}
 	q.closing = true
 	_ = q.Conn.SetWriteDeadline(time.Now().Add(flushTimeout))
+	busy := q.writing // if so, the writer closes the socket once done
 	q.mu.Unlock()
-	q.signal()
-	go func() {
-		<-q.done
-		_ = q.Conn.Close()
-	}()
+	if !busy {
+		q.end()
+	}
 	return nil
 }
