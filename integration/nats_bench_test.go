@@ -98,17 +98,64 @@ func TestNATSBench(t *testing.T) {
 	t.Logf("Log.Log calls/s over %d rounds: Pebble median %.0f %v; NATS A+B median %.0f %v; NATS/Pebble per round median %.2f %.2f",
 		rounds, median(pebbleRates), rounded(pebbleRates), median(natsRates), rounded(natsRates), median(ratios), ratios)
 
-	pl := followLatency(t, p, p, follows)
-	nl := followLatency(t, a, b, follows)
-	for _, x := range []struct {
-		name string
-		l    followLat
-	}{{"Pebble, logger and follower on one node", pl}, {"NATS, logger on A, follower on B", nl}} {
-		t.Logf("follow %s (%d entries): Log.Log response -> follower answer p50 %.2f ms p99 %.2f ms max %.2f ms (%d answered first); "+
+	report := func(name string, l followLat, took time.Duration) {
+		t.Logf("follow %s (%d entries in %.1fs): Log.Log response -> follower answer p50 %.2f ms p99 %.2f ms max %.2f ms (%d answered first); "+
 			"Log.Log sent -> follower answer p50 %.2f ms p99 %.2f ms; Log.Log round trip p50 %.2f ms p99 %.2f ms",
-			x.name, follows, ms(x.l.afterResp, 50), ms(x.l.afterResp, 99), ms(x.l.afterResp, 100), x.l.early,
-			ms(x.l.afterSend, 50), ms(x.l.afterSend, 99), ms(x.l.rtt, 50), ms(x.l.rtt, 99))
+			name, follows, took.Seconds(), ms(l.afterResp, 50), ms(l.afterResp, 99), ms(l.afterResp, 100), l.early,
+			ms(l.afterSend, 50), ms(l.afterSend, 99), ms(l.rtt, 50), ms(l.rtt, 99))
 	}
+	measure := func(name string, logNode, followNode *server) {
+		t0 := time.Now()
+		l := followLatency(t, logNode, followNode, follows)
+		report(name, l, time.Since(t0))
+	}
+	measure("Pebble, logger and follower on one node, idle", p, p)
+	measure("NATS, logger on A, follower on B, idle", a, b)
+
+	// The same under a background load of --rate Log.Log/s (each backend
+	// carries it), spread like the throughput runs; the bench outlasts the
+	// follow loop (its duration is logged beside it).
+	rate := envInt(t, "LOGBROKER_NATS_BENCH_LOAD_RATE", 3000)
+	loaded := func(name string, nodes []*server, logNode, followNode *server) {
+		var wg sync.WaitGroup
+		var results []natsBenchResult
+		var mu sync.Mutex
+		for i, s := range nodes {
+			wg.Go(func() {
+				args := []string{"bench", "--json", "--broker", "tcp://" + s.MQTT, "--prefix", fmt.Sprintf("load%d", i),
+					"--method", "Log.Log", "--clients", strconv.Itoa(clients / len(nodes)), "--inflight", strconv.Itoa(inflight),
+					"--rate", strconv.Itoa(rate / len(nodes)), "--duration", "12s"}
+				out, code := runBinary(t, 5*time.Minute, args...)
+				if code != 0 {
+					t.Errorf("logbroker %v: exit code %d; output:\n%s", args, code, out)
+					return
+				}
+				for _, line := range strings.Split(out, "\n") {
+					var res natsBenchResult
+					if strings.HasPrefix(line, `{"method"`) && json.Unmarshal([]byte(line), &res) == nil {
+						mu.Lock()
+						results = append(results, res)
+						mu.Unlock()
+					}
+				}
+			})
+		}
+		// Measure once the load is on: its first source has entries.
+		probe := logNode.dial(t)
+		deadline := time.Now().Add(20 * time.Second)
+		for len(probe.list(map[string]any{"src": "load0-0", "last": 1})) == 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("background load: no entry of load0-0 within 20s")
+			}
+		}
+		measure(fmt.Sprintf("%s, under %d Log.Log/s", name, rate), logNode, followNode)
+		wg.Wait()
+		for _, r := range results {
+			t.Logf("  background load: %.0f calls/s, p50 %.2f ms p99 %.2f ms, %d ok", r.Rate, r.Latency.P50, r.Latency.P99, r.OK)
+		}
+	}
+	loaded("Pebble, logger and follower on one node", []*server{p}, p, p)
+	loaded("NATS, logger on A, follower on B", []*server{a, b}, a, b)
 }
 
 // natsBenchResult is the part of `logbroker bench --json` the harness reports.
