@@ -87,6 +87,17 @@ it runs: BenchmarkDeleteStall measures it. Splitting a purge by sequence
 ranges made it slower and the stall longer on nats-server 2.15, so Delete
 does not; spread sources over Options.Partitions instead.
 
+# Catalog
+
+Sources and Streams (rpc.Catalog: Log.Sources, Log.Streams) read the
+per-subject message counts of stream info from the stream leaders (one
+subject per source and stream), then ask the leader for the last message
+of each stream they describe; Streams also for its first, to leave a
+Delete's tombstone out of the count. A source whose streams were all
+deleted is listed Empty with its head. Sources reads every entry subject
+of every partition on each call: its cost grows with the number of
+sources and streams in the store, not with entries.
+
 # Subscribe
 
 Each Store runs one ordered consumer per partition, created at Open from the
@@ -103,7 +114,9 @@ issued later. A device that retries a Log.Log itself makes a new append
 (the message id is the store's, not the device's). Head does not count an
 entry appended to a stream concurrently with its Delete and purged by it.
 Entries removed by the stream limits leave no tombstone: Head goes back if
-the limits remove a source's newest entries. Every List costs a leader
+the limits remove a source's newest entries. If an entry is appended to a stream
+between Delete's purge and its tombstone, Streams leaves the stream out
+until a later entry follows, and then counts the tombstone as an entry. Every List costs a leader
 request besides its direct gets; Head is a leader request.
 */
 package jetstream
