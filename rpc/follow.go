@@ -280,6 +280,16 @@ func (s *Service) newer(ctx context.Context, q storage.Query) ([]storage.Entry, 
 	if head <= q.After {
 		return nil, nil
 	}
+	// At most head-After entries lie past the position (sequences are
+	// never reused): asking for no more keeps the store from reserving
+	// room for a limit of 1000 on every call of a follower that is
+	// usually one entry behind.
+	if n := head - q.After; q.Limit > 0 && uint64(q.Limit) > n {
+		q.Limit = int(n)
+	}
+	if n := head - q.After; q.Last > 0 && uint64(q.Last) > n {
+		q.Last = int(n)
+	}
 	return s.store.List(ctx, q)
 }
 
