@@ -3,9 +3,11 @@ package jetstream
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/logbroker/logbroker/storage"
 )
@@ -14,8 +16,9 @@ import (
 // had one since deleted (then Empty is set, and LastSeq is the source's
 // head). It lists the entry subjects of every partition from the stream
 // leaders (stream info with a subject filter, paged), then asks the
-// leader for the last message of each stream of each source listed: its
-// cost grows with the number of sources in the store, not with entries.
+// leader for the last message of each stream of each source listed
+// (maxCatalogGets at a time): its cost grows with the number of sources in
+// the store, not with entries.
 func (s *Store) Sources(ctx context.Context, q storage.SourceQuery) ([]storage.SourceInfo, error) {
 	if err := s.precheck(ctx); err != nil {
 		return nil, fmt.Errorf("sources: %w", err)
@@ -54,52 +57,79 @@ func (s *Store) Sources(ctx context.Context, q storage.SourceQuery) ([]storage.S
 	}
 	slices.Sort(names)
 	var out []storage.SourceInfo
-	for _, src := range names {
-		if q.Limit > 0 && len(out) >= q.Limit {
-			break
+	for len(names) > 0 && (q.Limit <= 0 || len(out) < q.Limit) {
+		// Describe as many sources as are still wanted, their gets in
+		// parallel; one may turn out to hold nothing and need a next.
+		n := len(names)
+		if q.Limit > 0 {
+			n = min(n, q.Limit-len(out))
 		}
-		x := bySrc[src]
-		info := storage.SourceInfo{Src: src}
-		var head uint64
-		for _, subj := range x.streams {
-			last, err := s.leaderGet(ctx, x.p, dgRequest{LastFor: subj})
-			if err != nil {
-				return nil, wrapRead("sources", err)
+		batch := names[:n]
+		names = names[n:]
+		var reqs []leaderReq
+		for _, src := range batch {
+			for _, subj := range bySrc[src].streams {
+				reqs = append(reqs, leaderReq{bySrc[src].p, dgRequest{LastFor: subj}})
 			}
-			if last == nil {
-				continue // purged since the subjects were listed
-			}
-			e, tomb, err := last.entry(x.p)
+		}
+		lasts, err := s.leaderGets(ctx, reqs)
+		if err != nil {
+			return nil, wrapRead("sources", err)
+		}
+		for _, src := range batch {
+			x := bySrc[src]
+			info, ok, err := describeSource(x.p, src, lasts[:len(x.streams)])
+			lasts = lasts[len(x.streams):]
 			if err != nil {
 				return nil, fmt.Errorf("sources: %w", err)
 			}
-			if tomb {
-				h, err := last.head()
-				if err != nil {
-					return nil, fmt.Errorf("sources: %w", err)
-				}
-				head = max(head, h)
-				continue
-			}
-			if e.Seq > info.LastSeq {
-				info.LastSeq, info.LastTimestamp = e.Seq, e.Timestamp
+			if ok {
+				out = append(out, info)
 			}
 		}
-		if info.LastSeq == 0 {
-			if head == 0 {
-				continue // nothing left to describe
-			}
-			info.LastSeq, info.Empty = head, true
-		}
-		out = append(out, info)
 	}
 	return out, nil
+}
+
+// describeSource returns what the last messages of src's streams tell:
+// its latest entry, or, when only tombstones are left, its head (Empty);
+// ok is false if nothing is left at all.
+func describeSource(p *partition, src string, lasts []*storedMsg) (info storage.SourceInfo, ok bool, err error) {
+	info.Src = src
+	var head uint64
+	for _, last := range lasts {
+		if last == nil {
+			continue // purged since the subjects were listed
+		}
+		e, tomb, err := last.entry(p)
+		if err != nil {
+			return info, false, err
+		}
+		if tomb {
+			h, err := last.head()
+			if err != nil {
+				return info, false, err
+			}
+			head = max(head, h)
+			continue
+		}
+		if e.Seq > info.LastSeq {
+			info.LastSeq, info.LastTimestamp = e.Seq, e.Timestamp
+		}
+	}
+	if info.LastSeq == 0 {
+		if head == 0 {
+			return info, false, nil
+		}
+		info.LastSeq, info.Empty = head, true
+	}
+	return info, true, nil
 }
 
 // Streams returns the streams of src that hold entries, by name, each with
 // its entry count and latest entry. Counts come from the stream leader's
 // per-subject message counts, less the tombstone a Delete left at the
-// start of the subject: two or three leader requests per stream.
+// start of the subject: three leader requests per stream, in parallel.
 func (s *Store) Streams(ctx context.Context, src string) ([]storage.StreamInfo, error) {
 	if !validName(src) {
 		return nil, fmt.Errorf("streams: %w: source %q", storage.ErrInvalid, src)
@@ -114,16 +144,25 @@ func (s *Store) Streams(ctx context.Context, src string) ([]storage.StreamInfo, 
 	if err != nil {
 		return nil, wrapRead("streams", err)
 	}
+	// The last and the first message of every subject, in parallel.
+	subjs := make([]string, 0, len(subjects))
+	var reqs []leaderReq
+	for subj := range subjects {
+		subjs = append(subjs, subj)
+		reqs = append(reqs, leaderReq{p, dgRequest{LastFor: subj}}, leaderReq{p, dgRequest{NextFor: subj, Seq: 1}})
+	}
+	msgs, err := s.leaderGets(ctx, reqs)
+	if err != nil {
+		return nil, wrapRead("streams", err)
+	}
 	var out []storage.StreamInfo
-	for subj, n := range subjects {
+	for i, subj := range subjs {
+		n := subjects[subj]
 		_, stream, err := p.parseEntrySubject(subj)
 		if err != nil {
 			return nil, fmt.Errorf("streams: %w", err)
 		}
-		last, err := s.leaderGet(ctx, p, dgRequest{LastFor: subj})
-		if err != nil {
-			return nil, wrapRead("streams", err)
-		}
+		last, first := msgs[2*i], msgs[2*i+1]
 		if last == nil {
 			continue // purged since the subjects were listed
 		}
@@ -133,10 +172,6 @@ func (s *Store) Streams(ctx context.Context, src string) ([]storage.StreamInfo, 
 		}
 		if tomb {
 			continue // deleted, nothing appended since
-		}
-		first, err := s.leaderGet(ctx, p, dgRequest{NextFor: subj, Seq: 1})
-		if err != nil {
-			return nil, wrapRead("streams", err)
 		}
 		if first != nil {
 			if _, tomb, err := first.entry(p); err != nil {
@@ -149,6 +184,34 @@ func (s *Store) Streams(ctx context.Context, src string) ([]storage.StreamInfo, 
 	}
 	slices.SortFunc(out, func(a, b storage.StreamInfo) int { return strings.Compare(a.Stream, b.Stream) })
 	return out, nil
+}
+
+// leaderReq is one leaderGet of leaderGets.
+type leaderReq struct {
+	p   *partition
+	req dgRequest
+}
+
+// maxCatalogGets bounds the leader requests a Sources or Streams call has
+// in flight.
+const maxCatalogGets = 16
+
+// leaderGets runs leaderGet for every request, at most maxCatalogGets at
+// a time, and returns their answers in order (nil: no such message).
+func (s *Store) leaderGets(ctx context.Context, reqs []leaderReq) ([]*storedMsg, error) {
+	out := make([]*storedMsg, len(reqs))
+	errs := make([]error, len(reqs))
+	sem := make(chan struct{}, maxCatalogGets)
+	var wg sync.WaitGroup
+	for i, r := range reqs {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			out[i], errs[i] = s.leaderGet(ctx, r.p, r.req)
+		})
+	}
+	wg.Wait()
+	return out, errors.Join(errs...)
 }
 
 // subjects returns the subjects of p matching filter with their message

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -166,6 +168,54 @@ func testCatalog(t *testing.T, s *Store) {
 		}
 		if _, err := c.Streams(context.Background(), "dev.a"); !errors.Is(err, storage.ErrClosed) {
 			t.Errorf("Streams after Close: %v, want ErrClosed", err)
+		}
+	})
+}
+
+// BenchmarkCatalog measures Sources (a page of 100) and Streams (one
+// source of 10 streams) on a store of 1,000 sources: Sources reads every
+// entry subject of the partition, then the last message of each stream of
+// the sources it returns.
+func BenchmarkCatalog(b *testing.B) {
+	s, err := Open(context.Background(), shared.Connect(0), freshOptions())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	var failed atomic.Pointer[error]
+	for i := range 1000 {
+		for j := range 10 {
+			if i%100 != 0 && j > 0 {
+				break // 10 streams for every 100th source, 1 for the rest
+			}
+			wg.Add(1)
+			s.AppendAsync(storage.Record{Src: fmt.Sprintf("dev%04d", i), Stream: fmt.Sprint("s", j), Timestamp: 1, Msg: []byte(`"m"`)},
+				func(_ storage.Entry, err error) {
+					if err != nil {
+						failed.Store(&err)
+					}
+					wg.Done()
+				})
+		}
+	}
+	wg.Wait()
+	if err := failed.Load(); err != nil {
+		b.Fatal(*err)
+	}
+	b.Run("Sources100", func(b *testing.B) {
+		for b.Loop() {
+			if got, err := s.Sources(ctx, storage.SourceQuery{After: "dev0500", Limit: 100}); err != nil || len(got) != 100 {
+				b.Fatalf("Sources: %d, %v", len(got), err)
+			}
+		}
+	})
+	b.Run("Streams10", func(b *testing.B) {
+		for b.Loop() {
+			if got, err := s.Streams(ctx, "dev0100"); err != nil || len(got) != 10 {
+				b.Fatalf("Streams: %d, %v", len(got), err)
+			}
 		}
 	})
 }
