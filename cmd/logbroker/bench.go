@@ -87,7 +87,7 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	c.gen.Warnf = func(format string, a ...any) { fmt.Fprintf(stderr, "bench: "+format+"\n", a...) }
-	if stdoutIsTerminal(stdout) {
+	if isTerminal(stdout) {
 		c.gen.Progress = func(p loadgen.Progress) {
 			fmt.Fprintf(stdout, "\r\033[K%5.0fs  %d ok  %d failed  %d timed out  %.0f calls/s",
 				p.Elapsed.Seconds(), p.OK, p.Failed, p.Timeouts, p.Rate)
@@ -236,14 +236,4 @@ func (c *benchConfig) startProfiles() (stop func() error, err error) {
 		}
 		return nil
 	}, nil
-}
-
-// stdoutIsTerminal reports whether w is a terminal (a character device).
-func stdoutIsTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
