@@ -409,12 +409,8 @@ func (s *Store) syncWait(b *pebble.Batch) (err error) {
 // deliver runs the done callbacks and wakes the waiters of a committed
 // group, in queue order, then calls the subscribers with its entries.
 func (s *Store) deliver(ops []op) {
-	var subs []*subscriber
-	if p := s.subs.Load(); p != nil {
-		subs = *p
-	}
 	var entries []Entry
-	if len(subs) > 0 {
+	if s.subs.Any() {
 		n := 0
 		for i := range ops {
 			if ops[i].kind == opAppend && ops[i].err == nil {
@@ -445,12 +441,7 @@ func (s *Store) deliver(ops []op) {
 			o.w.ch <- struct{}{}
 		}
 	}
-	if len(entries) == 0 {
-		return
-	}
-	for _, sub := range subs {
-		if !sub.cancelled.Load() {
-			sub.fn(entries)
-		}
+	if len(entries) > 0 {
+		s.subs.Deliver(entries)
 	}
 }

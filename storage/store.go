@@ -133,8 +133,7 @@ type Store struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	subMu sync.Mutex
-	subs  atomic.Pointer[[]*subscriber]
+	subs Subscribers
 
 	// Committer-private scratch.
 	batchNo uint64
@@ -199,11 +198,6 @@ type failure struct {
 	err      error // wraps ErrFailed and the cause
 	poisoned bool  // Pebble panicked: do not call it again, not even Close
 	since    time.Time
-}
-
-type subscriber struct {
-	fn        func([]Entry)
-	cancelled atomic.Bool
 }
 
 // Open opens (creating if needed) the store kept in dir.
@@ -609,30 +603,7 @@ func (s *Store) sourceFor(src string) (*source, error) {
 // modify the slice, may keep it, and must not call Close. After cancel
 // returns, fn is not called with entries made durable later.
 func (s *Store) Subscribe(fn func([]Entry)) (cancel func()) {
-	sub := &subscriber{fn: fn}
-	s.subMu.Lock()
-	var next []*subscriber
-	if old := s.subs.Load(); old != nil {
-		next = append(next, *old...)
-	}
-	next = append(next, sub)
-	s.subs.Store(&next)
-	s.subMu.Unlock()
-	return func() {
-		if sub.cancelled.Swap(true) {
-			return
-		}
-		s.subMu.Lock()
-		defer s.subMu.Unlock()
-		old := *s.subs.Load()
-		next := make([]*subscriber, 0, len(old))
-		for _, o := range old {
-			if o != sub {
-				next = append(next, o)
-			}
-		}
-		s.subs.Store(&next)
-	}
+	return s.subs.Add(fn)
 }
 
 // Close stops accepting calls, commits what is already queued (failing it

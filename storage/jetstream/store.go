@@ -116,18 +116,12 @@ type Store struct {
 	deletes atomic.Uint64 // Deletes done
 
 	notify runner // subscriber calls, one at a time
-	subMu  sync.Mutex
-	subs   atomic.Pointer[[]*subscriber]
+	subs   storage.Subscribers
 
 	consumers []jetstream.ConsumeContext
 
 	closed    atomic.Bool
 	closeOnce sync.Once
-}
-
-type subscriber struct {
-	fn        func([]storage.Entry)
-	cancelled atomic.Bool
 }
 
 // Open makes a store over the JetStream of nc, creating its streams when
@@ -286,15 +280,7 @@ func decodeConsumed(p *partition, m jetstream.Msg) (storage.Entry, error) {
 // deliver runs on the notifier goroutine with the entries received since
 // the previous call, in the order of their streams.
 func (s *Store) deliver(group []storage.Entry) {
-	subs := s.subs.Load()
-	if subs == nil {
-		return
-	}
-	for _, sub := range *subs {
-		if !sub.cancelled.Load() {
-			sub.fn(group)
-		}
-	}
+	s.subs.Deliver(group)
 }
 
 // Subscribe registers fn to be called with groups of entries as this
@@ -305,30 +291,7 @@ func (s *Store) deliver(group []storage.Entry) {
 // modify the slice, may keep it, and must not call Close. After cancel
 // returns, fn is not called with entries received later.
 func (s *Store) Subscribe(fn func([]storage.Entry)) (cancel func()) {
-	sub := &subscriber{fn: fn}
-	s.subMu.Lock()
-	var next []*subscriber
-	if old := s.subs.Load(); old != nil {
-		next = append(next, *old...)
-	}
-	next = append(next, sub)
-	s.subs.Store(&next)
-	s.subMu.Unlock()
-	return func() {
-		if sub.cancelled.Swap(true) {
-			return
-		}
-		s.subMu.Lock()
-		defer s.subMu.Unlock()
-		old := *s.subs.Load()
-		next := make([]*subscriber, 0, len(old))
-		for _, o := range old {
-			if o != sub {
-				next = append(next, o)
-			}
-		}
-		s.subs.Store(&next)
-	}
+	return s.subs.Add(fn)
 }
 
 // Close refuses new calls, waits for the acknowledgements of the appends
