@@ -499,11 +499,11 @@ func TestCLI_TailFollow(t *testing.T) {
 		px.up()
 		p.waitLines(4, cliTimeout)
 		runCLI(t, "", "log", broker, "--src", "rdev", "m4").ok(t)
-		lines := p.waitLines(5, cliTimeout)
+		p.waitLines(5, cliTimeout)
 		if code := p.signal(syscall.SIGINT, cliTimeout); code != 0 {
 			t.Errorf("exit code after SIGINT = %d, want 0", code)
 		}
-		lines = p.lines()
+		lines := p.lines()
 		if len(lines) != 5 {
 			t.Fatalf("tail printed %d lines, want m0..m4 once each:\n%s", len(lines), strings.Join(lines, "\n"))
 		}

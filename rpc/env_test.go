@@ -91,11 +91,6 @@ func (r *recorder) String() string {
 	return b.String()
 }
 
-// discard is a Publisher that drops everything (benchmarks).
-type discard struct{}
-
-func (discard) Publish(Message) error { return nil }
-
 // reply is a decoded response frame.
 type reply struct {
 	V      int             `json:"v"`

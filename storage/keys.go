@@ -72,12 +72,6 @@ func appendSourceEnd(dst []byte, src string) []byte {
 	return append(dst, sep+1)
 }
 
-// appendEntryKey appends the key of entry seq of src in stream.
-func appendEntryKey(dst []byte, src, stream string, seq uint64) []byte {
-	dst = appendStreamPrefix(dst, src, stream)
-	return binary.BigEndian.AppendUint64(dst, seq)
-}
-
 // entryKeyLen is len(appendEntryKey(nil, src, stream, seq)).
 func entryKeyLen(src, stream string) int {
 	return 1 + len(src) + 1 + len(stream) + 1 + seqLen

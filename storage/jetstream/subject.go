@@ -69,10 +69,6 @@ func (p *partition) sourceFilter(src string) string {
 	return p.prefix + "." + kindEntry + "." + token(src) + ".*"
 }
 
-func (p *partition) headSubject(src string) string {
-	return p.prefix + "." + kindHead + "." + token(src)
-}
-
 // parseEntrySubject returns the source and stream of an entry subject of p.
 func (p *partition) parseEntrySubject(subj string) (src, stream string, err error) {
 	rest, ok := strings.CutPrefix(subj, p.prefix+"."+kindEntry+".")

@@ -103,15 +103,10 @@ func skipString(b []byte, i int) int {
 	}
 }
 
-// skipValue returns the index after the JSON value starting at b[i], or -1.
-// It checks brackets and strings, not the grammar of numbers and literals.
-func skipValue(b []byte, i int) int {
-	end, _ := skipCount(b, i)
-	return end
-}
-
-// skipCount is skipValue that also counts the elements of an array value
-// (0 for anything else), in the same pass.
+// skipCount returns the index after the JSON value starting at b[i] (or
+// -1), and the number of elements of an array value (0 for anything else),
+// in one pass. It checks brackets and strings, not the grammar of numbers
+// and literals.
 func skipCount(b []byte, i int) (end, elems int) {
 	if i >= len(b) {
 		return -1, 0
