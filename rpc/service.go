@@ -56,7 +56,7 @@ type Config struct {
 	FollowTimeout time.Duration // default wait of a follow; default 30 s
 	FollowMax     time.Duration // upper bound of any follow wait; default 300 s
 	MaxFollows    int           // waiting follows per connection; default 64
-	QueueLen      int           // calls queued per connection before its reader waits; default 1024
+	QueueLen      int           // calls queued per connection before its reader waits; default 128
 	Rate          float64       // calls per second per connection (token bucket); 0 = unlimited
 	RateBurst     int           // bucket size; default max(1, Rate)
 	Logger        *slog.Logger
@@ -71,7 +71,7 @@ const (
 	DefaultFollowTimeout = 30 * time.Second
 	DefaultFollowMax     = 300 * time.Second
 	DefaultMaxFollows    = 64
-	DefaultQueueLen      = 1024
+	DefaultQueueLen      = 128 // 128 × ~100 B a connection; pipelining clients rarely keep more in flight
 	defaultStream        = "console"
 	defaultLimit         = 100
 	maxLimit             = 1000
