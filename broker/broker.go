@@ -133,7 +133,7 @@ func (b *Broker) Start() error {
 			return fmt.Errorf("start mqtt listener: %w", err)
 		}
 		b.mqttAddr = ln.Addr()
-		if err := b.srv.AddListener(listeners.NewNet("mqtt", ln)); err != nil {
+		if err := b.srv.AddListener(safeClose{listeners.NewNet("mqtt", ln), b.srv}); err != nil {
 			ln.Close()
 			return fmt.Errorf("start mqtt listener: %w", err)
 		}
@@ -146,7 +146,7 @@ func (b *Broker) Start() error {
 		}
 		ln := queuedListener{raw, b.cfg.MaxPending, b.hold}
 		b.plainAddr = ln.Addr()
-		if err := b.srv.AddListener(listeners.NewNet("mqtt-plain", ln)); err != nil {
+		if err := b.srv.AddListener(safeClose{listeners.NewNet("mqtt-plain", ln), b.srv}); err != nil {
 			ln.Close()
 			return fmt.Errorf("start plain mqtt listener: %w", err)
 		}
@@ -158,7 +158,7 @@ func (b *Broker) Start() error {
 			return fmt.Errorf("start websocket listener: %w", err)
 		}
 		b.wsAddr = ln.Addr()
-		if err := b.srv.AddListener(newWebsocket("ws", ln)); err != nil {
+		if err := b.srv.AddListener(safeClose{newWebsocket("ws", ln), b.srv}); err != nil {
 			ln.Close()
 			return fmt.Errorf("start websocket listener: %w", err)
 		}
