@@ -229,6 +229,19 @@ func TestDashboard(t *testing.T) {
 		}
 	})
 
+	t.Run("OtherSourceTime", func(t *testing.T) {
+		b.t = t
+		// A source not on show: its entries reach the page only through the
+		// periodic Log.Sources refresh (every 15 s), not a live subscription.
+		const other = "dash-other"
+		dev.log(map[string]any{"src": other, "msg": "first", "timestamp": 1764000000000}) // 2025-11-24
+		b.do("reload the sources", chromedp.Click(chromedp.ID("sources-refresh")))
+		when := `([...document.querySelectorAll('#sources li')].find(li => li.querySelector('.name').textContent === ` + js(other) + `)?.querySelector('.when').textContent || '')`
+		b.wait("the other source listed with its time", when+`.startsWith('2025-11-24')`)
+		dev.log(map[string]any{"src": other, "msg": "later", "timestamp": 1893456000000}) // 2030-01-01
+		b.wait("the other source's time refreshed", when+`.startsWith('2030-01-01')`)
+	})
+
 	t.Run("StructuredMsg", func(t *testing.T) {
 		b.t = t
 		dev.log(map[string]any{"src": src, "stream": "sensor", "msg": map[string]any{"temp": 21.5}})

@@ -381,6 +381,21 @@
     }
   }
 
+  // The times in the list come from Log.Sources; a live entry moves only
+  // the time of the source on show (the page subscribes to that one alone).
+  // So the listed sources' times are asked again now and then.
+  const SOURCE_REFRESH = 15000; // ms
+  async function refreshSourceTimes() {
+    if (!st.client || !st.client.connected || st.discover || st.known.size === 0 || document.hidden) return;
+    try {
+      const list = await call("Log.Sources", { limit: Math.min(st.known.size, 1000) });
+      if (!Array.isArray(list)) return;
+      for (const s of list) if (s && typeof s.src === "string" && st.known.has(s.src)) addSource(s, false);
+    } catch (err) {
+      // the next refresh tries again
+    }
+  }
+
   async function startDiscovery() {
     if (st.discover || !st.client) return;
     st.discover = true;
@@ -671,6 +686,7 @@
       st.pendingSel = { src: h.get("src"), stream: h.get("stream") || "" };
       $("src-input").value = st.pendingSel.src;
     }
+    setInterval(refreshSourceTimes, SOURCE_REFRESH);
     if (st.cfg.secured) {
       setStatus("disconnected", "not signed in");
       showLogin(warn);
