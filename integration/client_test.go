@@ -67,15 +67,27 @@ func newClient(t testing.TB, broker string) *client {
 // newClientOpts is newClient with a chance to change paho's options.
 func newClientOpts(t testing.TB, broker string, adjust func(*mqtt.ClientOptions)) *client {
 	t.Helper()
-	n := clientSeq.Add(1)
+	id := fmt.Sprintf("it-%d", clientSeq.Add(1))
+	c, err := dialClient(t, broker, id, id, callTimeout, adjust)
+	if err != nil {
+		t.Fatalf("connect %s: %v", broker, err)
+	}
+	return c
+}
+
+// dialClient connects a recording client with client id id and default src
+// src; adjust (if not nil) may change paho's options. It returns the
+// CONNACK's error, or an error when none came within wait.
+func dialClient(t testing.TB, broker, id, src string, wait time.Duration, adjust func(*mqtt.ClientOptions)) (*client, error) {
+	t.Helper()
 	c := &client{
 		t:       t,
-		id:      fmt.Sprintf("it-%d", n),
+		id:      id,
+		src:     src,
 		changed: make(chan struct{}),
 		subs:    map[string]bool{},
 		lostCh:  make(chan struct{}),
 	}
-	c.src = c.id
 	opts := mqtt.NewClientOptions().
 		AddBroker(broker).
 		SetClientID(c.id).
@@ -100,14 +112,14 @@ func newClientOpts(t testing.TB, broker string, adjust func(*mqtt.ClientOptions)
 	}
 	c.pc = mqtt.NewClient(opts)
 	tok := c.pc.Connect()
-	if !tok.WaitTimeout(callTimeout) {
-		t.Fatalf("connect %s: no CONNACK within %v", broker, callTimeout)
+	if !tok.WaitTimeout(wait) {
+		return nil, fmt.Errorf("no CONNACK within %v", wait)
 	}
 	if err := tok.Error(); err != nil {
-		t.Fatalf("connect %s: %v", broker, err)
+		return nil, err
 	}
 	t.Cleanup(func() { c.pc.Disconnect(50) })
-	return c
+	return c, nil
 }
 
 func (c *client) record(m mqtt.Message) {

@@ -112,62 +112,28 @@ func dialAs(t testing.TB, broker, user string) *client {
 func tryDial(t testing.TB, broker string, o dialOpts) (*client, error) {
 	t.Helper()
 	n := clientSeq.Add(1)
-	c := &client{
-		t:       t,
-		id:      o.clientID,
-		src:     o.user,
-		changed: make(chan struct{}),
-		subs:    map[string]bool{},
-		lostCh:  make(chan struct{}),
+	id, src := o.clientID, o.user
+	if id == "" {
+		id = fmt.Sprintf("sec-%d", n)
 	}
-	if c.id == "" {
-		c.id = fmt.Sprintf("sec-%d", n)
+	if src == "" {
+		src = id
 	}
-	if c.src == "" {
-		c.src = c.id
-	}
-	opts := mqtt.NewClientOptions().
-		AddBroker(broker).
-		SetClientID(c.id).
-		SetProtocolVersion(4). // no silent retry as MQTT 3.1 after a refusal
-		SetCleanSession(true).
-		SetAutoReconnect(false).
-		SetConnectRetry(false).
-		SetOrderMatters(true).
-		SetConnectTimeout(callTimeout).
-		SetWriteTimeout(callTimeout).
-		SetKeepAlive(30 * time.Second).
-		SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) { c.record(m) }).
-		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			if c.lost == nil {
-				c.lost = err
-				close(c.lostCh)
-			}
-		})
-	if o.user != "" {
-		opts.SetUsername(o.user)
-	}
-	if !o.noPassword && o.password != "" {
-		opts.SetPassword(o.password)
-	}
-	if o.tls != nil {
-		opts.SetTLSConfig(o.tls)
-	}
-	if o.willTopic != "" {
-		opts.SetWill(o.willTopic, `{"id":"0000000000000001","src":"forged","msg":"forged"}`, 0, true)
-	}
-	c.pc = mqtt.NewClient(opts)
-	tok := c.pc.Connect()
-	if !tok.WaitTimeout(2 * callTimeout) {
-		return nil, fmt.Errorf("no CONNACK within %v", 2*callTimeout)
-	}
-	if err := tok.Error(); err != nil {
-		return nil, err
-	}
-	t.Cleanup(func() { c.pc.Disconnect(50) })
-	return c, nil
+	return dialClient(t, broker, id, src, 2*callTimeout, func(opts *mqtt.ClientOptions) {
+		opts.SetProtocolVersion(4) // no silent retry as MQTT 3.1 after a refusal
+		if o.user != "" {
+			opts.SetUsername(o.user)
+		}
+		if !o.noPassword && o.password != "" {
+			opts.SetPassword(o.password)
+		}
+		if o.tls != nil {
+			opts.SetTLSConfig(o.tls)
+		}
+		if o.willTopic != "" {
+			opts.SetWill(o.willTopic, `{"id":"0000000000000001","src":"forged","msg":"forged"}`, 0, true)
+		}
+	})
 }
 
 // trySubscribe subscribes to filter and returns what the SUBACK granted:
