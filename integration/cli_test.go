@@ -3,21 +3,12 @@ package integration
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -25,8 +16,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/crypto/bcrypt"
 )
 
 // cliTimeout bounds one run of a client command.
@@ -614,11 +603,11 @@ func TestCLI_WebSocket(t *testing.T) {
 }
 
 func TestCLI_Secured(t *testing.T) {
-	caFile, certFile, keyFile := cliPKI(t)
-	users := cliUsers(t, map[string]string{"dev1": "device", "ops": "admin"})
+	pki := newTestPKI(t)
+	caFile, certFile, keyFile := pki.CAFile, pki.CertFile, pki.KeyFile
+	users := writeUsers(t, account{"dev1", "device"}, account{"ops", "admin"})
 	s := start(t, "--auth", users, "--tls-cert", certFile, "--tls-key", keyFile)
 	ssl := []string{"--broker=ssl://" + s.MQTT, "--cafile", caFile}
-	password := cliPassword
 	as := func(user string, args ...string) []string {
 		return append(append([]string{args[0]}, ssl...), append([]string{"--user", user, "--password", password(user)}, args[1:]...)...)
 	}
@@ -729,78 +718,6 @@ func TestCLI_Simulate(t *testing.T) {
 	if streams["console"] < 3*4 || streams["sensors"] == 0 {
 		t.Errorf("streams %v: want each device's 4 boot lines on console and some sensor readings", streams)
 	}
-}
-
-// cliPassword is the password of a user of cliUsers.
-func cliPassword(user string) string { return "cli-pw-" + user }
-
-// cliUsers writes a users file (PROTOCOL §6) for users (name: role), with
-// passwords cliPassword(name), and returns its path.
-func cliUsers(t *testing.T, users map[string]string) string {
-	t.Helper()
-	var b strings.Builder
-	b.WriteString("users:\n")
-	for name, role := range users {
-		h, err := bcrypt.GenerateFromPassword([]byte(cliPassword(name)), bcrypt.MinCost)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fmt.Fprintf(&b, "  %s: {password: %q, role: %s}\n", name, h, role)
-	}
-	path := filepath.Join(t.TempDir(), "users.yaml")
-	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-// cliPKI makes a CA and a certificate for 127.0.0.1 signed by it, and
-// returns the PEM files.
-func cliPKI(t *testing.T) (caFile, certFile, keyFile string) {
-	t.Helper()
-	newKey := func() *ecdsa.PrivateKey {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k
-	}
-	caKey, key := newKey(), newKey()
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "logbroker CLI test CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, caTmpl, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	caFile, certFile, keyFile = filepath.Join(dir, "ca.pem"), filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	for _, f := range []struct {
-		path, kind string
-		der        []byte
-	}{{caFile, "CERTIFICATE", caDER}, {certFile, "CERTIFICATE", der}, {keyFile, "EC PRIVATE KEY", keyDER}} {
-		if err := os.WriteFile(f.path, pem.EncodeToMemory(&pem.Block{Type: f.kind, Bytes: f.der}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return caFile, certFile, keyFile
 }
 
 // proxy forwards TCP connections to a broker; down cuts them all and
