@@ -135,6 +135,19 @@ func (r *pumpResult) collect(t *testing.T) {
 }
 
 // pumpResponses is the number of responses the pump clients received.
+// waitPumped waits until the pump clients have received at least n
+// responses in all, failing the test after 4 × callTimeout.
+func waitPumped(t *testing.T, results []*pumpResult, n int) {
+	t.Helper()
+	deadline := time.Now().Add(4 * callTimeout)
+	for pumpResponses(results) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d responses within %v", pumpResponses(results), 4*callTimeout)
+		}
+		results[0].c.waitMsg(results[0].c.mark(), callTimeout, "a response", func(message) bool { return true })
+	}
+}
+
 func pumpResponses(results []*pumpResult) int {
 	total := 0
 	for _, r := range results {
@@ -204,13 +217,7 @@ func TestKill9(t *testing.T) {
 	stop := make(chan struct{})
 	results, wait := pump(t, s, 4, stop)
 	// Kill once enough calls were answered, while they keep coming.
-	deadline := time.Now().Add(4 * callTimeout)
-	for pumpResponses(results) < 400 {
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d responses within %v", pumpResponses(results), 4*callTimeout)
-		}
-		results[0].c.waitMsg(results[0].c.mark(), callTimeout, "a response", func(message) bool { return true })
-	}
+	waitPumped(t, results, 400)
 	s.kill9()
 	close(stop)
 	wait()
@@ -237,13 +244,7 @@ func TestShutdownUnderLoad(t *testing.T) {
 	s := start(t)
 	stop := make(chan struct{})
 	results, wait := pump(t, s, 3, stop)
-	deadline := time.Now().Add(4 * callTimeout)
-	for pumpResponses(results) < 200 {
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d responses within %v", pumpResponses(results), 4*callTimeout)
-		}
-		results[0].c.waitMsg(results[0].c.mark(), callTimeout, "a response", func(message) bool { return true })
-	}
+	waitPumped(t, results, 200)
 	s.terminate()
 	if code := s.wait(stopTimeout); code != 0 {
 		t.Errorf("exit code %d after SIGTERM under load, want 0", code)

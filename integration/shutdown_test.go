@@ -26,13 +26,7 @@ func TestShutdownAnswersEveryCall(t *testing.T) {
 	}
 	stop := make(chan struct{})
 	results, wait := pump(t, s, 3, stop)
-	deadline := time.Now().Add(4 * callTimeout)
-	for pumpResponses(results) < 200 {
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d responses within %v", pumpResponses(results), 4*callTimeout)
-		}
-		results[0].c.waitMsg(results[0].c.mark(), callTimeout, "a response", func(message) bool { return true })
-	}
+	waitPumped(t, results, 200)
 	began := time.Now()
 	s.terminate()
 	code := s.wait(stopTimeout)
