@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"math"
 	"sync"
-	"weak"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -158,8 +157,7 @@ func (s *Store) catalogStreams(ctx context.Context, src string, head uint64) (ou
 		return nil, err
 	}
 	defer func() { err = errors.Join(err, it.Error(), it.Close()) }()
-	var r catalogReader
-	store := weak.Make(s)
+	r := catalogReader{marks: &s.marks}
 	for valid := it.SeekGE(srcPrefix); valid; valid = it.SeekGE(r.end) {
 		if err := r.tick(ctx); err != nil {
 			return nil, err
@@ -178,7 +176,7 @@ func (s *Store) catalogStreams(ctx context.Context, src string, head uint64) (ou
 			return nil, fmt.Errorf("stream %q of %q: entry %d vanished from the view", r.prefix, src, first)
 		}
 		info := StreamInfo{Stream: string(r.prefix[len(srcPrefix) : len(r.prefix)-1]), LastSeq: last, LastTimestamp: ts}
-		if info.Count, _, err = r.count(ctx, it, countKey{store, src, info.Stream}, first, head); err != nil {
+		if info.Count, _, err = r.count(ctx, it, countKey{src, info.Stream}, first, head); err != nil {
 			return nil, err
 		}
 		out = append(out, info)
@@ -188,8 +186,9 @@ func (s *Store) catalogStreams(ctx context.Context, src string, head uint64) (ou
 
 // catalogReader holds the scratch of one Sources or Streams call.
 type catalogReader struct {
-	prefix []byte // the current stream's key prefix: 'e' src 0x00 stream 0x00
-	end    []byte // the least key above the current stream's
+	marks  *markCache // the store's remembered counts
+	prefix []byte     // the current stream's key prefix: 'e' src 0x00 stream 0x00
+	end    []byte     // the least key above the current stream's
 	seek   []byte
 	src    []byte
 	steps  int
@@ -268,7 +267,7 @@ func (r *catalogReader) lastOfSource(ctx context.Context, it *pebble.Iterator, s
 // earlier count of the stream when that mark still holds.
 func (r *catalogReader) count(ctx context.Context, it *pebble.Iterator, k countKey, first, h uint64) (int64, int64, error) {
 	from, n, size := first, int64(0), int64(0)
-	if m, ok := countMarks.get(k); ok && m.first == first && m.upto <= h {
+	if m, ok := r.marks.get(k); ok && m.first == first && m.upto <= h {
 		// The stream's first entry is still there, so no Delete has
 		// removed anything of it since the mark (a Delete removes the
 		// whole stream, retention the oldest entries and then updates the
@@ -294,7 +293,7 @@ func (r *catalogReader) count(ctx context.Context, it *pebble.Iterator, k countK
 	if err := it.Error(); err != nil {
 		return 0, 0, err
 	}
-	countMarks.put(k, countMark{first: first, upto: h, count: n, bytes: size})
+	r.marks.put(k, countMark{first: first, upto: h, count: n, bytes: size})
 	return n, size, nil
 }
 
@@ -317,10 +316,8 @@ func prefixEnd(p []byte) []byte {
 	return nil
 }
 
-// countKey names a stream of a source of one open Store. The weak pointer
-// does not keep a closed Store alive; its marks just age out.
+// countKey names a stream of a source.
 type countKey struct {
-	store       weak.Pointer[Store]
 	src, stream string
 }
 
@@ -334,13 +331,11 @@ type countMark struct {
 // maxCountMarks bounds the marks kept (about 100 bytes each).
 const maxCountMarks = 1 << 14
 
-// countMarks remembers stream counts across Streams calls, so that a
-// dashboard polling a long stream costs the entries added since its last
-// poll, not the whole stream. It lives outside Store to leave the commit
-// path alone: nothing on the write side updates or invalidates it; a mark
-// is checked against the stream's first entry when used.
-var countMarks = markCache{m: make(map[countKey]countMark)}
-
+// markCache remembers stream counts across Streams calls (Store.marks), so
+// that a dashboard polling a long stream costs the entries added since its
+// last poll, not the whole stream. The commit path leaves it alone: nothing
+// on the write side updates or invalidates it; a mark is checked against
+// the stream's first entry when used. The zero value is ready to use.
 type markCache struct {
 	mu sync.Mutex
 	m  map[countKey]countMark
@@ -357,6 +352,9 @@ func (c *markCache) get(k countKey) (countMark, bool) {
 func (c *markCache) put(k countKey, m countMark) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = make(map[countKey]countMark)
+	}
 	if _, ok := c.m[k]; !ok && len(c.m) >= maxCountMarks {
 		for old := range c.m {
 			delete(c.m, old)

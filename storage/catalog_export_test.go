@@ -29,10 +29,10 @@ func VisibleSeq(s *Store, src string) (uint64, error) {
 	return binary.BigEndian.Uint64(v), nil
 }
 
-// ForgetCounts drops every remembered stream count, so that the next
+// ForgetCounts drops every stream count s remembers, so that the next
 // Streams counts from scratch (benchmarks of the first count).
-func ForgetCounts() {
-	countMarks.mu.Lock()
-	defer countMarks.mu.Unlock()
-	clear(countMarks.m)
+func ForgetCounts(s *Store) {
+	s.marks.mu.Lock()
+	defer s.marks.mu.Unlock()
+	clear(s.marks.m)
 }

@@ -438,7 +438,7 @@ func BenchmarkStore_Streams(b *testing.B) {
 	}
 	b.Run("Cold", func(b *testing.B) {
 		for b.Loop() {
-			storage.ForgetCounts()
+			storage.ForgetCounts(s)
 			check(n)
 		}
 	})

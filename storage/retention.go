@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"time"
-	"weak"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -214,7 +213,7 @@ queueing:
 			if p.next != 0 {
 				// The stream now starts at p.next: keep its count, so
 				// that Streams (and the next run) need not count it again.
-				countMarks.put(p.key, countMark{first: p.next, upto: sp.head, count: p.count - p.delN, bytes: p.bytes - p.delB})
+				s.marks.put(p.key, countMark{first: p.next, upto: sp.head, count: p.count - p.delN, bytes: p.bytes - p.delB})
 			}
 		}
 	}
@@ -265,8 +264,7 @@ func (s *Store) planStreams(ctx context.Context, src string, now time.Time) (pla
 		return nil, 0, 0, err
 	}
 	defer func() { err = errors.Join(err, it.Error(), it.Close()) }()
-	var r catalogReader
-	store := weak.Make(s)
+	r := catalogReader{marks: &s.marks}
 	for valid := it.SeekGE(srcPrefix); valid; valid = it.SeekGE(r.end) {
 		if err := r.tick(ctx); err != nil {
 			return nil, 0, 0, err
@@ -278,7 +276,7 @@ func (s *Store) planStreams(ctx context.Context, src string, now time.Time) (pla
 			continue // nothing durable yet
 		}
 		p := streamPlan{
-			key:    countKey{store, src, string(r.prefix[len(srcPrefix) : len(r.prefix)-1])},
+			key:    countKey{src, string(r.prefix[len(srcPrefix) : len(r.prefix)-1])},
 			prefix: bytes.Clone(r.prefix),
 			next:   first,
 		}

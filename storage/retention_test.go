@@ -96,7 +96,7 @@ func checkCounts(t *testing.T, s *storage.Store, src string, want map[string]int
 	for _, st := range sts {
 		got[st.Stream] = st.Count
 	}
-	storage.ForgetCounts()
+	storage.ForgetCounts(s)
 	fresh := map[string]int64{}
 	if sts, err = s.Streams(context.Background(), src); err != nil {
 		t.Fatalf("streams: %v", err)

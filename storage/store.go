@@ -135,6 +135,9 @@ type Store struct {
 
 	subs Subscribers
 
+	// Stream counts taken by Streams and retention (catalog.go).
+	marks markCache
+
 	// Committer-private scratch.
 	batchNo uint64
 	touched []*source
