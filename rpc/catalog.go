@@ -32,7 +32,8 @@ func (s *Service) addCatalog() {
 // sorted, each with its latest entry. A device sees only its own sources
 // (its identity and the sources under <identity>/), a reader or admin all.
 func (c *Conn) logSources(r *request) {
-	a, err := parseArgs(r.f.Args)
+	var buf argsBuf
+	a, err := parseArgs(r.f.Args, buf[:])
 	if err != nil {
 		c.fail(r, err)
 		return
@@ -100,7 +101,8 @@ func ownSources(ctx context.Context, cat Catalog, identity, after string, limit 
 // frame's src), sorted, each with its entry count and latest entry. The
 // permissions are Log.List's.
 func (c *Conn) logStreams(r *request) {
-	a, err := parseArgs(r.f.Args)
+	var buf argsBuf
+	a, err := parseArgs(r.f.Args, buf[:])
 	if err != nil {
 		c.fail(r, err)
 		return

@@ -383,7 +383,7 @@ func (q *fanout) stop() {
 func (s *Service) deliver(group []storage.Entry) {
 	for i := range group {
 		e := &group[i]
-		topic := e.Src + "/log/" + e.Stream
+		topic := s.liveTopic(e.Src, e.Stream)
 		if s.listens != nil && !s.listens.Interested(topic) {
 			s.skipped.Add(1)
 			continue
@@ -400,4 +400,28 @@ func (s *Service) deliver(group []storage.Entry) {
 		s.live.Add(1)
 	}
 	s.hub.wake(group)
+}
+
+// liveKey names a stream of a source.
+type liveKey struct{ src, stream string }
+
+// liveTopicsMax bounds the topics liveTopic remembers; past it, it starts
+// over.
+const liveTopicsMax = 4096
+
+// liveTopic returns <src>/log/<stream>, remembered: deliver asks for it for
+// every entry, mostly to learn that nobody listens, and building it each
+// time was an allocation per entry. Only deliver calls it, on the fanout's
+// goroutine.
+func (s *Service) liveTopic(src, stream string) string {
+	k := liveKey{src, stream}
+	if t, ok := s.liveTopics[k]; ok {
+		return t
+	}
+	if s.liveTopics == nil || len(s.liveTopics) >= liveTopicsMax {
+		s.liveTopics = make(map[liveKey]string)
+	}
+	t := src + "/log/" + stream
+	s.liveTopics[k] = t
+	return t
 }

@@ -14,18 +14,22 @@ type args struct {
 }
 
 // parseArgs splits raw, the args of a frame that DecodeFrame accepted (so
-// valid JSON: it is not validated again), into its members.
-func parseArgs(raw []byte) (args, error) {
+// valid JSON: it is not validated again), into its members. They go into
+// buf when they fit: a caller's array on its stack makes the usual call
+// allocate nothing.
+func parseArgs(raw []byte, buf []member) (args, error) {
 	if raw == nil {
 		return args{}, nil
 	}
-	var buf [8]member
 	ms, err := splitMembers(raw, buf[:0])
 	if err != nil {
 		return args{}, errorf(CodeBadRequest, "args must be an object")
 	}
-	return args{ms: append([]member(nil), ms...)}, nil // one allocation, sized
+	return args{ms: ms}, nil
 }
+
+// argsBuf is the room for the members of a usual call's args.
+type argsBuf [8]member
 
 func (a args) get(key string) []byte { return lookup(a.ms, key) }
 
@@ -74,7 +78,8 @@ func (a args) stream(def string) (string, error) {
 
 func (c *Conn) logLog(r *request) {
 	s := c.svc
-	a, err := parseArgs(r.f.Args)
+	var buf argsBuf
+	a, err := parseArgs(r.f.Args, buf[:])
 	if err != nil {
 		c.fail(r, err)
 		return
@@ -134,7 +139,8 @@ type listArgs struct {
 
 func parseListArgs(r *request) (listArgs, error) {
 	var la listArgs
-	a, err := parseArgs(r.f.Args)
+	var buf argsBuf
+	a, err := parseArgs(r.f.Args, buf[:])
 	if err != nil {
 		return la, err
 	}
@@ -210,7 +216,8 @@ func (c *Conn) respondEntries(r *request, entries []storage.Entry) {
 }
 
 func (c *Conn) logDelete(r *request) {
-	a, err := parseArgs(r.f.Args)
+	var buf argsBuf
+	a, err := parseArgs(r.f.Args, buf[:])
 	if err != nil {
 		c.fail(r, err)
 		return

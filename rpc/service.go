@@ -130,7 +130,9 @@ type Service struct {
 	methods map[string]handler
 	hub     hub
 	fan     fanout
-	unsub   func()
+
+	liveTopics map[liveKey]string // deliver's, on the fanout goroutine
+	unsub      func()
 
 	closing atomic.Bool
 	mu      sync.Mutex
@@ -223,6 +225,23 @@ type Conn struct {
 	appends sync.WaitGroup // Log.Log calls not yet durable
 	follows int            // waiting follows; guarded by svc.hub.mu
 	gone    bool           // closed: no new follows; guarded by svc.hub.mu
+	reply   atomic.Pointer[replyTopic]
+}
+
+// replyTopic is <src>/rpc for the src a connection used last.
+type replyTopic struct{ src, topic string }
+
+// replyTopic returns src + "/rpc", built once for as long as the
+// connection's calls keep the same src (a device's always do): responses
+// are published from the worker, the committer and the fanout, so the
+// remembered topic is swapped atomically.
+func (c *Conn) replyTopic(src string) string {
+	if t := c.reply.Load(); t != nil && t.src == src {
+		return t.topic
+	}
+	t := &replyTopic{src: src, topic: src + "/rpc"}
+	c.reply.Store(t)
+	return t.topic
 }
 
 // Open starts the call queue of a new connection in open mode (every call
@@ -306,11 +325,13 @@ func (c *Conn) run() {
 
 // request is a call being served.
 type request struct {
-	f       *Frame
+	f       *Frame // &frame
+	frame   Frame
 	call    Call
 	method  string
 	caller  Caller
 	replyTo string // overrides <src>/rpc: a refused foreign src is answered at <identity>/rpc
+	conn    *Conn
 	started time.Time
 }
 
@@ -324,14 +345,16 @@ func NormalizeMethod(m string) string {
 
 func (c *Conn) handle(call Call) {
 	s := c.svc
-	f, err := DecodeFrame(call.Payload)
+	r := &request{call: call, caller: c.caller, conn: c}
+	err := decodeFrame(&r.frame, call.Payload)
 	if errors.Is(err, ErrDropped) {
 		s.dropped.Add(1)
 		s.log.Debug("frame dropped", "client", c.client, "err", err)
 		return
 	}
 	s.calls.Add(1)
-	r := &request{f: f, call: call, caller: c.caller, started: time.Now()}
+	f := &r.frame
+	r.f, r.started = f, time.Now()
 	foreign := !c.caller.mayFrame(f.Src)
 	if foreign {
 		// Never answer at a foreign <src>/rpc: the caller's own topic.
@@ -456,7 +479,7 @@ func (s *Service) send(r *request, payload []byte) {
 	case r.replyTo != "":
 		topic = r.replyTo
 	case topic == "":
-		topic = r.f.Src + "/rpc"
+		topic = r.conn.replyTopic(r.f.Src)
 	}
 	if err := s.pub.Publish(Message{Topic: topic, Payload: payload, QoS: 1, Correlation: r.call.Correlation}); err != nil {
 		s.log.Warn("response not sent", "src", r.f.Src, "method", r.method, "id", string(r.f.ID), "err", err)
