@@ -363,14 +363,20 @@ func (s *Store) commit(ops []op) {
 	}
 	if deletes {
 		// Before the heads advance: the view holds nothing above the old
-		// heads, the database nothing not durable below them.
+		// heads, the database nothing not durable below them. The tail
+		// cache stops serving the streams b deletes from until it has
+		// applied the deletions (below), so that no read sees them
+		// after one has not.
+		s.suspendTail(ops)
 		s.setView(nil)
 	}
 	s.smu.Lock()
 	for _, st := range touched {
 		st.head = st.last
 	}
+	s.fillTail(ops)
 	s.smu.Unlock()
+	s.tail.evictIfOver()
 	s.stats.committed(ops)
 }
 

@@ -20,7 +20,9 @@ const ctxCheckEvery = 1024
 // time of the call. q.Limit <= 0 means no limit. The cost is proportional
 // to the entries returned (plus, with Last, the entries stepped over to find
 // the final Last; plus one seek per stream when Stream is empty), not to
-// the size of the log.
+// the size of the log. A query of one stream that the tail cache covers
+// reads no Pebble at all (see doc.go, Tail cache). The result is the
+// caller's: it may keep and modify it.
 func (s *Store) List(ctx context.Context, q Query) ([]Entry, error) {
 	if !validName(q.Src) {
 		return nil, fmt.Errorf("list: %w: source %q", ErrInvalid, q.Src)
@@ -36,24 +38,62 @@ func (s *Store) List(ctx context.Context, q Query) ([]Entry, error) {
 	if err := s.readable(); err != nil {
 		return nil, fmt.Errorf("list: %w", err)
 	}
-	head, err := s.durableHead(q.Src)
+	if q.Stream != "" && q.Last != 0 {
+		if out, ok := s.tail.list(q); ok {
+			return out, nil
+		}
+	}
+	limit := q.Limit
+	if limit <= 0 {
+		limit = math.MaxInt
+	}
+	// Seed the tail cache from what Pebble returns if that is the whole
+	// stream above some bound, up to the head: the final Last, or all.
+	seedable := s.tail != nil && q.Stream != "" && (q.Last < 0 || (q.Last > 0 && q.Last <= limit))
+	head, watch, version, err := s.headAndWatch(q, seedable)
 	if err != nil {
 		return nil, fmt.Errorf("list: %w", err)
 	}
 	if q.Last == 0 || q.After >= head {
+		if watch != nil {
+			s.tail.seed(watch, version, nil, q.After)
+		}
 		return nil, nil
 	}
 	r, release := s.reader()
 	defer release()
-	l := lister{db: r, q: q, head: head, limit: q.Limit}
-	if l.limit <= 0 {
-		l.limit = math.MaxInt
-	}
+	l := lister{db: r, q: q, head: head, limit: limit}
 	out, err := l.run(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list: %w", err)
 	}
+	if watch != nil {
+		switch {
+		case q.Last > 0 && len(out) == q.Last:
+			s.tail.seed(watch, version, out, out[0].Seq-1)
+		case q.Last > 0 || len(out) < limit:
+			s.tail.seed(watch, version, out, q.After) // all of (After, head]
+		}
+	}
 	return out, nil
+}
+
+// headAndWatch returns the durable head of q.Src and, if watch, the tail
+// cache's record of q's stream with its version, all taken under s.smu:
+// the committer advances the heads and bumps the versions of the streams a
+// batch touched together, under s.smu, so an unchanged version later
+// proves that no entry of the stream was committed above head since.
+func (s *Store) headAndWatch(q Query, watch bool) (head uint64, t *tailStream, version uint64, err error) {
+	s.smu.RLock()
+	defer s.smu.RUnlock()
+	if watch {
+		t, version = s.tail.watch(q.Src, q.Stream)
+	}
+	if st := s.sources[q.Src]; st != nil {
+		return st.head, t, version, nil
+	}
+	head, err = s.loadSeq(q.Src)
+	return head, t, version, err
 }
 
 // cursor walks the entries of one stream with seq in (After, head].

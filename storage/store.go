@@ -76,6 +76,11 @@ type Options struct {
 	// Now is the clock of append times (age marks and retention by age);
 	// nil means time.Now. Tests pass a controllable clock.
 	Now func() time.Time
+	// TailCacheBytes bounds the memory of the tail cache, which serves
+	// List of one stream near its head without reading Pebble (see
+	// doc.go, Tail cache). 0 means DefaultTailCacheBytes; < 0 turns the
+	// cache off.
+	TailCacheBytes int64
 }
 
 // Store is the Pebble-backed durable log. It is safe for concurrent use.
@@ -138,6 +143,10 @@ type Store struct {
 	// Stream counts taken by Streams and retention (catalog.go).
 	marks markCache
 
+	// The newest entries of recently listed streams (tailcache.go); nil
+	// when turned off.
+	tail *tailCache
+
 	// Committer-private scratch.
 	batchNo uint64
 	touched []*source
@@ -153,6 +162,10 @@ type source struct {
 	last uint64 // last sequence assigned; committer only
 	head uint64 // last sequence made durable; guarded by Store.smu
 	mark uint64 // batchNo of the last batch that touched it; committer only
+	// tailFresh: the source had no entry on disk when it was loaded and
+	// the tail cache has evicted none of its streams since, so every
+	// stream of it the cache does not know is empty (tailcache.go).
+	tailFresh atomic.Bool
 }
 
 // durableView is a snapshot of the durable state, shared by the readers
@@ -252,6 +265,7 @@ func Open(dir string, opts Options) (s *Store, err error) {
 		wake:         make(chan struct{}, 1),
 		loopDone:     make(chan struct{}),
 		sources:      make(map[string]*source),
+		tail:         newTailCache(opts.TailCacheBytes),
 	}
 	if minFree > 0 && s.checkDisk() {
 		s.goBackground(s.diskLoop)
@@ -492,6 +506,10 @@ func (s *Store) tryRecover() error {
 	}
 	s.smu.Lock()
 	s.sources = make(map[string]*source)
+	// Entries of the failed batch may be on disk now: the cache knows
+	// nothing any more. Reads that seeded it from the old database held
+	// s.life, so they are done.
+	s.tail.clear()
 	s.smu.Unlock()
 	s.life.Lock()
 	defer s.life.Unlock()
@@ -596,6 +614,7 @@ func (s *Store) sourceFor(src string) (*source, error) {
 		return nil, err
 	}
 	st := &source{name: strings.Clone(src), last: seq, head: seq}
+	st.tailFresh.Store(seq == 0)
 	s.sources[st.name] = st
 	return st, nil
 }
@@ -630,6 +649,7 @@ func (s *Store) Close() error {
 		s.life.Lock()
 		s.closed = true
 		s.life.Unlock()
+		s.tail.clear()
 		if s.db == nil {
 			s.closeErr = fmt.Errorf("close: %w", s.failed.Load().err)
 			return
