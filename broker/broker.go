@@ -52,6 +52,7 @@ type Broker struct {
 	drops  *dropLog
 	hold   *readHold
 	unsent *unsentLog
+	acl    aclHooks // the hooks that check ACLs, for live messages
 
 	mu        sync.Mutex
 	started   bool
@@ -100,6 +101,7 @@ func (b *Broker) AddHook(h mqtt.Hook, config any) error {
 	if err := b.srv.AddHook(h, config); err != nil {
 		return fmt.Errorf("add hook %s: %w", h.ID(), err)
 	}
+	b.acl.add(h)
 	return nil
 }
 
@@ -200,7 +202,10 @@ func addrString(a net.Addr) string {
 	return a.String()
 }
 
-// Publish delivers pk to its subscribers as the broker itself (no ACL check).
+// Publish delivers pk to its subscribers as the broker itself. A QoS 0
+// message that is not retained is written to each subscriber's connection
+// at once, never dropped for a full client queue (see live.go); others go
+// through mochi's queues.
 func (b *Broker) Publish(pk packets.Packet) error {
 	pk.FixedHeader.Type = packets.Publish
 	if pk.FixedHeader.Qos > 0 && pk.PacketID == 0 {
@@ -208,6 +213,9 @@ func (b *Broker) Publish(pk packets.Packet) error {
 	}
 	b.pubs.RLock()
 	defer b.pubs.RUnlock()
+	if isLive(&pk) && b.publishLive(pk) {
+		return nil
+	}
 	if err := b.srv.InjectPacket(b.inline, pk); err != nil {
 		return fmt.Errorf("publish %s: %w", pk.TopicName, err)
 	}

@@ -27,6 +27,10 @@
 // accepted connection is a queuedConn: Write queues the bytes and the
 // connection's own goroutine sends them. A client with more than
 // Config.MaxPending bytes waiting is disconnected (ErrSlowConsumer).
+// Messages the broker publishes at QoS 0 without retain (the live log
+// entries) skip mochi's per-client queue and are written to each
+// subscriber's queuedConn by the publisher (live.go): a subscriber that
+// keeps reading never loses one, however short Config.ClientQueue is.
 // Drops counts what was not delivered (a full client queue, QoS 1 and 2
 // messages past mochi's 8192 unacknowledged, slow-consumer disconnects),
 // and each such client is logged once, when it goes.

@@ -1,0 +1,299 @@
+package broker
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// rawClient is an MQTT client on a plain socket, speaking through mochi's
+// packet codec, so a test sets any property and sees every packet.
+type rawClient struct {
+	t    *testing.T
+	conn net.Conn
+	r    *bufio.Reader
+	v    byte // protocol version
+}
+
+func dialClient(t *testing.T, b *Broker, id string, v byte, props packets.Properties) *rawClient {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", b.MQTTAddr(), waitFor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	c := &rawClient{t: t, conn: conn, r: bufio.NewReader(conn), v: v}
+	pk := packets.Packet{
+		FixedHeader:     packets.FixedHeader{Type: packets.Connect},
+		ProtocolVersion: v,
+		Connect: packets.ConnectParams{
+			ProtocolName:     []byte("MQTT"),
+			Clean:            true,
+			ClientIdentifier: id,
+		},
+		Properties: props,
+	}
+	if v < 5 {
+		pk.Properties = packets.Properties{}
+	}
+	c.send(pk.ConnectEncode)
+	if got := c.read(); got.FixedHeader.Type != packets.Connack || got.ReasonCode != 0 {
+		t.Fatalf("connect %s: got %v, reason %#x", id, got.FixedHeader.Type, got.ReasonCode)
+	}
+	return c
+}
+
+func (c *rawClient) send(encode func(*bytes.Buffer) error) {
+	c.t.Helper()
+	var buf bytes.Buffer
+	if err := encode(&buf); err != nil {
+		c.t.Fatal(err)
+	}
+	if _, err := c.conn.Write(buf.Bytes()); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// read returns the next packet, failing the test after waitFor.
+func (c *rawClient) read() packets.Packet {
+	c.t.Helper()
+	pk, err := c.next(waitFor)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return pk
+}
+
+func (c *rawClient) next(d time.Duration) (packets.Packet, error) {
+	_ = c.conn.SetReadDeadline(time.Now().Add(d))
+	hb, err := c.r.ReadByte()
+	if err != nil {
+		return packets.Packet{}, err
+	}
+	pk := packets.Packet{ProtocolVersion: c.v}
+	if err := pk.FixedHeader.Decode(hb); err != nil {
+		return pk, err
+	}
+	n, _, err := packets.DecodeLength(c.r)
+	if err != nil {
+		return pk, err
+	}
+	pk.FixedHeader.Remaining = n
+	body := make([]byte, n)
+	if _, err := io.ReadFull(c.r, body); err != nil {
+		return pk, err
+	}
+	switch pk.FixedHeader.Type {
+	case packets.Connack:
+		err = pk.ConnackDecode(body)
+	case packets.Suback:
+		err = pk.SubackDecode(body)
+	case packets.Publish:
+		err = pk.PublishDecode(body)
+	}
+	return pk, err
+}
+
+func (c *rawClient) subscribe(id uint16, subs ...packets.Subscription) {
+	c.t.Helper()
+	pk := packets.Packet{
+		FixedHeader:     packets.FixedHeader{Type: packets.Subscribe, Qos: 1},
+		ProtocolVersion: c.v,
+		PacketID:        id,
+		Filters:         subs,
+	}
+	if c.v == 5 && subs[0].Identifier > 0 {
+		pk.Properties.SubscriptionIdentifier = []int{subs[0].Identifier}
+	}
+	c.send(pk.SubscribeEncode)
+	got := c.read()
+	if got.FixedHeader.Type != packets.Suback {
+		c.t.Fatalf("subscribe: got %v, want SUBACK", got.FixedHeader.Type)
+	}
+	for i, code := range got.ReasonCodes {
+		if code >= 0x80 {
+			c.t.Fatalf("subscribe %q refused: %#x", subs[i].Filter, code)
+		}
+	}
+}
+
+// topicACL is an ACL hook: clients may subscribe to any filter and read
+// any topic except those under a denied prefix.
+type topicACL struct {
+	mqtt.HookBase
+	denied string
+}
+
+func (h *topicACL) ID() string { return "test-acl" }
+func (h *topicACL) Provides(b byte) bool {
+	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
+}
+func (h *topicACL) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
+func (h *topicACL) OnACLCheck(_ *mqtt.Client, topic string, write bool) bool {
+	return write || !strings.HasPrefix(topic, h.denied)
+}
+
+func startLive(t *testing.T, cfg Config, hook mqtt.Hook) *Broker {
+	t.Helper()
+	cfg.MQTTAddr = "127.0.0.1:0"
+	cfg.DrainTimeout = -1
+	b := New(cfg)
+	if err := b.AddHook(hook, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
+func live(topic, payload string) packets.Packet {
+	return packets.Packet{TopicName: topic, Payload: []byte(payload)}
+}
+
+// TestPublishLive checks the direct path of QoS 0 messages (live.go).
+func TestPublishLive(t *testing.T) {
+	t.Run("NoDropsWithATinyQueue", func(t *testing.T) {
+		// A one-slot client queue: through mochi's queue, a burst to a
+		// subscriber drops nearly everything. Written directly, every
+		// message arrives, in order.
+		b := startLive(t, Config{ClientQueue: 1}, new(auth.AllowHook))
+		dash := dialClient(t, b, "dash", 4, packets.Properties{})
+		dash.subscribe(1, packets.Subscription{Filter: "+/log/#"})
+		const n = 5000
+		got := make(chan error, 1)
+		go func() {
+			for i := range n {
+				pk, err := dash.next(waitFor)
+				if err != nil {
+					got <- fmt.Errorf("message %d: %w", i, err)
+					return
+				}
+				if want := fmt.Sprint(i); pk.TopicName != "dev/log/console" || string(pk.Payload) != want {
+					got <- fmt.Errorf("message %d: %q on %q, want %q on dev/log/console", i, pk.Payload, pk.TopicName, want)
+					return
+				}
+			}
+			got <- nil
+		}()
+		for i := range n {
+			if err := b.Publish(live("dev/log/console", fmt.Sprint(i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := <-got; err != nil {
+			t.Fatal(err)
+		}
+		if d := b.Drops(); d.Messages != 0 {
+			t.Errorf("Drops().Messages = %d, want 0", d.Messages)
+		}
+	})
+
+	t.Run("ReadACL", func(t *testing.T) {
+		b := startLive(t, Config{}, &topicACL{denied: "secret/"})
+		dash := dialClient(t, b, "dash", 4, packets.Properties{})
+		dash.subscribe(1, packets.Subscription{Filter: "+/log/#"})
+		for _, topic := range []string{"secret/log/console", "dev/log/console"} {
+			if err := b.Publish(live(topic, `"x"`)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if pk := dash.read(); pk.TopicName != "dev/log/console" {
+			t.Errorf("first message on %q, want dev/log/console (secret/ is not readable)", pk.TopicName)
+		}
+	})
+
+	t.Run("NoACLHookDeniesAsMochi", func(t *testing.T) {
+		// mochi denies every topic when no hook checks ACLs (it
+		// refuses the subscription as well); nothing may reach the
+		// client either way.
+		b := startLive(t, Config{}, new(connectOnly))
+		dash := dialClient(t, b, "dash", 4, packets.Properties{})
+		pk := packets.Packet{
+			FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, ProtocolVersion: 4, PacketID: 1,
+			Filters: packets.Subscriptions{{Filter: "+/log/#"}},
+		}
+		dash.send(pk.SubscribeEncode)
+		_ = dash.read() // SUBACK, refused or not
+		if err := b.Publish(live("dev/log/console", `"x"`)); err != nil {
+			t.Fatal(err)
+		}
+		if pk, err := dash.next(300 * time.Millisecond); err == nil {
+			t.Errorf("got %v on %q, want nothing without an ACL hook", pk.FixedHeader.Type, pk.TopicName)
+		}
+	})
+
+	t.Run("MQTT5SubscriptionIdentifierAndTopicAlias", func(t *testing.T) {
+		b := startLive(t, Config{}, new(auth.AllowHook))
+		dash := dialClient(t, b, "dash5", 5, packets.Properties{TopicAliasMaximum: 4})
+		dash.subscribe(1, packets.Subscription{Filter: "+/log/#", Identifier: 7})
+		for range 2 {
+			if err := b.Publish(live("dev/log/console", `"x"`)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		first, second := dash.read(), dash.read()
+		if ids := first.Properties.SubscriptionIdentifier; len(ids) != 1 || ids[0] != 7 {
+			t.Errorf("subscription identifiers %v, want [7]", ids)
+		}
+		if first.TopicName != "dev/log/console" || first.Properties.TopicAlias == 0 {
+			t.Errorf("first message: topic %q alias %d, want the topic and an alias", first.TopicName, first.Properties.TopicAlias)
+		}
+		if second.TopicName != "" || second.Properties.TopicAlias != first.Properties.TopicAlias {
+			t.Errorf("second message: topic %q alias %d, want only alias %d", second.TopicName, second.Properties.TopicAlias, first.Properties.TopicAlias)
+		}
+	})
+
+	t.Run("SharedSubscriptionTakesMochisPath", func(t *testing.T) {
+		b := startLive(t, Config{}, new(auth.AllowHook))
+		var got []*rawClient
+		for _, id := range []string{"s1", "s2"} {
+			c := dialClient(t, b, id, 5, packets.Properties{})
+			c.subscribe(1, packets.Subscription{Filter: "$share/g/+/log/#"})
+			got = append(got, c)
+		}
+		if err := b.Publish(live("dev/log/console", `"x"`)); err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, c := range got {
+			if _, err := c.next(500 * time.Millisecond); err == nil {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("%d of the group's 2 members got the message, want exactly 1", n)
+		}
+	})
+
+	t.Run("RetainedAndQoS1TakeMochisPath", func(t *testing.T) {
+		b := startLive(t, Config{}, new(auth.AllowHook))
+		pk := live("dev/state", `"on"`)
+		pk.FixedHeader.Retain = true
+		if err := b.Publish(pk); err != nil {
+			t.Fatal(err)
+		}
+		late := dialClient(t, b, "late", 4, packets.Properties{})
+		late.subscribe(1, packets.Subscription{Filter: "dev/state"})
+		if got := late.read(); string(got.Payload) != `"on"` || !got.FixedHeader.Retain {
+			t.Errorf("retained message: %q retain=%v, want \"on\" retained", got.Payload, got.FixedHeader.Retain)
+		}
+	})
+}
+
+// connectOnly lets every client connect and checks no ACL.
+type connectOnly struct{ mqtt.HookBase }
+
+func (connectOnly) ID() string                                              { return "test-connect-only" }
+func (connectOnly) Provides(b byte) bool                                    { return b == mqtt.OnConnectAuthenticate }
+func (connectOnly) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
