@@ -98,6 +98,10 @@ func (h *RPC) Match(topic string) (name, method string, hasMethod, ok bool) {
 	return "", "", false, false
 }
 
+// consumed is packets.CodeSuccessIgnore as an error, converted once: the
+// conversion of the struct allocated on every request.
+var consumed error = packets.CodeSuccessIgnore
+
 // OnPublish consumes request frames; other publishes pass through. The
 // broker's own publishes are never calls (they would loop); one on a
 // request topic (the response to a frame whose src is "<service>" or
@@ -108,7 +112,7 @@ func (h *RPC) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, err
 		return pk, nil
 	}
 	if cl.Net.Inline {
-		return pk, packets.CodeSuccessIgnore
+		return pk, consumed
 	}
 	h.conn(cl).Submit(rpc.Call{
 		Payload:       pk.Payload,
@@ -118,7 +122,7 @@ func (h *RPC) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, err
 		ResponseTopic: h.responseTopic(pk),
 		Correlation:   bytes.Clone(pk.Properties.CorrelationData),
 	})
-	return pk, packets.CodeSuccessIgnore
+	return pk, consumed
 }
 
 // consumedWill is what a will addressed to the service becomes once the

@@ -40,7 +40,7 @@ func (f *Frame) Notification() bool { return f.ID == nil || f.NoResponse }
 // what is needed to address it (Src, ID, Tag).
 func DecodeFrame(payload []byte) (*Frame, error) {
 	f := &Frame{}
-	if err := decodeFrame(f, payload); err != nil {
+	if err := decodeFrame(f, payload, ""); err != nil {
 		if errors.Is(err, ErrDropped) {
 			return nil, err
 		}
@@ -50,8 +50,10 @@ func DecodeFrame(payload []byte) (*Frame, error) {
 }
 
 // decodeFrame is DecodeFrame into f, which the service keeps inside its
-// request: one allocation per call instead of two.
-func decodeFrame(f *Frame, payload []byte) error {
+// request: one allocation per call instead of two. A src equal to lastSrc
+// (the one the connection's previous call had) is taken from it rather
+// than allocated again.
+func decodeFrame(f *Frame, payload []byte, lastSrc string) error {
 	var buf [16]member
 	ms, err := members(payload, buf[:])
 	if err != nil {
@@ -63,7 +65,14 @@ func decodeFrame(f *Frame, payload []byte) error {
 		// replace the bad bytes, and the reply go to a src nobody sent.
 		return fmt.Errorf("decode frame: %w: src is not valid UTF-8", ErrDropped)
 	}
-	src, ok := decodeString(raw)
+	var src string
+	ok := lastSrc != "" && len(raw) >= 2 && raw[0] == '"' && !containsByte(raw, '\\') &&
+		string(raw[1:len(raw)-1]) == lastSrc
+	if ok {
+		src = lastSrc
+	} else {
+		src, ok = decodeString(raw)
+	}
 	if !ok {
 		return fmt.Errorf("decode frame: %w: src is %s, not a string", ErrDropped, jsonKind(raw))
 	}

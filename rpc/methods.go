@@ -111,7 +111,9 @@ func (c *Conn) logLog(r *request) {
 			return
 		}
 	}
-	rec := storage.Record{Src: src, Stream: stream, Timestamp: ts, Msg: append([]byte(nil), msg...)}
+	// msg points into the call's payload, which nobody modifies (Call):
+	// the store copies it into its batch and nothing keeps it after done.
+	rec := storage.Record{Src: src, Stream: stream, Timestamp: ts, Msg: msg}
 	c.appends.Add(1)
 	s.store.AppendAsync(rec, func(e storage.Entry, err error) {
 		defer c.appends.Done()

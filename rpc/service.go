@@ -201,7 +201,7 @@ func (s *Service) Stats() Stats {
 
 // Call is one request frame as it arrived over MQTT.
 type Call struct {
-	Payload       []byte
+	Payload       []byte // kept, not copied, until the call is answered: must not be modified after Submit
 	Service       string // the service name the topic used (id or alias)
 	Method        string // method named by the topic suffix, if HasMethod
 	HasMethod     bool
@@ -346,7 +346,11 @@ func NormalizeMethod(m string) string {
 func (c *Conn) handle(call Call) {
 	s := c.svc
 	r := &request{call: call, caller: c.caller, conn: c}
-	err := decodeFrame(&r.frame, call.Payload)
+	var lastSrc string
+	if t := c.reply.Load(); t != nil {
+		lastSrc = t.src
+	}
+	err := decodeFrame(&r.frame, call.Payload, lastSrc)
 	if errors.Is(err, ErrDropped) {
 		s.dropped.Add(1)
 		s.log.Debug("frame dropped", "client", c.client, "err", err)
