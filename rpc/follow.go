@@ -133,7 +133,7 @@ func (h *hub) collect(match func(*follower) bool) []*follower {
 
 // wake answers the followers that entries (one durable commit group) satisfy.
 func (h *hub) wake(entries []storage.Entry) {
-	if h.waiting.Load() == 0 {
+	if h.waiting.Load() == 0 || len(entries) == 0 {
 		return
 	}
 	type woken struct {
@@ -141,12 +141,14 @@ func (h *hub) wake(entries []storage.Entry) {
 		got []storage.Entry
 	}
 	var ready []woken
-	bySrc := map[string][]storage.Entry{}
-	for _, e := range entries {
-		bySrc[e.Src] = append(bySrc[e.Src], e)
+	var bySrc map[string][]storage.Entry
+	if !oneSource(entries) {
+		bySrc = map[string][]storage.Entry{}
+		for _, e := range entries {
+			bySrc[e.Src] = append(bySrc[e.Src], e)
+		}
 	}
-	h.mu.Lock()
-	for src, group := range bySrc {
+	wakeSrc := func(src string, group []storage.Entry) {
 		for f := range h.bySrc[src] {
 			got := f.match(group)
 			switch {
@@ -154,8 +156,19 @@ func (h *hub) wake(entries []storage.Entry) {
 			case !f.armed:
 				f.missed = true // follow reads again and finds them
 			case f.claims.CompareAndSwap(false, true):
+				if ready == nil {
+					ready = make([]woken, 0, len(h.bySrc[src]))
+				}
 				ready = append(ready, woken{f, got})
 			}
+		}
+	}
+	h.mu.Lock()
+	if bySrc == nil {
+		wakeSrc(entries[0].Src, entries)
+	} else {
+		for src, group := range bySrc {
+			wakeSrc(src, group)
 		}
 	}
 	for _, w := range ready {
@@ -170,34 +183,66 @@ func (h *hub) wake(entries []storage.Entry) {
 		return
 	}
 	// Followers at the same position get the same entries: encode them
-	// once for all (a thousand dashboards tailing one device).
+	// once for all (a thousand dashboards tailing one device), and build
+	// each response in one buffer, reused: the Publisher keeps no payload.
 	type same struct {
 		src, stream string
 		first       uint64
 		n           int
 	}
-	encoded := map[same][]byte{}
+	var encoded map[same][]byte
+	var last same
+	var res, buf []byte
 	for _, w := range ready {
 		k := same{w.f.q.Src, w.f.q.Stream, w.got[0].Seq, len(w.got)}
-		res, ok := encoded[k]
-		if !ok {
-			res = appendEntries(make([]byte, 0, entriesSize(w.got)), w.got)
-			encoded[k] = res
+		if res == nil || k != last {
+			var ok bool
+			if res, ok = encoded[k]; !ok {
+				res = appendEntries(make([]byte, 0, entriesSize(w.got)), w.got)
+				if encoded == nil {
+					encoded = map[same][]byte{}
+				}
+				encoded[k] = res
+			}
+			last = k
 		}
-		w.f.c.respond(w.f.r, res)
+		buf = w.f.c.respondReusing(buf, w.f.r, res)
 	}
 }
 
+// oneSource reports whether every entry is of the first one's source.
+func oneSource(entries []storage.Entry) bool {
+	for i := 1; i < len(entries); i++ {
+		if entries[i].Src != entries[0].Src {
+			return false
+		}
+	}
+	return true
+}
+
 // match returns the entries of group (all of f's source, in seq order) that
-// f waits for, at most f.q.Limit.
+// f waits for, at most f.q.Limit. It returns a part of group when they are
+// adjacent there (always when f reads every stream; when group holds only
+// f's stream), a copy only when other streams' entries lie between.
 func (f *follower) match(group []storage.Entry) []storage.Entry {
-	var got []storage.Entry
-	for _, e := range group {
-		if e.Seq > f.q.After && (f.q.Stream == "" || f.q.Stream == e.Stream) {
-			got = append(got, e)
-			if len(got) == f.q.Limit {
-				break
-			}
+	wants := func(e *storage.Entry) bool {
+		return e.Seq > f.q.After && (f.q.Stream == "" || f.q.Stream == e.Stream)
+	}
+	i := 0
+	for i < len(group) && !wants(&group[i]) {
+		i++
+	}
+	j := i
+	for j < len(group) && j-i < f.q.Limit && wants(&group[j]) {
+		j++
+	}
+	if j == len(group) || j-i == f.q.Limit {
+		return group[i:j:j]
+	}
+	got := group[i:j:j]
+	for k := j; k < len(group) && len(got) < f.q.Limit; k++ {
+		if wants(&group[k]) {
+			got = append(got, group[k]) // copies: got's capacity ends at j
 		}
 	}
 	return got

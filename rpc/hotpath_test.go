@@ -2,8 +2,11 @@ package rpc
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/logbroker/logbroker/storage"
 )
 
 // TestConn_SrcChanges checks that the src and reply topic a connection
@@ -71,6 +74,106 @@ func TestService_LiveTopics(t *testing.T) {
 			if m.Topic != src+"/log/"+stream {
 				t.Errorf("entry of %s/%s published on %s", src, stream, m.Topic)
 			}
+		}
+	}
+}
+
+// TestFollowerMatch checks which entries of a commit group a follower
+// takes, whether match returns a part of the group or a copy.
+func TestFollowerMatch(t *testing.T) {
+	streams := []string{"a", "a", "b", "a", "b", "b"}
+	group := make([]storage.Entry, len(streams))
+	for i, s := range streams {
+		group[i] = storage.Entry{Seq: uint64(i + 1), Src: "dev", Stream: s}
+	}
+	orig := append([]storage.Entry(nil), group...)
+	tests := []struct {
+		name   string
+		stream string
+		after  uint64
+		limit  int
+		want   []uint64
+	}{
+		{"AllStreams", "", 0, 100, []uint64{1, 2, 3, 4, 5, 6}},
+		{"AllStreamsAfter", "", 4, 100, []uint64{5, 6}},
+		{"AllStreamsLimit", "", 1, 2, []uint64{2, 3}},
+		{"StreamWithGaps", "a", 0, 100, []uint64{1, 2, 4}},
+		{"StreamWithGapsLimit", "a", 0, 2, []uint64{1, 2}},
+		{"StreamGapLimitAfterGap", "a", 1, 2, []uint64{2, 4}},
+		{"StreamAdjacentAtEnd", "b", 3, 100, []uint64{5, 6}},
+		{"StreamFirstOnly", "b", 0, 1, []uint64{3}},
+		{"OtherStream", "c", 0, 100, nil},
+		{"AfterAll", "", 6, 100, nil},
+		{"AfterAllStream", "a", 4, 100, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := &follower{q: storage.Query{Src: "dev", Stream: tt.stream, After: tt.after, Limit: tt.limit}}
+			got := f.match(group)
+			var seqs []uint64
+			for _, e := range got {
+				seqs = append(seqs, e.Seq)
+			}
+			if fmt.Sprint(seqs) != fmt.Sprint(tt.want) {
+				t.Errorf("match = %v, want %v", seqs, tt.want)
+			}
+			if fmt.Sprint(group) != fmt.Sprint(orig) {
+				t.Errorf("match changed the group: %v, was %v", group, orig)
+			}
+		})
+	}
+}
+
+// TestFollow_ManyFollowersOneEntry: followers at the same and at other
+// positions, on other streams, with other ids and tags, woken by one entry
+// (their responses are built in one reused buffer): each gets its own id,
+// tag and entries.
+func TestFollow_ManyFollowersOneEntry(t *testing.T) {
+	e := newEnv(t, Config{})
+	logger := e.svc.Open("logger")
+	defer logger.Close()
+	first := e.log(logger, "dev", "s", `"first"`)
+	type fl struct {
+		id, tag, args string
+	}
+	var fls []fl
+	for i := range 12 {
+		f := fl{id: fmt.Sprintf(`"f%d"`, i), tag: fmt.Sprintf("tag%d", i)}
+		switch i % 4 {
+		case 0:
+			f.args = `{"follow":true,"last":0}`
+		case 1:
+			f.args = `{"follow":true,"last":0,"stream":"s"}`
+		case 2:
+			f.args = `{"follow":true,"after":"` + first + `"}`
+		case 3:
+			f.args = `{"follow":true,"last":0,"stream":"other"}` // not woken
+		}
+		fls = append(fls, f)
+	}
+	var conns []*Conn
+	for i, f := range fls {
+		c := e.svc.Open(fmt.Sprint("c", i))
+		defer c.Close()
+		conns = append(conns, c)
+		submit(c, `{"id":`+f.id+`,"src":"dev","tag":"`+f.tag+`","method":"Log.List","args":`+f.args+`,"timeout":60}`)
+	}
+	e.waiting(t, int64(len(fls)))
+	next := e.log(logger, "dev", "s", `"next"`)
+	e.waiting(t, int64(len(fls)/4)) // the "other" stream's
+	for i, f := range fls {
+		if i%4 == 3 {
+			if e.answered("dev", f.id) {
+				t.Errorf("follower %s of another stream answered", f.id)
+			}
+			continue
+		}
+		r := e.waitReply(t, "dev", f.id)
+		if r.Tag == nil || *r.Tag != f.tag {
+			t.Errorf("follower %s: tag %v, want %s", f.id, r.Tag, f.tag)
+		}
+		if es := r.entries(t); len(es) != 1 || es[0].ID != next || string(es[0].Msg) != `"next"` {
+			t.Errorf("follower %s answered %s, want only %s", f.id, r.Result, next)
 		}
 	}
 }

@@ -33,7 +33,9 @@ type Message struct {
 }
 
 // Publisher sends messages to MQTT subscribers. It must not block for long:
-// it is called from the commit path.
+// it is called from the commit path. It must not keep m.Payload, nor
+// modify it, after it returns: the service may build the next message in
+// the same array.
 type Publisher interface {
 	Publish(Message) error
 }
@@ -426,6 +428,22 @@ func (c *Conn) respond(r *request, result []byte) {
 		return
 	}
 	c.finish(r, append(c.resultHead(r, len(result)), result...))
+}
+
+// respondReusing answers r with result like respond, building the
+// response in buf's array, and returns that array for the next one.
+func (c *Conn) respondReusing(buf []byte, r *request, result []byte) []byte {
+	c.observe(r, 0)
+	if r.f.Notification() {
+		return buf
+	}
+	service := c.responder(r)
+	if n := responseSize(r.f, service, len(result)); cap(buf) < n {
+		buf = make([]byte, 0, n+n/4) // room for the next follower's longer id or tag
+	}
+	buf = appendResponse(buf[:0], r.f, service, result, 0, "")
+	c.svc.send(r, buf)
+	return buf
 }
 
 // resultHead starts the response to r in a buffer with room for n bytes of
