@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -25,7 +26,7 @@ type Config struct {
 	PlainAddr   string      // with TLS set: an extra MQTT listener without TLS; "" none
 	TLS         *tls.Config // when set, both listeners speak TLS
 	MaxPacket   uint32      // largest MQTT packet accepted, bytes; 0 = no limit
-	ClientQueue int32       // outbound messages queued per client before drops; 0 = 1024
+	ClientQueue int32       // QoS 1 and 2 messages queued per client before drops; 0 = DefaultClientQueue
 	// MaxPending is how many bytes may wait to be sent to one client; a
 	// client that reads slower is disconnected rather than stalling the
 	// publishers to its topics (ErrSlowConsumer). 0 = 32 MiB.
@@ -36,8 +37,16 @@ type Config struct {
 	Logger       *slog.Logger
 }
 
-// DefaultClientQueue is the per-client outbound queue when Config.ClientQueue is 0.
-const DefaultClientQueue = 1024
+// DefaultClientQueue is the per-client outbound queue when Config.ClientQueue
+// is 0. It holds responses, follow answers and messages of other clients at
+// QoS 1 and 2 (live messages skip it: live.go), each slot 8 bytes of every
+// connection's memory; mochi's own default is 8192.
+const DefaultClientQueue = 256
+
+// readBufferSize is the read buffer of each connection (mochi's default):
+// an idle connection costs it, and a request larger than it is read
+// straight into its packet.
+const readBufferSize = 2048
 
 // DefaultDrainTimeout is Config.DrainTimeout when it is 0.
 const DefaultDrainTimeout = 2 * time.Second
@@ -52,7 +61,8 @@ type Broker struct {
 	drops  *dropLog
 	hold   *readHold
 	unsent *unsentLog
-	acl    aclHooks // the hooks that check ACLs, for live messages
+	acl    aclHooks     // the hooks that check ACLs, for live messages
+	waits  atomic.Int64 // publishes that waited for room (waitRoom)
 
 	mu        sync.Mutex
 	started   bool
@@ -82,8 +92,8 @@ func New(cfg Config) *Broker {
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities:             caps,
 		Logger:                   slog.New(quietHandler{cfg.Logger.Handler()}),
-		ClientNetWriteBufferSize: 4096,
-		ClientNetReadBufferSize:  4096,
+		ClientNetWriteBufferSize: 4096, // allocated only while writes queue up
+		ClientNetReadBufferSize:  readBufferSize,
 	})
 	return &Broker{
 		cfg:    cfg,
@@ -211,6 +221,9 @@ func (b *Broker) Publish(pk packets.Packet) error {
 	if pk.FixedHeader.Qos > 0 && pk.PacketID == 0 {
 		pk.PacketID = 1 // never used for inline publishes, but must be valid
 	}
+	if pk.FixedHeader.Qos > 0 {
+		b.waitRoom(pk.TopicName)
+	}
 	b.pubs.RLock()
 	defer b.pubs.RUnlock()
 	if isLive(&pk) && b.publishLive(pk) {
@@ -220,6 +233,38 @@ func (b *Broker) Publish(pk packets.Packet) error {
 		return fmt.Errorf("publish %s: %w", pk.TopicName, err)
 	}
 	return nil
+}
+
+// roomTimeout bounds how long a publish waits for room in its subscriber's
+// queue (waitRoom).
+const roomTimeout = 2 * time.Second
+
+// waitRoom waits while the only subscriber of topic (the caller, for a
+// response) has three quarters of its queue (Config.ClientQueue) taken by
+// QoS 1 and 2 messages not yet written, until it has room, is gone, or
+// roomTimeout passes; mochi would drop the message. The queue drains as
+// fast as the client's write loop runs (writes never wait for the network:
+// queuedConn), so this only evens out bursts, such as one commit group
+// answering hundreds of a client's calls at once. Topics with several
+// subscribers are not waited for.
+func (b *Broker) waitRoom(topic string) {
+	id := b.subs.soleSubscriber(topic)
+	if id == "" {
+		return
+	}
+	cl, ok := b.srv.Clients.Get(id)
+	if !ok {
+		return
+	}
+	limit := int64(b.cfg.ClientQueue) * 3 / 4
+	if b.unsent.count(cl) < limit {
+		return
+	}
+	b.waits.Add(1)
+	deadline := time.Now().Add(roomTimeout)
+	for b.unsent.count(cl) >= limit && !cl.Closed() && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Microsecond)
+	}
 }
 
 // Clients is the number of connected clients.

@@ -23,6 +23,9 @@ type Drops struct {
 	// Clients disconnected because more than Config.MaxPending bytes
 	// waited for their socket (ErrSlowConsumer).
 	SlowConsumers int64
+	// Publishes that waited for room in their subscriber's queue rather
+	// than be dropped (see Broker.Publish); none was lost.
+	Waited int64
 }
 
 // Drops returns the broker's drop counters, for metrics.
@@ -31,6 +34,7 @@ func (b *Broker) Drops() Drops {
 		Messages:      atomic.LoadInt64(&b.srv.Info.MessagesDropped),
 		Inflight:      atomic.LoadInt64(&b.srv.Info.InflightDropped),
 		SlowConsumers: b.drops.slow.Load(),
+		Waited:        b.waits.Load(),
 	}
 }
 

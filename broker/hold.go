@@ -141,3 +141,11 @@ func (h *unsentLog) any(srv *mqtt.Server) bool {
 	})
 	return found
 }
+
+// count returns how many QoS 1 and 2 messages to cl wait in its queue.
+func (h *unsentLog) count(cl *mqtt.Client) int64 {
+	if v, ok := h.perClient.Load(cl); ok {
+		return v.(*atomic.Int64).Load()
+	}
+	return 0
+}

@@ -31,8 +31,14 @@ type interest struct {
 	gen    atomic.Uint64 // moved on after every change of the subscriptions
 
 	mu       sync.Mutex
-	cacheGen uint64          // the gen the cache holds answers for
-	cache    map[string]bool // topic -> has subscribers
+	cacheGen uint64           // the gen the cache holds answers for
+	cache    map[string]topic // topic -> its subscribers, in short
+}
+
+// topic is what interest remembers of a topic's subscribers.
+type topic struct {
+	any  bool   // a message on it reaches someone
+	sole string // the id of its only subscriber, if it has exactly one client subscriber and no other
 }
 
 func (h *interest) ID() string { return "logbroker-interest" }
@@ -50,31 +56,49 @@ func (h *interest) OnUnsubscribed(*mqtt.Client, packets.Packet) { h.gen.Add(1) }
 
 // interested reports whether a message on topic would now reach any
 // subscription (of a connected client or not; ACLs are not consulted).
-func (h *interest) interested(topic string) bool {
+func (h *interest) interested(name string) bool {
 	if !h.active.Load() {
 		return true
 	}
+	return h.lookup(name).any
+}
+
+// soleSubscriber returns the id of the only client subscribed to the topic
+// name, or "" if it has none, several, or shared or inline subscriptions.
+func (h *interest) soleSubscriber(name string) string {
+	if !h.active.Load() {
+		return ""
+	}
+	return h.lookup(name).sole
+}
+
+func (h *interest) lookup(name string) topic {
 	g := h.gen.Load()
 	h.mu.Lock()
 	if h.cacheGen != g {
 		clear(h.cache)
 		h.cacheGen = g
 	}
-	v, ok := h.cache[topic]
+	v, ok := h.cache[name]
 	h.mu.Unlock()
 	if ok {
 		return v
 	}
-	subs := h.srv.Topics.Subscribers(topic)
-	v = len(subs.Subscriptions) > 0 || len(subs.Shared) > 0 || len(subs.InlineSubscriptions) > 0
+	subs := h.srv.Topics.Subscribers(name)
+	v.any = len(subs.Subscriptions) > 0 || len(subs.Shared) > 0 || len(subs.InlineSubscriptions) > 0
+	if len(subs.Subscriptions) == 1 && len(subs.Shared) == 0 && len(subs.InlineSubscriptions) == 0 {
+		for id := range subs.Subscriptions {
+			v.sole = id
+		}
+	}
 	h.mu.Lock()
 	// Only an answer computed after gen reached cacheGen may be kept; one
 	// that began earlier is stale if the subscriptions changed meanwhile.
 	if h.cacheGen == g {
 		if h.cache == nil || len(h.cache) >= interestCacheMax {
-			h.cache = make(map[string]bool)
+			h.cache = make(map[string]topic)
 		}
-		h.cache[topic] = v
+		h.cache[name] = v
 	}
 	h.mu.Unlock()
 	return v

@@ -314,10 +314,10 @@ func TestStuckClients(t *testing.T) {
 		// A client that publishes 5000 Log.Log calls as fast as TCP
 		// lets it (QoS 0: no flow control) and reads and acknowledges its
 		// responses. They come in bursts (a group commit answers many
-		// calls at once): what overflows its queue (ClientQueue) is
-		// dropped and counted.
+		// calls at once), more than its queue (ClientQueue) holds: the
+		// broker waits for room rather than drop one (Broker.Publish).
 		logs := &logBuf{}
-		n := startNodeWith(t, broker.Config{Logger: slog.New(slog.NewTextHandler(logs, nil))}, rpc.Config{})
+		n := startNodeWith(t, broker.Config{Logger: slog.New(slog.NewTextHandler(logs, nil)), ClientQueue: 64}, rpc.Config{})
 		by := newBystander(t, n, "by")
 		by.run(t, 20)
 		fl := dialRaw(t, n, "flood")
@@ -340,22 +340,11 @@ func TestStuckClients(t *testing.T) {
 			t.Fatal(err)
 		}
 		duringFlood := got.Load()
-		deadline := time.Now().Add(3 * wait)
-		for got.Load()+n.broker.Drops().Messages < calls {
-			if time.Now().After(deadline) {
-				t.Fatalf("%d of %d flood calls answered, %d counted dropped, within %v", got.Load(), calls, n.broker.Drops().Messages, 3*wait)
-			}
-			time.Sleep(20 * time.Millisecond)
+		poll(t, "every flood call answered", func() bool { return got.Load() == calls })
+		if d := n.broker.Drops(); d.Messages != 0 {
+			t.Errorf("%d responses dropped, want none", d.Messages)
 		}
-		if d := n.broker.Drops(); got.Load()+d.Messages != calls {
-			t.Errorf("%d responses delivered + %d counted dropped, want %d", got.Load(), d.Messages, calls)
-		}
-		// Its drops are logged when it goes.
 		fl.conn.Close()
-		if dropped := n.broker.Drops().Messages; dropped > 0 {
-			want := fmt.Sprintf("dropped=%d", dropped)
-			poll(t, "the flooder's drops logged", func() bool { return len(logs.lines("client=flood", want)) == 1 })
-		}
 		by.run(t, 20)
 		by.check(t)
 		t.Logf("bystander before: %s; during the flood (%d of %d flood calls answered by its end): %s; after: %s",
