@@ -114,6 +114,14 @@ func (h *RPC) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, err
 	if cl.Net.Inline {
 		return pk, consumed
 	}
+	h.submit(cl, &pk, name, method, hasMethod)
+	return pk, consumed
+}
+
+// submit queues the request pk on cl's calls. Apart from OnPublish, whose
+// frame every publish through mochi stacks up (the broker's own responses
+// included, on the goroutine that publishes them), so that it stays small.
+func (h *RPC) submit(cl *mqtt.Client, pk *packets.Packet, name, method string, hasMethod bool) {
 	h.conn(cl).Submit(rpc.Call{
 		Payload:       pk.Payload,
 		Service:       name,
@@ -122,7 +130,6 @@ func (h *RPC) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, err
 		ResponseTopic: h.responseTopic(pk),
 		Correlation:   bytes.Clone(pk.Properties.CorrelationData),
 	})
-	return pk, consumed
 }
 
 // consumedWill is what a will addressed to the service becomes once the
@@ -161,7 +168,7 @@ func (h *RPC) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 // service (the broker's own publishes are not consumed there, so the
 // response would reach its subscribers). Otherwise the response goes to
 // <src>/rpc.
-func (h *RPC) responseTopic(pk packets.Packet) string {
+func (h *RPC) responseTopic(pk *packets.Packet) string {
 	t := pk.Properties.ResponseTopic
 	if t == "" || t[0] == '$' || strings.ContainsAny(t, "+#\x00") {
 		return ""
