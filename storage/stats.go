@@ -23,6 +23,11 @@ type Stats struct {
 	// DiskBytes is Pebble's disk space use (WAL, tables, files awaiting
 	// deletion); 0 once the store is closed or failed.
 	DiskBytes uint64
+	// TailHits counts the List calls of one stream the tail cache served,
+	// TailMisses those it could not (they read Pebble); TailBytes is the
+	// memory the cache accounts for now (at most about
+	// Options.TailCacheBytes). All 0 with the cache off.
+	TailHits, TailMisses, TailBytes uint64
 }
 
 // counters are updated by the committer, read by Stats.
@@ -70,6 +75,10 @@ func (s *Store) Stats() Stats {
 	}
 	for i := range st.Batches {
 		st.Batches[i] = s.stats.batches[i].Load()
+	}
+	if c := s.tail; c != nil {
+		st.TailHits, st.TailMisses = c.hits.Load(), c.misses.Load()
+		st.TailBytes = uint64(max(0, c.used.Load()))
 	}
 	s.life.RLock()
 	defer s.life.RUnlock()

@@ -41,6 +41,13 @@ func TestStore_Conformance(t *testing.T) {
 	t.Run("MemSmallBatches", func(t *testing.T) {
 		storetest.Run(t, harness(storage.Options{MaxBatchBytes: 64}, memFS))
 	})
+	// The tail cache off, and so small that it evicts all the time.
+	t.Run("MemNoTailCache", func(t *testing.T) {
+		storetest.Run(t, harness(storage.Options{TailCacheBytes: -1}, memFS))
+	})
+	t.Run("MemTinyTailCache", func(t *testing.T) {
+		storetest.Run(t, harness(storage.Options{TailCacheBytes: 4096}, memFS))
+	})
 	// On disk: real fsyncs, real file locks on reopen.
 	t.Run("Disk", func(t *testing.T) { storetest.Run(t, harness(storage.Options{}, diskFS)) })
 }

@@ -50,6 +50,8 @@ const (
 type tailCache struct {
 	budget  int64
 	used    atomic.Int64  // bytes accounted, over all streams
+	hits    atomic.Uint64 // List calls served
+	misses  atomic.Uint64 // List calls of one stream not served
 	clock   atomic.Uint64 // advanced per commit: the LRU time
 	hseed   maphash.Seed
 	evictMu sync.Mutex
@@ -138,6 +140,7 @@ func (c *tailCache) list(q Query) ([]Entry, bool) {
 	t := sh.m[tailKey{q.Src, q.Stream}]
 	if t == nil || !t.known || t.suspended {
 		sh.mu.RUnlock()
+		c.misses.Add(1)
 		return nil, false
 	}
 	ents := t.ents
@@ -154,6 +157,7 @@ func (c *tailCache) list(q Query) ([]Entry, bool) {
 	k := len(ents) - i
 	if q.After < t.from && (q.Last < 0 || k < q.Last) {
 		sh.mu.RUnlock()
+		c.misses.Add(1)
 		return nil, false // older entries than cached are wanted
 	}
 	if q.Last > 0 && k > q.Last {
@@ -181,6 +185,7 @@ func (c *tailCache) list(q Query) ([]Entry, bool) {
 	}
 	sh.mu.RUnlock()
 	c.touch(t)
+	c.hits.Add(1)
 	return out, true
 }
 
@@ -200,10 +205,10 @@ func (c *tailCache) watch(src, stream string) (*tailStream, uint64) {
 	return t, v
 }
 
-// add makes an unknown record for src's stream. Called with sh locked.
+// add makes an unknown record for src's stream, not yet used (the first
+// to evict, unless a List uses it). Called with sh locked.
 func (c *tailCache) add(sh *tailShard, src, stream string) *tailStream {
 	t := &tailStream{key: tailKey{strings.Clone(src), strings.Clone(stream)}}
-	t.used.Store(c.clock.Load())
 	sh.m[t.key] = t
 	c.account(t)
 	return t
