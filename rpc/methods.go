@@ -48,12 +48,15 @@ func (a args) str(key, def string) (string, error) {
 
 // src returns args.src (default: the frame's src), checked.
 func (a args) src(r *request) (string, error) {
-	src, err := a.str("src", r.f.Src)
-	if err != nil {
-		return "", err
-	}
-	if err := ValidSrc(src); err != nil {
-		return "", errorf(CodeBadRequest, "%v", err)
+	src := r.f.Src // valid: DecodeFrame checked it
+	if a.get("src") != nil {
+		var err error
+		if src, err = a.str("src", ""); err != nil {
+			return "", err
+		}
+		if err := ValidSrc(src); err != nil {
+			return "", errorf(CodeBadRequest, "%v", err)
+		}
 	}
 	if !r.caller.may(methodAccess[r.method], src) {
 		return "", errorf(CodeForbidden, "%s (%s) may not call %s for src %q", r.caller.Identity, r.caller.Role, r.method, src)
