@@ -270,20 +270,25 @@ func runParallel(b *testing.B, n int, fn func(g int) error) {
 
 // BenchmarkList measures List on one source holding LOGBROKER_BENCH_ENTRIES
 // entries spread round-robin over 10 streams (on disk, after the fill; the
-// data is in the OS cache). ns/op is per List call; p99-ns is the 99th
-// percentile of the calls' latencies.
+// data is in the OS cache), with the tail cache on (its default size) and
+// off, side by side: the store is filled once, then reopened for each
+// sub-benchmark (so the cache starts empty and is seeded by the first
+// List, as after a restart). ns/op is per List call; p99-ns is the 99th
+// percentile of the calls' latencies; hit% is the share of the calls the
+// cache served.
 //   - Last100OneStream: the final 100 of one stream (tail of a console).
+//   - Last100OneStreamParallel: the same from GOMAXPROCS goroutines at once.
 //   - Last100AllStreams: the final 100 of all streams merged.
 //   - After100AllStreams: 100 entries of all streams merged, forward from a
 //     random position (paging with after).
 //   - After100OneStream: 100 entries of one stream from a random position.
 func BenchmarkList(b *testing.B) {
 	entries := envInt(b, "LOGBROKER_BENCH_ENTRIES", 100000)
-	s, err := storage.Open(b.TempDir(), storage.Options{})
+	dir := b.TempDir()
+	s, err := storage.Open(dir, storage.Options{TailCacheBytes: -1})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer s.Close()
 	rng := rand.New(rand.NewPCG(2, 2))
 	fill(b, s, entries, func(i int) storage.Record {
 		return storage.Record{Src: "device_1", Stream: fmt.Sprint("s", i%10), Timestamp: 1764080000000 + int64(i), Msg: consoleLine(rng, i)}
@@ -293,44 +298,92 @@ func BenchmarkList(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	if err := s.Close(); err != nil {
+		b.Fatal(err)
+	}
 	for _, c := range []struct {
-		name string
-		q    func(r *rand.Rand) storage.Query
+		name     string
+		parallel bool
+		q        func(r *rand.Rand) storage.Query
 	}{
-		{"Last100OneStream", func(*rand.Rand) storage.Query {
+		{"Last100OneStream", false, func(*rand.Rand) storage.Query {
 			return storage.Query{Src: "device_1", Stream: "s3", Last: 100}
 		}},
-		{"Last100AllStreams", func(*rand.Rand) storage.Query {
+		{"Last100OneStreamParallel", true, func(*rand.Rand) storage.Query {
+			return storage.Query{Src: "device_1", Stream: "s3", Last: 100}
+		}},
+		{"Last100AllStreams", false, func(*rand.Rand) storage.Query {
 			return storage.Query{Src: "device_1", Last: 100}
 		}},
-		{"After100AllStreams", func(r *rand.Rand) storage.Query {
+		{"After100AllStreams", false, func(r *rand.Rand) storage.Query {
 			return storage.Query{Src: "device_1", After: r.Uint64N(head - 1000), Last: -1, Limit: 100}
 		}},
-		{"After100OneStream", func(r *rand.Rand) storage.Query {
+		{"After100OneStream", false, func(r *rand.Rand) storage.Query {
 			return storage.Query{Src: "device_1", Stream: "s3", After: r.Uint64N(head - 1000), Last: -1, Limit: 100}
 		}},
 	} {
-		b.Run(c.name, func(b *testing.B) {
-			r := rand.New(rand.NewPCG(3, 3))
-			lat := make([]time.Duration, 0, b.N)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				q := c.q(r)
-				t0 := time.Now()
-				es, err := s.List(ctx, q)
-				lat = append(lat, time.Since(t0))
+		for _, cache := range []struct {
+			name  string
+			bytes int64
+		}{{"cache=on", 0}, {"cache=off", -1}} {
+			b.Run(c.name+"/"+cache.name, func(b *testing.B) {
+				s, err := storage.Open(dir, storage.Options{TailCacheBytes: cache.bytes})
 				if err != nil {
 					b.Fatal(err)
 				}
-				if len(es) != 100 {
-					b.Fatalf("list %+v: %d entries, want 100", q, len(es))
+				defer s.Close()
+				list := func(q storage.Query) error {
+					es, err := s.List(ctx, q)
+					if err == nil && len(es) != 100 {
+						err = fmt.Errorf("list %+v: %d entries, want 100", q, len(es))
+					}
+					return err
 				}
-			}
-			b.StopTimer()
-			slices.Sort(lat)
-			b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds()), "p99-ns")
-		})
+				before := s.Stats()
+				var lat []time.Duration
+				b.ReportAllocs()
+				b.ResetTimer()
+				if c.parallel {
+					var seed atomic.Uint64
+					var mu sync.Mutex
+					b.RunParallel(func(pb *testing.PB) {
+						r := rand.New(rand.NewPCG(3, seed.Add(1)))
+						mine := make([]time.Duration, 0, 1024)
+						for pb.Next() {
+							t0 := time.Now()
+							err := list(c.q(r))
+							mine = append(mine, time.Since(t0))
+							if err != nil {
+								b.Error(err)
+								return
+							}
+						}
+						mu.Lock()
+						lat = append(lat, mine...)
+						mu.Unlock()
+					})
+				} else {
+					r := rand.New(rand.NewPCG(3, 3))
+					lat = make([]time.Duration, 0, b.N)
+					for i := 0; i < b.N; i++ {
+						q := c.q(r)
+						t0 := time.Now()
+						err := list(q)
+						lat = append(lat, time.Since(t0))
+						if err != nil {
+							b.Fatal(err)
+						}
+					}
+				}
+				b.StopTimer()
+				if len(lat) > 0 {
+					slices.Sort(lat)
+					b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds()), "p99-ns")
+				}
+				after := s.Stats()
+				b.ReportMetric(100*float64(after.TailHits-before.TailHits)/float64(b.N), "hit%")
+			})
+		}
 	}
 }
 

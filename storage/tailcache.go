@@ -92,8 +92,8 @@ type tailStream struct {
 	suspended bool // a synced delete or trim is being applied: not served
 	dropped   bool // out of the cache: seeds are refused
 	from      uint64
-	ents      []tailEntry
-	entsCap   int // of the array ents was allocated with
+	ents      []tailEntry // a window of arr
+	arr       []tailEntry // the array ents lives in, full length
 	chunks    []tailChunk
 	chunkMem  int64 // sum of the chunks' capacities
 	msgBytes  int64 // sum of len(msg) over ents
@@ -242,8 +242,8 @@ func (c *tailCache) seed(t *tailStream, v uint64, out []Entry, from uint64) {
 	t.known, t.from = true, from
 	if n := len(out) - start; n > 0 {
 		buf := make([]byte, 0, size)
-		t.ents = make([]tailEntry, n, max(n, 8))
-		t.entsCap = cap(t.ents)
+		t.arr = make([]tailEntry, max(n, 8))
+		t.ents = t.arr[:n]
 		for i, e := range out[start:] {
 			buf = append(buf, e.Msg...)
 			t.ents[i] = tailEntry{seq: e.Seq, ts: e.Timestamp, msg: buf[len(buf)-len(e.Msg) : len(buf) : len(buf)]}
@@ -387,7 +387,7 @@ func (s *Store) suspendTail(ops []op) {
 // locked.
 func (c *tailCache) account(t *tailStream) {
 	cost := tailStreamCost + int64(len(t.key.src)+len(t.key.stream)) +
-		int64(t.entsCap)*tailEntryCost + t.chunkMem
+		int64(len(t.arr))*tailEntryCost + t.chunkMem
 	if d := cost - t.cost; d != 0 {
 		t.cost = cost
 		c.used.Add(d)
@@ -468,7 +468,7 @@ func (c *tailCache) clear() {
 // reset drops t's entries (it stays in the cache, unknown).
 func (t *tailStream) reset() {
 	t.known, t.from = false, 0
-	t.ents, t.entsCap, t.chunks, t.chunkMem, t.msgBytes = nil, 0, nil, 0, 0
+	t.ents, t.arr, t.chunks, t.chunkMem, t.msgBytes = nil, nil, nil, 0, 0
 }
 
 // append adds an entry after the newest, copying msg, then keeps the
@@ -495,11 +495,24 @@ func (t *tailStream) append(seq uint64, ts int64, msg []byte) {
 	start := len(ch.buf)
 	ch.buf = append(ch.buf, msg...)
 	ch.last = seq
-	before := cap(t.ents)
-	t.ents = append(t.ents, tailEntry{seq: seq, ts: ts, msg: ch.buf[start:len(ch.buf):len(ch.buf)]})
-	if cap(t.ents) != before {
-		t.entsCap = cap(t.ents) // a new array
+	if n := len(t.ents); n == cap(t.ents) {
+		if off := len(t.arr) - n; off > 0 && off >= len(t.arr)/8 {
+			// Slide the window back to the start of arr: at the
+			// bound, every tailMaxEntries/4 appends, and no allocation.
+			copy(t.arr, t.ents)
+			clear(t.arr[n:])
+			t.ents = t.arr[:n]
+		} else {
+			size := max(8, 2*n)
+			if size > tailMaxEntries+tailMaxEntries/4 {
+				size = max(n+1, tailMaxEntries+tailMaxEntries/4)
+			}
+			t.arr = make([]tailEntry, size)
+			copy(t.arr, t.ents)
+			t.ents = t.arr[:n]
+		}
 	}
+	t.ents = append(t.ents, tailEntry{seq: seq, ts: ts, msg: ch.buf[start:len(ch.buf):len(ch.buf)]})
 	t.msgBytes += int64(len(msg))
 	n, size := 0, t.msgBytes
 	for len(t.ents)-n > tailMaxEntries || size > tailMaxBytes {
@@ -521,10 +534,10 @@ func (t *tailStream) dropFront(n int) {
 		t.msgBytes -= int64(len(e.msg))
 	}
 	last := t.ents[n-1].seq
-	clear(t.ents[:n]) // the old array must not keep the chunks alive
+	clear(t.ents[:n]) // arr must not keep the chunks alive
 	t.ents = t.ents[n:]
 	if len(t.ents) == 0 {
-		t.ents, t.entsCap = nil, 0
+		t.ents, t.arr = nil, nil
 	}
 	k := 0
 	for k < len(t.chunks) && t.chunks[k].last <= last {

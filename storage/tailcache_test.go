@@ -99,7 +99,7 @@ func TestTailCache_SameAsPebble(t *testing.T) {
 
 func testTailSameAsPebble(t *testing.T, seed uint64) {
 	rng := rand.New(rand.NewPCG(seed, 7))
-	ret := storage.Retention{MaxEntriesPerStream: 300, Interval: time.Hour}
+	ret := storage.Retention{MaxEntriesPerStream: 1200, Interval: time.Hour}
 	stores := []*tailStore{
 		{name: "off", opts: storage.Options{TailCacheBytes: -1, Retention: ret}},
 		{name: "default", opts: storage.Options{Retention: ret}},
@@ -591,3 +591,67 @@ func TestTailCache_Budget(t *testing.T) {
 		})
 	}
 }
+
+// TestTailCache_StreamBound appends more to one stream than the cache keeps
+// of it (by count, then by bytes) and checks queries around the bound
+// against a store without the cache: the newest entries come from the
+// cache, older ones from Pebble, and nothing is lost between them.
+func TestTailCache_StreamBound(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		n    int
+		pad  int
+	}{
+		{"Count", 3000, 20},
+		{"Bytes", 1500, 2000}, // 1 MiB of msgs is about 520 of them
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			on := &tailStore{name: "on", fs: vfs.NewMem()}
+			off := &tailStore{name: "off", fs: vfs.NewMem(), opts: storage.Options{TailCacheBytes: -1}}
+			for _, ts := range []*tailStore{on, off} {
+				ts.open(t)
+				t.Cleanup(func() { ts.s.Close() })
+			}
+			var recs []storage.Record
+			for i := 0; i < c.n; i++ {
+				stream := "a"
+				if i%3 == 0 {
+					stream = "b"
+				}
+				recs = append(recs, storage.Record{Src: "dev", Stream: stream, Timestamp: int64(i), Msg: fmt.Appendf(nil, `"%d %s"`, i, strings.Repeat("x", c.pad))})
+			}
+			for _, ts := range []*tailStore{on, off} {
+				appendAll(t, ts.s, recs)
+			}
+			head := uint64(c.n)
+			var hit, miss int
+			for _, last := range []int{-1, 1, 100, 500, 600, 1023, 1024, 1025, 2000} {
+				for _, after := range []uint64{0, head - 1500, head - 1400, head - 700, head - 10, head} {
+					for _, limit := range []int{0, 7} {
+						q := storage.Query{Src: "dev", Stream: "a", After: after, Last: last, Limit: limit}
+						want := mustList(t, off.s, q)
+						before := on.s.Stats().TailHits
+						if d := diffLists(mustList(t, on.s, q), want); d != "" {
+							t.Fatalf("list %+v: %s", q, d)
+						}
+						if on.s.Stats().TailHits > before {
+							hit++
+						} else {
+							miss++
+						}
+					}
+				}
+			}
+			if hit == 0 || miss == 0 {
+				t.Errorf("%d queries served by the cache, %d not: want both", hit, miss)
+			}
+			if b := on.s.Stats().TailBytes; b > 2*tailMaxBytesForTest {
+				t.Errorf("the cache holds %d bytes for two streams", b)
+			}
+		})
+	}
+}
+
+// tailMaxBytesForTest is the bound of one stream's msgs in the cache
+// (tailMaxBytes), plus its entries' overhead.
+const tailMaxBytesForTest = 1<<20 + 1280*40 + 64<<10
