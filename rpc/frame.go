@@ -65,12 +65,8 @@ func decodeFrame(f *Frame, payload []byte, lastSrc string) error {
 		// replace the bad bytes, and the reply go to a src nobody sent.
 		return fmt.Errorf("decode frame: %w: src is not valid UTF-8", ErrDropped)
 	}
-	var src string
-	ok := lastSrc != "" && len(raw) >= 2 && raw[0] == '"' && !containsByte(raw, '\\') &&
-		string(raw[1:len(raw)-1]) == lastSrc
-	if ok {
-		src = lastSrc
-	} else {
+	src, ok := lastSrc, lastSrc != "" && isString(raw, lastSrc)
+	if !ok {
 		src, ok = decodeString(raw)
 	}
 	if !ok {

@@ -177,3 +177,33 @@ func TestFollow_ManyFollowersOneEntry(t *testing.T) {
 		}
 	}
 }
+
+// TestConn_ArgsSrcChanges: the args.src a connection remembers from its
+// previous call never stands for another src, even one written the same
+// between the quotes.
+func TestConn_ArgsSrcChanges(t *testing.T) {
+	e := newEnv(t, Config{})
+	c := e.svc.Open("cl")
+	defer c.Close()
+	for _, src := range []string{"a", "b", `a"b`, `a\"b`} {
+		e.log(c, src, "console", quote("in "+src))
+	}
+	steps := []struct{ name, rawSrc, src string }{
+		{"First", `"a"`, "a"},
+		{"Same", `"a"`, "a"},
+		{"Other", `"b"`, "b"},
+		{"Escaped", `"\u0061"`, "a"},
+		{"Backslash", `"a\\\"b"`, `a\"b`},
+		{"RawEqualsRemembered", `"a\"b"`, `a"b`},
+		{"Back", `"a"`, "a"},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			r := e.mustCall(c, "me", "Log.List", `{"src":`+st.rawSrc+`}`)
+			es := r.entries(t)
+			if len(es) != 1 || es[0].Src != st.src || string(es[0].Msg) != quote("in "+st.src) {
+				t.Errorf("Log.List of src %s answered %s, want the one entry of %q", st.rawSrc, r.Result, st.src)
+			}
+		})
+	}
+}

@@ -393,6 +393,12 @@ func decodeString(v []byte) (string, bool) {
 	return s, true
 }
 
+// isString reports whether the raw JSON value v is the string s written
+// without escapes, without allocating s again.
+func isString(v []byte, s string) bool {
+	return len(v) == len(s)+2 && v[0] == '"' && string(v[1:len(v)-1]) == s && !containsByte(v[1:len(v)-1], '\\')
+}
+
 // decodeNumber decodes a raw JSON number. One beyond the range of a float64
 // (1e400) is ±Inf: huge, not malformed.
 func decodeNumber(v []byte) (float64, bool) {

@@ -49,13 +49,19 @@ func (a args) str(key, def string) (string, error) {
 // src returns args.src (default: the frame's src), checked.
 func (a args) src(r *request) (string, error) {
 	src := r.f.Src // valid: DecodeFrame checked it
-	if a.get("src") != nil {
-		var err error
-		if src, err = a.str("src", ""); err != nil {
-			return "", err
-		}
-		if err := ValidSrc(src); err != nil {
-			return "", errorf(CodeBadRequest, "%v", err)
+	if raw := a.get("src"); raw != nil {
+		if last := r.conn.argSrc.Load(); last != nil && isString(raw, *last) {
+			src = *last // checked when the connection's earlier call named it
+		} else {
+			var err error
+			if src, err = a.str("src", ""); err != nil {
+				return "", err
+			}
+			if err := ValidSrc(src); err != nil {
+				return "", errorf(CodeBadRequest, "%v", err)
+			}
+			checked := src // its own variable: only this path allocates it
+			r.conn.argSrc.Store(&checked)
 		}
 	}
 	if !r.caller.may(methodAccess[r.method], src) {

@@ -228,6 +228,7 @@ type Conn struct {
 	follows int            // waiting follows; guarded by svc.hub.mu
 	gone    bool           // closed: no new follows; guarded by svc.hub.mu
 	reply   atomic.Pointer[replyTopic]
+	argSrc  atomic.Pointer[string] // the last valid args.src: a dashboard names the same source each call
 }
 
 // replyTopic is <src>/rpc for the src a connection used last.
