@@ -85,6 +85,45 @@ sequence in a heap. Delete is a single DeleteRange over the stream's
 prefix, so its cost does not depend on the stream's size. A source's
 streams are not listed anywhere else: a deleted stream simply has no keys.
 
+# Tail cache
+
+List of one stream near its head (a console's last 100 lines, a follower
+paging on with after) is served from memory when it can: the store keeps,
+for the streams that are listed, their newest durable entries (seq,
+timestamp, a private copy of msg, in per-stream chunks) and a bound below
+which it does not hold them. A query of one stream is served from the cache
+when every entry it selects is above the bound (after at or above it), or
+when it asks for the final Last and at least Last cached entries are above
+after; the result is the same as Pebble's, copied (the caller owns it).
+Anything else (merged queries of all streams, paging far back) reads
+Pebble as before.
+
+The committer applies each synced batch to the cache under the same lock,
+at the same moment, as it advances the durable heads: appends to known
+streams, Deletes (the stream becomes known and empty), retention trims
+(the entries up to the cut go). So the cache holds exactly the durable
+entries, never one whose batch is still syncing. A deletion is applied
+only once durable; until then reads see the durable state, from the cache
+or Pebble's durable view; and from the end of its sync to its application
+the stream is not served from the cache, so no read sees it undeleted after
+one has seen it deleted. A stream the cache does not know is not filled by
+appends (so appending to a stream nobody lists costs a map lookup): the
+first List of it that misses reads Pebble and seeds the cache with its
+result if that is the whole stream above some bound up to the durable head
+(the final Last, or everything after after) and no batch touched the stream
+since that head was read; each stream's version, bumped by the committer
+under the same lock as the heads, proves it. A List before a stream's
+first entry makes it known (empty). A recovery after an I/O failure, and
+Close, empty the cache: the failed batch may or may not be on disk.
+
+Memory is bounded by Options.TailCacheBytes (DefaultTailCacheBytes, 32 MiB;
+< 0 turns the cache off), counted as the chunks' capacity plus about 40
+bytes per entry plus a few hundred bytes per stream; over it, the least
+recently listed streams are evicted whole, down to 7/8 of it. Each stream
+keeps at most its newest 1,024 entries and 1 MiB of msgs (an older entry
+raises its bound). Stats reports the cache's hits, misses and bytes. There
+is no goroutine: the committer and the Lists that miss do the work.
+
 # Retention
 
 Options.Retention bounds what is kept: entries older than MaxAge, more than

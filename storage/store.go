@@ -162,10 +162,6 @@ type source struct {
 	last uint64 // last sequence assigned; committer only
 	head uint64 // last sequence made durable; guarded by Store.smu
 	mark uint64 // batchNo of the last batch that touched it; committer only
-	// tailFresh: the source had no entry on disk when it was loaded and
-	// the tail cache has evicted none of its streams since, so every
-	// stream of it the cache does not know is empty (tailcache.go).
-	tailFresh atomic.Bool
 }
 
 // durableView is a snapshot of the durable state, shared by the readers
@@ -614,7 +610,6 @@ func (s *Store) sourceFor(src string) (*source, error) {
 		return nil, err
 	}
 	st := &source{name: strings.Clone(src), last: seq, head: seq}
-	st.tailFresh.Store(seq == 0)
 	s.sources[st.name] = st
 	return st, nil
 }

@@ -42,17 +42,19 @@ const (
 // durable entry of the stream with seq > from is in ents, in seq order.
 // The committer keeps known streams known by applying each synced batch's
 // appends, deletes and trims to them, under Store.smu together with the
-// advance of the durable heads; it leaves unknown and absent streams alone
-// (except for a fresh source, see appended), only bumping an unknown
-// stream's version. A List that missed seeds an unknown stream from what it
-// read of Pebble, if the version it took with the durable head (both under
-// smu) is unchanged: then no batch touched the stream since that head.
+// advance of the durable heads; it leaves unknown and absent streams alone,
+// only bumping an unknown stream's version. A List that missed seeds the
+// stream from what it read of Pebble, if the version it took with the
+// durable head (both under smu) is unchanged: then no batch touched the
+// stream since that head. So only streams that are listed are cached (a
+// List of a stream before its first entry makes it known, empty), and an
+// append to any other stream costs a map lookup.
 type tailCache struct {
 	budget  int64
 	used    atomic.Int64  // bytes accounted, over all streams
 	hits    atomic.Uint64 // List calls served
 	misses  atomic.Uint64 // List calls of one stream not served
-	clock   atomic.Uint64 // advanced per commit: the LRU time
+	clock   atomic.Uint64 // the LRU time: advanced per commit and per use
 	hseed   maphash.Seed
 	evictMu sync.Mutex
 	shards  [tailShards]tailShard
@@ -98,7 +100,6 @@ type tailStream struct {
 	chunkMem  int64 // sum of the chunks' capacities
 	msgBytes  int64 // sum of len(msg) over ents
 	cost      int64 // what it adds to tailCache.used
-	fresh     *atomic.Bool
 }
 
 // newTailCache returns a cache of budget bytes, or nil (no cache) if
@@ -122,10 +123,12 @@ func (c *tailCache) shard(src, stream string) *tailShard {
 	return &c.shards[h%tailShards]
 }
 
-// touch records a use of t for the LRU order.
+// touch records a use of t for the LRU order: unless t was the last
+// stream used, the clock advances, so the streams' uses are ordered (a
+// stream listed over and over writes no shared memory).
 func (c *tailCache) touch(t *tailStream) {
-	if now := c.clock.Load(); t.used.Load() != now {
-		t.used.Store(now)
+	if t.used.Load() != c.clock.Load() {
+		t.used.Store(c.clock.Add(1))
 	}
 }
 
@@ -256,35 +259,19 @@ func (c *tailCache) seed(t *tailStream, v uint64, out []Entry, from uint64) {
 	c.evictIfOver()
 }
 
-// appended applies a committed append to the cache. A known stream gets
-// the entry (a copy of msg); an unknown or absent one gets it only if its
-// source is fresh (nothing of the source on disk when it was loaded, and
-// none of its streams evicted since: then a stream the cache does not know
-// is empty), else the stream stays as it was. Committer only, with
-// Store.smu locked.
-func (c *tailCache) appended(st *source, stream string, seq uint64, ts int64, msg []byte) {
-	sh := c.shard(st.name, stream)
+// appended applies a committed append to the cache: a known stream gets
+// the entry (a copy of msg), an unknown one a new version. Committer only,
+// with Store.smu locked.
+func (c *tailCache) appended(src, stream string, seq uint64, ts int64, msg []byte) {
+	sh := c.shard(src, stream)
 	sh.mu.Lock()
-	t := sh.m[tailKey{st.name, stream}]
-	if t == nil || !t.known {
-		if !st.tailFresh.Load() {
-			if t != nil {
-				t.version++
-			}
-			sh.mu.Unlock()
-			return
+	if t := sh.m[tailKey{src, stream}]; t != nil {
+		t.version++
+		if t.known {
+			t.append(seq, ts, msg)
+			c.account(t)
 		}
-		if t == nil {
-			t = c.add(sh, st.name, stream)
-		}
-		t.known, t.from = true, 0
 	}
-	t.version++
-	if t.fresh == nil && st.tailFresh.Load() {
-		t.fresh = &st.tailFresh
-	}
-	t.append(seq, ts, msg)
-	c.account(t)
 	sh.mu.Unlock()
 }
 
@@ -349,7 +336,6 @@ func (s *Store) fillTail(ops []op) {
 	if c == nil {
 		return
 	}
-	var st *source
 	for i := range ops {
 		o := &ops[i]
 		if o.err != nil {
@@ -357,10 +343,7 @@ func (s *Store) fillTail(ops []op) {
 		}
 		switch o.kind {
 		case opAppend:
-			if st == nil || st.name != o.rec.Src {
-				st = s.sources[o.rec.Src]
-			}
-			c.appended(st, o.rec.Stream, o.seq, o.rec.Timestamp, o.rec.Msg)
+			c.appended(o.rec.Src, o.rec.Stream, o.seq, o.rec.Timestamp, o.rec.Msg)
 		case opDelete:
 			c.deleted(o.rec.Src, o.rec.Stream)
 		case opTrim:
@@ -398,9 +381,6 @@ func (c *tailCache) account(t *tailStream) {
 func (c *tailCache) remove(sh *tailShard, t *tailStream) {
 	delete(sh.m, t.key)
 	t.dropped = true
-	if t.fresh != nil {
-		t.fresh.Store(false) // the source's unknown streams may have entries now
-	}
 	t.reset()
 	c.used.Add(-t.cost)
 	t.cost = 0

@@ -280,8 +280,9 @@ func testTailSameAsPebble(t *testing.T, seed uint64) {
 }
 
 // TestTailCache_DurableOnly holds the WAL sync of a batch appending to a
-// stream the cache knows (filled by appends to a new source, or seeded by
-// a List after a reopen): List must not show the entry until it is
+// stream the cache knows (listed before its first entry, then filled by
+// the appends; or seeded by a List after a reopen): List must not show the
+// entry until it is
 // durable; and when the sync fails, the entry (which reached the
 // in-memory disk) is listable after the recovery, as Pebble has it, not
 // hidden by what the cache held before.
@@ -302,13 +303,18 @@ func TestTailCache_DurableOnly(t *testing.T) {
 			ts.open(t)
 			t.Cleanup(func() { ts.s.Close() })
 			t.Cleanup(h.unhold)
+			q := storage.Query{Src: "dev", Stream: "a", Last: 10}
+			if !c.reopen {
+				if es := mustList(t, ts.s, q); len(es) != 0 {
+					t.Fatalf("before the appends: %d entries", len(es))
+				}
+			}
 			add(t, ts.s, "dev", "a", 3, 10, 0)
 			add(t, ts.s, "dev", "b", 2, 10, 0)
 			if c.reopen {
 				ts.reopen(t)
 			}
-			q := storage.Query{Src: "dev", Stream: "a", Last: 10}
-			for i := 0; i < 2; i++ { // seed, then hit
+			for i := 0; i < 2; i++ { // seed (after a reopen), then hit
 				if got := seqList(mustList(t, ts.s, q)); !slices.Equal(got, []uint64{1, 2, 3}) {
 					t.Fatalf("before: list a: %v", got)
 				}
@@ -381,8 +387,9 @@ func mustList(t *testing.T, s *storage.Store, q storage.Query) []storage.Entry {
 // stream's entries with no gap, end at or after every entry acknowledged
 // before the List began, hold nothing above the durable head, and hold
 // all the stream has (up to the head) when shorter than asked. The cache
-// is filled from a new source, or seeded by the Lists after a reopen, or
-// too small to keep anything for long.
+// is filled by the appends (the streams were listed before their first
+// entry), or seeded by the Lists after a reopen, or too small to keep
+// anything for long.
 func TestTailCache_RacingAppends(t *testing.T) {
 	for _, c := range []struct {
 		name   string
@@ -400,6 +407,9 @@ func TestTailCache_RacingAppends(t *testing.T) {
 			ctx := context.Background()
 			streams := []string{"s0", "s1", "s2", "s3"}
 			for _, st := range streams {
+				if !c.reopen {
+					mustList(t, ts.s, storage.Query{Src: "dev", Stream: st, Last: 1})
+				}
 				add(t, ts.s, "dev", st, 20, 30, 0)
 			}
 			if c.reopen {
@@ -446,7 +456,7 @@ func TestTailCache_RacingAppends(t *testing.T) {
 				go func() {
 					defer readers.Done()
 					rng := rand.New(rand.NewPCG(uint64(g), 2))
-					for n := 0; n < 20000 && !stop.Load(); n++ {
+					for n := 0; n < 20000 && (n < 300 || !stop.Load()); n++ {
 						k := rng.IntN(len(streams))
 						last := []int{1, 10, 100}[rng.IntN(3)]
 						before := acked[k].Load()
@@ -545,6 +555,16 @@ func TestTailCache_Budget(t *testing.T) {
 			counts := map[string]int{}
 			hot := storage.Query{Src: "dev", Stream: "hot", Last: 5}
 			for round := 0; round < 10; round++ {
+				if !c.reopen {
+					// Known before their first entries: the appends fill them.
+					for i := 0; i < 30; i += 3 {
+						mustList(t, s, storage.Query{Src: "dev", Stream: fmt.Sprint("s", round*30+i), Last: 3})
+					}
+				}
+				// The hot stream is used after those: the streams of the
+				// earlier rounds and these are older (in Filled, these
+				// alone are over the budget once the appends fill them).
+				mustList(t, s, hot)
 				var recs []storage.Record
 				for i := 0; i < 30; i++ {
 					stream := fmt.Sprint("s", round*30+i)
@@ -620,6 +640,8 @@ func TestTailCache_StreamBound(t *testing.T) {
 				}
 				recs = append(recs, storage.Record{Src: "dev", Stream: stream, Timestamp: int64(i), Msg: fmt.Appendf(nil, `"%d %s"`, i, strings.Repeat("x", c.pad))})
 			}
+			// Known (empty) before the appends, which fill it past its bound.
+			mustList(t, on.s, storage.Query{Src: "dev", Stream: "a", Last: 1})
 			for _, ts := range []*tailStore{on, off} {
 				appendAll(t, ts.s, recs)
 			}
