@@ -50,14 +50,17 @@ const (
 // List of a stream before its first entry makes it known, empty), and an
 // append to any other stream costs a map lookup.
 type tailCache struct {
-	budget  int64
-	used    atomic.Int64  // bytes accounted, over all streams
-	hits    atomic.Uint64 // List calls served
-	misses  atomic.Uint64 // List calls of one stream not served
-	clock   atomic.Uint64 // the LRU time: advanced per commit and per use
-	hseed   maphash.Seed
-	evictMu sync.Mutex
-	shards  [tailShards]tailShard
+	budget int64
+	used   atomic.Int64  // bytes accounted, over all streams
+	hits   atomic.Uint64 // List calls served
+	// applying is set while the deletions of a synced batch are not yet
+	// applied (suspendTail to fillTail): no seeds meanwhile.
+	applying atomic.Bool
+	misses   atomic.Uint64 // List calls of one stream not served
+	clock    atomic.Uint64 // the LRU time: advanced per commit and per use
+	hseed    maphash.Seed
+	evictMu  sync.Mutex
+	shards   [tailShards]tailShard
 }
 
 type tailShard struct {
@@ -224,7 +227,7 @@ func (c *tailCache) add(sh *tailShard, src, stream string) *tailStream {
 func (c *tailCache) seed(t *tailStream, v uint64, out []Entry, from uint64) {
 	sh := c.shard(t.key.src, t.key.stream)
 	sh.mu.Lock()
-	if t.dropped || t.version != v || (t.known && t.from <= from) {
+	if t.dropped || t.version != v || (t.known && t.from <= from) || c.applying.Load() {
 		sh.mu.Unlock()
 		return
 	}
@@ -350,15 +353,19 @@ func (s *Store) fillTail(ops []op) {
 			c.trimmed(o.rec.Src, o.rec.Stream, o.seq)
 		}
 	}
+	c.applying.Store(false)
 	c.clock.Add(1)
 }
 
 // suspendTail suspends the cached streams the synced ops of a batch delete
-// from (suspend).
+// from (suspend), and refuses seeds until fillTail has applied them: a
+// List may have read the state before them, and the streams it seeds
+// would not be suspended.
 func (s *Store) suspendTail(ops []op) {
 	if s.tail == nil {
 		return
 	}
+	s.tail.applying.Store(true)
 	for i := range ops {
 		if o := &ops[i]; o.err == nil && (o.kind == opDelete || o.kind == opTrim) {
 			s.tail.suspend(o.rec.Src, o.rec.Stream)
