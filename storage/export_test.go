@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -45,4 +46,55 @@ func VisibleEntries(s *Store, src, stream string) (int, error) {
 		n++
 	}
 	return n, errors.Join(it.Error(), it.Close())
+}
+
+// CheckTailCache checks the invariants of s's tail cache: each stream's
+// entries ascend, all above its bound, within its bounds, its counters
+// match them, and the cache's byte count is the sum of its streams'.
+func CheckTailCache(s *Store) error {
+	c := s.tail
+	if c == nil {
+		return nil
+	}
+	var total int64
+	for i := range c.shards {
+		sh := &c.shards[i]
+		sh.mu.RLock()
+		for k, t := range sh.m {
+			var err error
+			var msgs int64
+			for j, e := range t.ents {
+				msgs += int64(len(e.msg))
+				switch {
+				case !t.known:
+					err = fmt.Errorf("unknown, with entries")
+				case e.seq <= t.from:
+					err = fmt.Errorf("entry %d at or below the bound %d", e.seq, t.from)
+				case j > 0 && e.seq <= t.ents[j-1].seq:
+					err = fmt.Errorf("entry %d after %d", e.seq, t.ents[j-1].seq)
+				}
+			}
+			switch {
+			case err != nil:
+			case t.dropped:
+				err = fmt.Errorf("dropped, still in the map")
+			case t.suspended:
+				err = fmt.Errorf("suspended between commits")
+			case len(t.ents) > tailMaxEntries || msgs > tailMaxBytes:
+				err = fmt.Errorf("%d entries, %d bytes: over the bounds", len(t.ents), msgs)
+			case msgs != t.msgBytes:
+				err = fmt.Errorf("%d msg bytes counted, %d held", t.msgBytes, msgs)
+			}
+			total += t.cost
+			if err != nil {
+				sh.mu.RUnlock()
+				return fmt.Errorf("tail cache: %q/%q: %w", k.src, k.stream, err)
+			}
+		}
+		sh.mu.RUnlock()
+	}
+	if used := c.used.Load(); used != total {
+		return fmt.Errorf("tail cache: %d bytes counted, its streams hold %d", used, total)
+	}
+	return nil
 }

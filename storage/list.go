@@ -56,7 +56,7 @@ func (s *Store) List(ctx context.Context, q Query) ([]Entry, error) {
 	}
 	if q.Last == 0 || q.After >= head {
 		if watch != nil {
-			s.tail.seed(watch, version, nil, q.After)
+			s.tail.seed(watch, version, nil, head) // none above head: complete from it
 		}
 		return nil, nil
 	}

@@ -183,6 +183,11 @@ func testTailSameAsPebble(t *testing.T, seed uint64) {
 	}
 	check := func(step string) {
 		t.Helper()
+		for _, ts := range stores {
+			if err := storage.CheckTailCache(ts.s); err != nil {
+				t.Fatalf("%s: %s cache: %v", step, ts.name, err)
+			}
+		}
 		for i := 0; i < 30; i++ {
 			q := query(srcs[rng.IntN(len(srcs))])
 			want, err := stores[0].s.List(ctx, q)
@@ -522,6 +527,9 @@ func TestTailCache_RacingAppends(t *testing.T) {
 					}
 				}
 			}
+			if err := storage.CheckTailCache(s); err != nil {
+				t.Fatal(err)
+			}
 			stats := s.Stats()
 			if stats.TailHits == 0 {
 				t.Errorf("no List served from the cache (%d misses)", stats.TailMisses)
@@ -608,6 +616,9 @@ func TestTailCache_Budget(t *testing.T) {
 			if b := s.Stats().TailBytes; b > budget {
 				t.Errorf("at the end: the cache holds %d bytes, budget %d", b, budget)
 			}
+			if err := storage.CheckTailCache(s); err != nil {
+				t.Fatal(err)
+			}
 		})
 	}
 }
@@ -663,6 +674,9 @@ func TestTailCache_StreamBound(t *testing.T) {
 						}
 					}
 				}
+			}
+			if err := storage.CheckTailCache(on.s); err != nil {
+				t.Fatal(err)
 			}
 			if hit == 0 || miss == 0 {
 				t.Errorf("%d queries served by the cache, %d not: want both", hit, miss)
