@@ -151,11 +151,9 @@ func TestFollow_ManyFollowersOneEntry(t *testing.T) {
 		}
 		fls = append(fls, f)
 	}
-	var conns []*Conn
 	for i, f := range fls {
 		c := e.svc.Open(fmt.Sprint("c", i))
 		defer c.Close()
-		conns = append(conns, c)
 		submit(c, `{"id":`+f.id+`,"src":"dev","tag":"`+f.tag+`","method":"Log.List","args":`+f.args+`,"timeout":60}`)
 	}
 	e.waiting(t, int64(len(fls)))
