@@ -200,13 +200,21 @@ func (c *tailCache) list(q Query) ([]Entry, bool) {
 // read-locked, when the durable head is read.
 func (c *tailCache) watch(src, stream string) (*tailStream, uint64) {
 	sh := c.shard(src, stream)
-	sh.mu.Lock()
+	sh.mu.RLock()
 	t := sh.m[tailKey{src, stream}]
-	if t == nil {
-		t = c.add(sh, src, stream)
+	var v uint64
+	if t != nil {
+		v = t.version
 	}
-	v := t.version
-	sh.mu.Unlock()
+	sh.mu.RUnlock()
+	if t == nil {
+		sh.mu.Lock()
+		if t = sh.m[tailKey{src, stream}]; t == nil {
+			t = c.add(sh, src, stream)
+		}
+		v = t.version
+		sh.mu.Unlock()
+	}
 	c.touch(t)
 	return t, v
 }
