@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -294,9 +295,10 @@ func runParallel(b *testing.B, n int, fn func(g int) error) {
 // data is in the OS cache), with the tail cache on (its default size) and
 // off, side by side: the store is filled once, then reopened for each
 // sub-benchmark (so the cache starts empty and is seeded by the first
-// List, as after a restart). ns/op is per List call; p99-ns is the 99th
-// percentile of the calls' latencies; hit% is the share of the calls the
-// cache served.
+// List, as after a restart); cache=shared is ListShared with the cache on
+// (no copy of the msgs it serves), for the one-stream tails. ns/op is per
+// List call; p99-ns is the 99th percentile of the calls' latencies; hit% is
+// the share of the calls the cache served.
 //   - Last100OneStream: the final 100 of one stream (tail of a console).
 //   - Last100OneStreamParallel: the same from GOMAXPROCS goroutines at once.
 //   - Last100AllStreams: the final 100 of all streams merged.
@@ -344,9 +346,13 @@ func BenchmarkList(b *testing.B) {
 		}},
 	} {
 		for _, cache := range []struct {
-			name  string
-			bytes int64
-		}{{"cache=on", 0}, {"cache=off", -1}} {
+			name   string
+			bytes  int64
+			shared bool
+		}{{"cache=on", 0, false}, {"cache=off", -1, false}, {"cache=shared", 0, true}} {
+			if cache.shared && !strings.HasPrefix(c.name, "Last100OneStream") {
+				continue
+			}
 			b.Run(c.name+"/"+cache.name, func(b *testing.B) {
 				s, err := storage.Open(dir, storage.Options{TailCacheBytes: cache.bytes})
 				if err != nil {
@@ -354,7 +360,11 @@ func BenchmarkList(b *testing.B) {
 				}
 				defer s.Close()
 				list := func(q storage.Query) error {
-					es, err := s.List(ctx, q)
+					call := s.List
+					if cache.shared {
+						call = s.ListShared
+					}
+					es, err := call(ctx, q)
 					if err == nil && len(es) != 100 {
 						err = fmt.Errorf("list %+v: %d entries, want 100", q, len(es))
 					}

@@ -95,7 +95,10 @@ which it does not hold them. A query of one stream is served from the cache
 when every entry it selects is above the bound (after at or above it), or
 when it asks for the final Last and at least Last cached entries are above
 after; the result is the same as Pebble's, copied (the caller owns it).
-Anything else (merged queries of all streams, paging far back) reads
+ListShared is the same call without the copy: its entries' Msg may be the
+cache's memory, which the caller must not modify (the store never does:
+msgs are copied into a stream's chunks once, back to back, and never
+written again), for callers that only read them. Anything else (merged queries of all streams, paging far back) reads
 Pebble as before.
 
 The committer applies each synced batch to the cache under the same lock,

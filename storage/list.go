@@ -24,6 +24,20 @@ const ctxCheckEvery = 1024
 // reads no Pebble at all (see doc.go, Tail cache). The result is the
 // caller's: it may keep and modify it.
 func (s *Store) List(ctx context.Context, q Query) ([]Entry, error) {
+	return s.list(ctx, q, false)
+}
+
+// ListShared is List, except that the Msg of the entries it returns may
+// be the store's own memory (its tail cache's), shared with other callers:
+// the caller must not modify them. It may keep them, as the store never
+// modifies an entry's msg once written. It saves copying the msgs of each
+// query the tail cache serves, for callers that only read them (the rpc
+// layer encodes them into its response).
+func (s *Store) ListShared(ctx context.Context, q Query) ([]Entry, error) {
+	return s.list(ctx, q, true)
+}
+
+func (s *Store) list(ctx context.Context, q Query, shared bool) ([]Entry, error) {
 	if !validName(q.Src) {
 		return nil, fmt.Errorf("list: %w: source %q", ErrInvalid, q.Src)
 	}
@@ -39,7 +53,7 @@ func (s *Store) List(ctx context.Context, q Query) ([]Entry, error) {
 		return nil, fmt.Errorf("list: %w", err)
 	}
 	if q.Stream != "" && q.Last != 0 {
-		if out, ok := s.tail.list(q); ok {
+		if out, ok := s.tail.list(q, shared); ok {
 			return out, nil
 		}
 	}

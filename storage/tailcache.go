@@ -136,8 +136,9 @@ func (c *tailCache) touch(t *tailStream) {
 }
 
 // list serves q (q.Stream != "", q.Last != 0) from the cache if it can:
-// false means the cache does not hold everything q selects.
-func (c *tailCache) list(q Query) ([]Entry, bool) {
+// false means the cache does not hold everything q selects. If shared, the
+// entries' Msg are the cache's (never modified), else copies.
+func (c *tailCache) list(q Query, shared bool) ([]Entry, bool) {
 	if c == nil {
 		return nil, false
 	}
@@ -173,7 +174,13 @@ func (c *tailCache) list(q Query) ([]Entry, bool) {
 		k = q.Limit
 	}
 	var out []Entry
-	if k > 0 {
+	if k > 0 && shared {
+		out = make([]Entry, k)
+		for j := range out {
+			e := &ents[i+j]
+			out[j] = Entry{Seq: e.seq, Src: q.Src, Stream: q.Stream, Timestamp: e.ts, Msg: e.msg}
+		}
+	} else if k > 0 {
 		// The caller owns the result (it may modify the msgs): copy them
 		// into one slab, each capped.
 		size := 0

@@ -196,8 +196,13 @@ func testTailSameAsPebble(t *testing.T, seed uint64) {
 			}
 			for _, ts := range stores[1:] {
 				// Twice: a miss may seed the cache, the second call may hit.
-				for try := 0; try < 2; try++ {
-					got, err := ts.s.List(ctx, q)
+				// Then ListShared, which may hit too.
+				for try := 0; try < 3; try++ {
+					list := ts.s.List
+					if try == 2 {
+						list = ts.s.ListShared
+					}
+					got, err := list(ctx, q)
 					if err != nil {
 						t.Fatalf("%s: %s cache: list %+v: %v", step, ts.name, q, err)
 					}
@@ -691,3 +696,96 @@ func TestTailCache_StreamBound(t *testing.T) {
 // tailMaxBytesForTest is the bound of one stream's msgs in the cache
 // (tailMaxBytes), plus its entries' overhead.
 const tailMaxBytesForTest = 1<<20 + 1280*40 + 64<<10
+
+// TestTailCache_SharedStaysPut keeps what ListShared returned (the cache's
+// own memory) while the stream goes on: appends into the same chunks, past
+// the stream's bounds, retention, a Delete, evictions. What it returned must
+// never change (read concurrently, so that -race sees any write to it).
+func TestTailCache_SharedStaysPut(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		budget int64
+	}{{"Default", 0}, {"Tiny", 8 << 10}} {
+		t.Run(c.name, func(t *testing.T) {
+			ret := storage.Retention{MaxEntriesPerStream: 700, Interval: time.Hour}
+			ts := &tailStore{name: c.name, fs: vfs.NewMem(), opts: storage.Options{TailCacheBytes: c.budget, Retention: ret}}
+			ts.open(t)
+			t.Cleanup(func() { ts.s.Close() })
+			s := ts.s
+			ctx := context.Background()
+			q := storage.Query{Src: "dev", Stream: "a", Last: 50}
+			mustList(t, s, q) // known before its first entry: filled by the appends
+			type kept struct{ shared, copied []storage.Entry }
+			var (
+				mu   sync.Mutex
+				held []kept
+				stop = make(chan struct{})
+				done = make(chan error, 1)
+			)
+			go func() { // reads every kept result over and over
+				var sum byte
+				for {
+					select {
+					case <-stop:
+						done <- nil
+						return
+					default:
+					}
+					mu.Lock()
+					hs := held
+					mu.Unlock()
+					for _, h := range hs {
+						for _, e := range h.shared {
+							for _, b := range e.Msg {
+								sum ^= b
+							}
+						}
+					}
+				}
+			}()
+			hits := s.Stats().TailHits
+			for round := 0; round < 30; round++ {
+				var recs []storage.Record
+				for i := 0; i < 100; i++ {
+					recs = append(recs, storage.Record{Src: "dev", Stream: "a", Msg: fmt.Appendf(nil, `"%d.%d %s"`, round, i, strings.Repeat("y", round*7))})
+				}
+				appendAll(t, s, recs)
+				es, err := s.ListShared(ctx, q)
+				if err != nil {
+					t.Fatal(err)
+				}
+				cp := make([]storage.Entry, len(es))
+				for i, e := range es {
+					cp[i] = e
+					cp[i].Msg = bytes.Clone(e.Msg)
+				}
+				mu.Lock()
+				held = append(held, kept{es, cp})
+				mu.Unlock()
+				switch round {
+				case 10, 20:
+					if _, err := storage.Retain(s); err != nil {
+						t.Fatal(err)
+					}
+				case 15:
+					if err := s.Delete(ctx, "dev", "a"); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			close(stop)
+			<-done
+			for i, h := range held {
+				if d := diffLists(h.shared, h.copied); d != "" {
+					t.Fatalf("result %d changed after it was returned: %s", i, d)
+				}
+			}
+			if c.budget == 0 && s.Stats().TailHits == hits {
+				t.Errorf("no ListShared served from the cache")
+			}
+			if err := storage.CheckTailCache(s); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
