@@ -43,7 +43,8 @@ const (
 // The committer keeps known streams known by applying each synced batch's
 // appends, deletes and trims to them, under Store.smu together with the
 // advance of the durable heads; it leaves unknown and absent streams alone,
-// only bumping an unknown stream's version. A List that missed seeds the
+// only bumping an unknown stream's version (but a synced Delete makes its
+// stream known and empty). A List that missed seeds the
 // stream from what it read of Pebble, if the version it took with the
 // durable head (both under smu) is unchanged: then no batch touched the
 // stream since that head. So only streams that are listed are cached (a
@@ -53,11 +54,11 @@ type tailCache struct {
 	budget int64
 	used   atomic.Int64  // bytes accounted, over all streams
 	hits   atomic.Uint64 // List calls served
+	misses atomic.Uint64 // List calls of one stream not served
+	clock  atomic.Uint64 // the LRU time: advanced per commit and per use
 	// applying is set while the deletions of a synced batch are not yet
 	// applied (suspendTail to fillTail): no seeds meanwhile.
 	applying atomic.Bool
-	misses   atomic.Uint64 // List calls of one stream not served
-	clock    atomic.Uint64 // the LRU time: advanced per commit and per use
 	hseed    maphash.Seed
 	evictMu  sync.Mutex
 	shards   [tailShards]tailShard
