@@ -226,8 +226,15 @@ func (b *Broker) Publish(pk packets.Packet) error {
 	}
 	b.pubs.RLock()
 	defer b.pubs.RUnlock()
-	if isLive(&pk) && b.publishLive(pk) {
-		return nil
+	switch {
+	case isLive(&pk):
+		if b.publishLive(pk) {
+			return nil
+		}
+	case !pk.FixedHeader.Retain && b.subs.active.Load():
+		if b.publishSole(pk) {
+			return nil
+		}
 	}
 	if err := b.srv.InjectPacket(b.inline, pk); err != nil {
 		return fmt.Errorf("publish %s: %w", pk.TopicName, err)
@@ -256,7 +263,7 @@ func (b *Broker) waitRoom(topic string) {
 	if !ok {
 		return
 	}
-	limit := int64(b.cfg.ClientQueue) * 3 / 4
+	limit := max(1, int64(b.cfg.ClientQueue)*3/4)
 	if b.unsent.count(cl) < limit {
 		return
 	}

@@ -37,8 +37,9 @@ type interest struct {
 
 // topic is what interest remembers of a topic's subscribers.
 type topic struct {
-	any  bool   // a message on it reaches someone
-	sole string // the id of its only subscriber, if it has exactly one client subscriber and no other
+	any  bool                 // a message on it reaches someone
+	sole string               // the id of its only subscriber, if it has exactly one client subscriber and no other
+	sub  packets.Subscription // sole's subscription
 }
 
 func (h *interest) ID() string { return "logbroker-interest" }
@@ -72,6 +73,8 @@ func (h *interest) soleSubscriber(name string) string {
 	return h.lookup(name).sole
 }
 
+// lookup returns what is known of the subscribers of the topic name,
+// computed afresh after any change of the subscriptions.
 func (h *interest) lookup(name string) topic {
 	g := h.gen.Load()
 	h.mu.Lock()
@@ -87,8 +90,8 @@ func (h *interest) lookup(name string) topic {
 	subs := h.srv.Topics.Subscribers(name)
 	v.any = len(subs.Subscriptions) > 0 || len(subs.Shared) > 0 || len(subs.InlineSubscriptions) > 0
 	if len(subs.Subscriptions) == 1 && len(subs.Shared) == 0 && len(subs.InlineSubscriptions) == 0 {
-		for id := range subs.Subscriptions {
-			v.sole = id
+		for id, sub := range subs.Subscriptions {
+			v.sole, v.sub = id, sub
 		}
 	}
 	h.mu.Lock()

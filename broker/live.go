@@ -1,8 +1,10 @@
 package broker
 
 import (
+	"bytes"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -56,7 +58,7 @@ func (a *aclHooks) allowed(cl *mqtt.Client, topic string) bool {
 	return false
 }
 
-// isLive reports whether pk takes the direct path.
+// isLive reports whether pk takes the direct path to every subscriber.
 func isLive(pk *packets.Packet) bool {
 	return pk.FixedHeader.Qos == 0 && !pk.FixedHeader.Retain
 }
@@ -73,38 +75,101 @@ func (b *Broker) publishLive(pk packets.Packet) bool {
 	pk.Origin = b.inline.ID
 	pk.Created = time.Now().Unix()
 	for id, sub := range subs.Subscriptions {
-		cl, ok := b.srv.Clients.Get(id)
-		if !ok || cl.Net.Inline || cl.Net.Conn == nil || cl.Closed() {
-			continue
-		}
-		if sub.NoLocal && pk.Origin == cl.ID { // [MQTT-3.8.3-3]
-			continue
-		}
-		if !b.acl.allowed(cl, pk.TopicName) {
-			continue
-		}
-		out := pk
-		if len(sub.Identifiers) > 0 { // [MQTT-3.3.4-3]
-			ids := make([]int, 0, len(sub.Identifiers))
-			for _, id := range sub.Identifiers {
-				ids = append(ids, id)
-			}
-			slices.Sort(ids)
-			out.Properties.SubscriptionIdentifier = ids
-		}
-		if cl.Properties.Props.TopicAliasMaximum > 0 {
-			alias, exists := cl.State.TopicAliases.Outbound.Set(pk.TopicName)
-			if alias > 0 {
-				out.Properties.TopicAlias = alias
-				out.Properties.TopicAliasFlag = true
-				if exists {
-					out.TopicName = ""
-				}
-			}
-		}
-		if err := cl.WritePacket(out); err != nil {
-			b.cfg.Logger.Debug("live message not written", "client", cl.ID, "topic", pk.TopicName, "err", err)
+		if cl, ok := b.srv.Clients.Get(id); ok {
+			b.deliver(cl, sub, pk)
 		}
 	}
 	return true
+}
+
+// publishSole sends pk, a QoS 1 or 2 message that is not retained (a
+// response), straight to its topic's only subscriber (interest.lookup),
+// as mochi's queue would, with a packet id and an in-flight record kept
+// for a resend after a reconnect. It returns false, having sent nothing,
+// when mochi must deliver it instead:
+//   - the topic has no subscriber, several, or shared or inline ones;
+//   - the client limits how many unacknowledged messages it takes (MQTT 5
+//     Receive Maximum): mochi holds back what exceeds it, from counters it
+//     does not expose;
+//   - QoS 1 and 2 messages to the client already wait in mochi's queue:
+//     this one must not overtake them.
+//
+// Called with b.pubs held shared.
+func (b *Broker) publishSole(pk packets.Packet) bool {
+	t := b.subs.lookup(pk.TopicName)
+	if t.sole == "" {
+		return false
+	}
+	cl, ok := b.srv.Clients.Get(t.sole)
+	if !ok || cl.Properties.Props.ReceiveMaximum != 0 || b.unsent.count(cl) > 0 {
+		return false
+	}
+	pk.Origin = b.inline.ID
+	pk.Created = time.Now().Unix()
+	b.deliver(cl, t.sub, pk)
+	return true
+}
+
+// deliver sends pk to cl for its subscription sub, as mochi's
+// publishToClient does, but writes it at once instead of queueing it.
+func (b *Broker) deliver(cl *mqtt.Client, sub packets.Subscription, pk packets.Packet) {
+	if cl.Net.Inline {
+		return
+	}
+	if sub.NoLocal && pk.Origin == cl.ID { // [MQTT-3.8.3-3]
+		return
+	}
+	if !b.acl.allowed(cl, pk.TopicName) {
+		return
+	}
+	out := pk
+	if len(sub.Identifiers) > 0 { // [MQTT-3.3.4-3]
+		ids := make([]int, 0, len(sub.Identifiers))
+		for _, id := range sub.Identifiers {
+			ids = append(ids, id)
+		}
+		slices.Sort(ids)
+		out.Properties.SubscriptionIdentifier = ids
+	}
+	out.FixedHeader.Qos = min(out.FixedHeader.Qos, sub.Qos, b.srv.Options.Capabilities.MaximumQos)
+	if out.FixedHeader.Qos > 0 {
+		if cl.State.Inflight.Len() >= int(b.srv.Options.Capabilities.MaximumInflight) {
+			atomic.AddInt64(&b.srv.Info.InflightDropped, 1) // a client that never acknowledges
+			return
+		}
+		id, err := cl.NextPacketID()
+		if err != nil {
+			atomic.AddInt64(&b.srv.Info.InflightDropped, 1)
+			return
+		}
+		out.PacketID = uint16(id)
+		// The in-flight record outlives the call: it keeps its own copy.
+		out.Payload = bytes.Clone(pk.Payload)
+		if out.Properties.CorrelationData != nil {
+			out.Properties.CorrelationData = bytes.Clone(out.Properties.CorrelationData)
+		}
+		if cl.State.Inflight.Set(out) {
+			atomic.AddInt64(&b.srv.Info.Inflight, 1)
+			cl.State.Inflight.DecreaseSendQuota()
+		}
+	}
+	if cl.Net.Conn == nil || cl.Closed() {
+		return // a persistent session gets it again when it reconnects
+	}
+	if cl.Properties.Props.TopicAliasMaximum > 0 {
+		alias, exists := cl.State.TopicAliases.Outbound.Set(pk.TopicName)
+		if alias > 0 {
+			out.Properties.TopicAlias = alias
+			out.Properties.TopicAliasFlag = true
+			if exists {
+				out.TopicName = ""
+			}
+		}
+	}
+	if out.FixedHeader.Qos > 0 {
+		b.unsent.add(cl, 1) // as mochi's OnQosPublish; OnPacketSent takes it back
+	}
+	if err := cl.WritePacket(out); err != nil {
+		b.cfg.Logger.Debug("message not written", "client", cl.ID, "topic", pk.TopicName, "err", err)
+	}
 }

@@ -297,3 +297,135 @@ type connectOnly struct{ mqtt.HookBase }
 func (connectOnly) ID() string                                              { return "test-connect-only" }
 func (connectOnly) Provides(b byte) bool                                    { return b == mqtt.OnConnectAuthenticate }
 func (connectOnly) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
+
+// ack sends PUBACK for a QoS 1 message.
+func (c *rawClient) ack(pk packets.Packet) {
+	c.t.Helper()
+	a := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, ProtocolVersion: c.v, PacketID: pk.PacketID}
+	c.send(a.PubackEncode)
+}
+
+func response(topic string, i int) packets.Packet {
+	return packets.Packet{FixedHeader: packets.FixedHeader{Qos: 1}, TopicName: topic, Payload: fmt.Appendf(nil, `{"id":%d}`, i)}
+}
+
+// TestPublishSole checks the direct path of QoS 1 messages to a topic's
+// only subscriber (publishSole), and mochi's path with waitRoom where the
+// direct one does not apply.
+func TestPublishSole(t *testing.T) {
+	t.Run("InOrderWithInflightRecords", func(t *testing.T) {
+		b := startLive(t, Config{ClientQueue: 1}, new(auth.AllowHook))
+		dev := dialClient(t, b, "dev", 4, packets.Properties{})
+		dev.subscribe(1, packets.Subscription{Filter: "dev/rpc", Qos: 1})
+		const n = 3000
+		for i := range n {
+			if err := b.Publish(response("dev/rpc", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cl, _ := b.srv.Clients.Get("dev")
+		ids := map[uint16]bool{}
+		for i := range n {
+			pk := dev.read()
+			if want := fmt.Sprintf(`{"id":%d}`, i); string(pk.Payload) != want || pk.FixedHeader.Qos != 1 || pk.PacketID == 0 {
+				t.Fatalf("message %d: %q qos %d id %d, want %s at QoS 1 with a packet id", i, pk.Payload, pk.FixedHeader.Qos, pk.PacketID, want)
+			}
+			if ids[pk.PacketID] {
+				t.Fatalf("packet id %d used twice while unacknowledged", pk.PacketID)
+			}
+			ids[pk.PacketID] = true
+		}
+		if got := cl.State.Inflight.Len(); got != n {
+			t.Errorf("%d in-flight records before any PUBACK, want %d", got, n)
+		}
+		for id := range ids {
+			dev.ack(packets.Packet{PacketID: id})
+		}
+		deadline := time.Now().Add(waitFor)
+		for cl.State.Inflight.Len() > 0 && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if got := cl.State.Inflight.Len(); got != 0 {
+			t.Errorf("%d in-flight records after every PUBACK, want 0", got)
+		}
+		if d := b.Drops(); d.Messages != 0 || d.Inflight != 0 {
+			t.Errorf("drops %+v, want none", d)
+		}
+	})
+
+	t.Run("PersistentSessionGetsItOnReconnect", func(t *testing.T) {
+		b := startLive(t, Config{}, new(auth.AllowHook))
+		again := dialPersistent(t, b, "pdev2")
+		again.subscribe(1, packets.Subscription{Filter: "pdev2/rpc", Qos: 1})
+		again.conn.Close()
+		cl, ok := b.srv.Clients.Get("pdev2")
+		deadline := time.Now().Add(waitFor)
+		for ok && !cl.Closed() && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if err := b.Publish(response("pdev2/rpc", 7)); err != nil {
+			t.Fatal(err)
+		}
+		back := dialPersistent(t, b, "pdev2")
+		if pk := back.read(); string(pk.Payload) != `{"id":7}` || pk.FixedHeader.Qos != 1 {
+			t.Errorf("after reconnecting: %q at QoS %d, want the response sent while offline", pk.Payload, pk.FixedHeader.Qos)
+		}
+	})
+
+	t.Run("ReceiveMaximumTakesMochisPathAndWaitsForRoom", func(t *testing.T) {
+		// An MQTT 5 client limiting unacknowledged messages: mochi's
+		// queue (8 slots here) carries them, and a burst waits for room
+		// rather than overflow it.
+		b := startLive(t, Config{ClientQueue: 8}, new(auth.AllowHook))
+		dev := dialClient(t, b, "dev5", 5, packets.Properties{ReceiveMaximum: 65535})
+		dev.subscribe(1, packets.Subscription{Filter: "dev5/rpc", Qos: 1})
+		const n = 2000
+		done := make(chan error, 1)
+		go func() {
+			for i := range n {
+				pk, err := dev.next(waitFor)
+				if err != nil {
+					done <- fmt.Errorf("message %d: %w", i, err)
+					return
+				}
+				if want := fmt.Sprintf(`{"id":%d}`, i); string(pk.Payload) != want {
+					done <- fmt.Errorf("message %d: %q, want %s", i, pk.Payload, want)
+					return
+				}
+				dev.ack(pk)
+			}
+			done <- nil
+		}()
+		for i := range n {
+			if err := b.Publish(response("dev5/rpc", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if d := b.Drops(); d.Messages != 0 {
+			t.Errorf("%d dropped, want none", d.Messages)
+		}
+	})
+}
+
+func dialPersistent(t *testing.T, b *Broker, id string) *rawClient {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", b.MQTTAddr(), waitFor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	c := &rawClient{t: t, conn: conn, r: bufio.NewReader(conn), v: 4}
+	pk := packets.Packet{
+		FixedHeader:     packets.FixedHeader{Type: packets.Connect},
+		ProtocolVersion: 4,
+		Connect:         packets.ConnectParams{ProtocolName: []byte("MQTT"), ClientIdentifier: id, Keepalive: 60},
+	}
+	c.send(pk.ConnectEncode)
+	if got := c.read(); got.FixedHeader.Type != packets.Connack || got.ReasonCode != 0 {
+		t.Fatalf("connect %s: got %v, reason %#x", id, got.FixedHeader.Type, got.ReasonCode)
+	}
+	return c
+}
