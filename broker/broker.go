@@ -133,6 +133,9 @@ func (b *Broker) Start() error {
 	if err := b.srv.AddHook(new(strayAck), nil); err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
+	if err := b.srv.AddHook(new(noSendQuota), nil); err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
 	if err := b.srv.AddHook(b.drops, nil); err != nil {
 		return fmt.Errorf("start: %w", err)
 	}

@@ -88,9 +88,6 @@ func (b *Broker) publishLive(pk packets.Packet) bool {
 // for a resend after a reconnect. It returns false, having sent nothing,
 // when mochi must deliver it instead:
 //   - the topic has no subscriber, several, or shared or inline ones;
-//   - the client limits how many unacknowledged messages it takes (MQTT 5
-//     Receive Maximum): mochi holds back what exceeds it, from counters it
-//     does not expose;
 //   - QoS 1 and 2 messages to the client already wait in mochi's queue:
 //     this one must not overtake them.
 //
@@ -101,7 +98,7 @@ func (b *Broker) publishSole(pk packets.Packet) bool {
 		return false
 	}
 	cl, ok := b.srv.Clients.Get(t.sole)
-	if !ok || cl.Properties.Props.ReceiveMaximum != 0 || b.unsent.count(cl) > 0 {
+	if !ok || b.unsent.count(cl) > 0 {
 		return false
 	}
 	pk.Origin = b.inline.ID
