@@ -335,7 +335,7 @@ func (s *Service) newer(ctx context.Context, q storage.Query) ([]storage.Entry, 
 	if n := head - q.After; q.Last > 0 && uint64(q.Last) > n {
 		q.Last = int(n)
 	}
-	return s.store.List(ctx, q)
+	return s.list(ctx, q)
 }
 
 // followWait is how long a follow may wait: the frame's timeout or deadline

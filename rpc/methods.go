@@ -207,7 +207,7 @@ func (c *Conn) logList(r *request) {
 		c.follow(r, la.q)
 		return
 	}
-	entries, err := c.svc.store.List(context.Background(), la.q)
+	entries, err := c.svc.list(context.Background(), la.q)
 	if err != nil {
 		c.fail(r, err)
 		return

@@ -24,6 +24,13 @@ type LogStore interface {
 	Subscribe(fn func([]storage.Entry)) (cancel func())
 }
 
+// SharedLister is a LogStore that can list without copying the msgs it
+// holds in memory (storage.Store: its tail cache). The service only
+// encodes the msgs of a List, so it uses ListShared when the store has it.
+type SharedLister interface {
+	ListShared(ctx context.Context, q storage.Query) ([]storage.Entry, error)
+}
+
 // Message is one MQTT message the service sends.
 type Message struct {
 	Topic       string
@@ -125,6 +132,7 @@ type Stats struct {
 type Service struct {
 	cfg     Config
 	store   LogStore
+	list    func(context.Context, storage.Query) ([]storage.Entry, error) // store's ListShared, else List
 	pub     Publisher
 	listens Interest // pub's, if it has one; nil: publish every live message
 	log     *slog.Logger
@@ -165,6 +173,10 @@ func New(store LogStore, pub Publisher, cfg Config) *Service {
 		conns: map[*Conn]struct{}{},
 	}
 	s.listens, _ = pub.(Interest)
+	s.list = store.List
+	if sl, ok := store.(SharedLister); ok {
+		s.list = sl.ListShared
+	}
 	for _, a := range cfg.Aliases {
 		s.names[a] = true
 	}
