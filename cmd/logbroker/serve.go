@@ -45,6 +45,7 @@ type serveConfig struct {
 	maxEntriesPerStream        int64
 	maxBytesPerSource          int64
 	minFreeBytes               int64
+	tailCacheBytes             int64
 	retentionInterval          time.Duration
 	nats                       natsConfig // --nats: JetStream instead of Pebble
 }
@@ -87,6 +88,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.Int64Var(&c.maxEntriesPerStream, "max-entries-per-stream", 0, "keep at most this many entries per stream, removing the oldest; 0 = unlimited")
 	fs.Int64Var(&c.maxBytesPerSource, "max-bytes-per-source", 0, "keep at most this many bytes of entries per source (before compression), removing its oldest; 0 = unlimited")
 	fs.DurationVar(&c.retentionInterval, "retention-interval", storage.DefaultRetentionInterval, "how often the retention limits are applied (in the background)")
+	fs.Int64Var(&c.tailCacheBytes, "tail-cache-bytes", storage.DefaultTailCacheBytes, "memory for the newest entries of the streams clients list, so that Log.List and follows near a stream's end read no disk; -1 = off")
 	fs.Int64Var(&c.minFreeBytes, "min-free-bytes", storage.DefaultMinFreeBytes, "free space kept on the --data volume: with less, appends are refused (error 500) until space is freed; -1 = no check")
 	return fs, c
 }

@@ -28,8 +28,9 @@ type logStore interface {
 // openPebble opens the Pebble store in --data, the default.
 func openPebble(c *serveConfig, log *slog.Logger) (logStore, error) {
 	s, err := storage.Open(c.dataDir, storage.Options{
-		Logger:       log.With("component", "storage"),
-		MinFreeBytes: c.minFreeBytes,
+		Logger:         log.With("component", "storage"),
+		MinFreeBytes:   c.minFreeBytes,
+		TailCacheBytes: c.tailCacheBytes,
 		Retention: storage.Retention{
 			MaxAge:              c.retentionAge,
 			MaxEntriesPerStream: c.maxEntriesPerStream,

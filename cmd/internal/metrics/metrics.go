@@ -130,6 +130,9 @@ var (
 	descSyncs       = desc("logbroker_store_fsyncs_total", "Batches written with a WAL fsync (group commits).")
 	descPerSync     = desc("logbroker_store_entries_per_fsync", "Entries carried by one fsynced batch.")
 	descDisk        = desc("logbroker_store_disk_bytes", "Disk space used by the store (WAL, tables, files awaiting deletion).")
+	descTailHits    = desc("logbroker_store_tail_hits_total", "Log.List reads of one stream served from the tail cache.")
+	descTailMisses  = desc("logbroker_store_tail_misses_total", "Log.List reads of one stream the tail cache could not serve (read from disk).")
+	descTailBytes   = desc("logbroker_store_tail_bytes", "Memory held by the tail cache.")
 	descClients     = desc("logbroker_mqtt_clients_connected", "MQTT connections now.")
 	descMsgDropped  = desc("logbroker_mqtt_messages_dropped_total", "Messages dropped because a subscriber's queue was full.")
 	descInflDropped = desc("logbroker_mqtt_inflight_dropped_total", "QoS 1 and 2 messages dropped because the client held too many unacknowledged ones.")
@@ -140,7 +143,7 @@ var (
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descDropped, descWaiting, descLive, descEntries, descBytes, descDeletes,
-		descExpired, descSyncs, descPerSync, descDisk, descClients, descMsgDropped, descInflDropped, descSlow, descMsgReceived, descMsgSent} {
+		descExpired, descSyncs, descPerSync, descDisk, descTailHits, descTailMisses, descTailBytes, descClients, descMsgDropped, descInflDropped, descSlow, descMsgReceived, descMsgSent} {
 		ch <- d
 	}
 }
@@ -166,6 +169,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descExpired, float64(st.Expired))
 		counter(descSyncs, float64(st.Syncs))
 		gauge(descDisk, float64(st.DiskBytes))
+		counter(descTailHits, float64(st.TailHits))
+		counter(descTailMisses, float64(st.TailMisses))
+		gauge(descTailBytes, float64(st.TailBytes))
 		buckets := make(map[float64]uint64, len(storage.BatchBounds))
 		var cum uint64
 		for i, bound := range storage.BatchBounds {
