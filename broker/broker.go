@@ -61,7 +61,7 @@ type Broker struct {
 	drops  *dropLog
 	hold   *readHold
 	unsent *unsentLog
-	acl    aclHooks     // the hooks that check ACLs, for live messages
+	hooks  userHooks    // hooks the direct paths ask (live.go)
 	waits  atomic.Int64 // publishes that waited for room (waitRoom)
 
 	mu        sync.Mutex
@@ -111,7 +111,7 @@ func (b *Broker) AddHook(h mqtt.Hook, config any) error {
 	if err := b.srv.AddHook(h, config); err != nil {
 		return fmt.Errorf("add hook %s: %w", h.ID(), err)
 	}
-	b.acl.add(h)
+	b.hooks.add(h)
 	return nil
 }
 

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"bytes"
+	"errors"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -22,6 +23,8 @@ import (
 // holds only responses and acknowledgements, so it can be kept short,
 // which is what an idle connection costs.
 //
+// Like mochi, it first runs the OnPublish hooks added with AddHook (a hook
+// may consume the message: the log service does on its request topics).
 // Per subscriber this does what mochi's publishToClient does for a QoS 0
 // message: the NoLocal rule, the read ACL (the hooks added with AddHook
 // that provide OnACLCheck, allowing if any allows, as mochi asks them),
@@ -30,32 +33,58 @@ import (
 // packet size, the OnPacketEncode and OnPacketSent hooks). Topics with
 // shared or inline subscriptions take mochi's own path.
 
-// aclHooks are the hooks added with AddHook that check ACLs.
-type aclHooks struct {
-	mu    sync.RWMutex
-	hooks []mqtt.Hook
+// userHooks are the hooks added with AddHook that the direct paths must
+// ask as mochi would: those that check ACLs and those that see publishes.
+type userHooks struct {
+	mu      sync.RWMutex
+	acl     []mqtt.Hook
+	publish []mqtt.Hook
 }
 
-func (a *aclHooks) add(h mqtt.Hook) {
-	if !h.Provides(mqtt.OnACLCheck) {
-		return
+func (u *userHooks) add(h mqtt.Hook) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if h.Provides(mqtt.OnACLCheck) {
+		u.acl = append(u.acl, h)
 	}
-	a.mu.Lock()
-	a.hooks = append(a.hooks, h)
-	a.mu.Unlock()
+	if h.Provides(mqtt.OnPublish) {
+		u.publish = append(u.publish, h)
+	}
 }
 
 // allowed asks the hooks as mochi's Hooks.OnACLCheck does: any that
 // allows, allows; none, denies.
-func (a *aclHooks) allowed(cl *mqtt.Client, topic string) bool {
-	a.mu.RLock()
-	defer a.mu.RUnlock()
-	for _, h := range a.hooks {
+func (u *userHooks) allowed(cl *mqtt.Client, topic string) bool {
+	u.mu.RLock()
+	defer u.mu.RUnlock()
+	for _, h := range u.acl {
 		if h.OnACLCheck(cl, topic, false) {
 			return true
 		}
 	}
 	return false
+}
+
+// onPublish runs the OnPublish hooks on pk, published by cl, as mochi's
+// processPublish does: it returns what to deliver, and false if a hook
+// consumed or rejected it (the log service consumes what is published on
+// its request topics, the broker's own responses there included).
+func (u *userHooks) onPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, bool) {
+	u.mu.RLock()
+	defer u.mu.RUnlock()
+	pkx := pk
+	for _, h := range u.publish {
+		npk, err := h.OnPublish(cl, pkx)
+		switch {
+		case err == nil:
+			pkx = npk
+		case errors.Is(err, packets.ErrRejectPacket), errors.Is(err, packets.CodeSuccessIgnore):
+			return pk, false
+		default:
+			return pk, true // mochi logs the error and delivers the packet as published
+		}
+	}
+	return pkx, true
 }
 
 // isLive reports whether pk takes the direct path to every subscriber.
@@ -71,6 +100,10 @@ func (b *Broker) publishLive(pk packets.Packet) bool {
 	subs := b.srv.Topics.Subscribers(pk.TopicName)
 	if len(subs.Shared) > 0 || len(subs.InlineSubscriptions) > 0 {
 		return false
+	}
+	pk, ok := b.hooks.onPublish(b.inline, pk)
+	if !ok {
+		return true
 	}
 	pk.Origin = b.inline.ID
 	pk.Created = time.Now().Unix()
@@ -101,6 +134,10 @@ func (b *Broker) publishSole(pk packets.Packet) bool {
 	if !ok || b.unsent.count(cl) > 0 {
 		return false
 	}
+	pk, ok = b.hooks.onPublish(b.inline, pk)
+	if !ok {
+		return true
+	}
 	pk.Origin = b.inline.ID
 	pk.Created = time.Now().Unix()
 	b.deliver(cl, t.sub, pk)
@@ -116,7 +153,7 @@ func (b *Broker) deliver(cl *mqtt.Client, sub packets.Subscription, pk packets.P
 	if sub.NoLocal && pk.Origin == cl.ID { // [MQTT-3.8.3-3]
 		return
 	}
-	if !b.acl.allowed(cl, pk.TopicName) {
+	if !b.hooks.allowed(cl, pk.TopicName) {
 		return
 	}
 	out := pk

@@ -486,3 +486,42 @@ func dialPersistent(t *testing.T, b *Broker, id string) *rawClient {
 	}
 	return c
 }
+
+// consumer is an OnPublish hook that consumes what is published on one
+// topic, as the log service does on its request topics.
+type consumer struct {
+	auth.AllowHook
+	topic string
+}
+
+func (h *consumer) ID() string { return "test-consumer" }
+func (h *consumer) Provides(b byte) bool {
+	return b == mqtt.OnPublish || h.AllowHook.Provides(b)
+}
+func (h *consumer) OnPublish(_ *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.TopicName == h.topic {
+		return pk, packets.CodeSuccessIgnore
+	}
+	return pk, nil
+}
+
+// TestDirectPathsAskOnPublishHooks: what an OnPublish hook consumes is
+// delivered neither live nor to a sole subscriber, as on mochi's path.
+func TestDirectPathsAskOnPublishHooks(t *testing.T) {
+	b := startLive(t, Config{}, &consumer{topic: "svc/rpc"})
+	watch := dialClient(t, b, "watch", 4, packets.Properties{})
+	watch.subscribe(1, packets.Subscription{Filter: "svc/#", Qos: 1})
+	for _, qos := range []byte{0, 1} {
+		pk := live("svc/rpc", "consumed")
+		pk.FixedHeader.Qos = qos
+		if err := b.Publish(pk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Publish(live("svc/log", "delivered")); err != nil {
+		t.Fatal(err)
+	}
+	if pk := watch.read(); string(pk.Payload) != "delivered" {
+		t.Errorf("got %q on %q, want only the message the hook let through", pk.Payload, pk.TopicName)
+	}
+}
