@@ -46,6 +46,7 @@ type serveConfig struct {
 	maxBytesPerSource          int64
 	minFreeBytes               int64
 	tailCacheBytes             int64
+	gcHeapFloor                uint64
 	retentionInterval          time.Duration
 	nats                       natsConfig // --nats: JetStream instead of Pebble
 }
@@ -89,6 +90,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.Int64Var(&c.maxBytesPerSource, "max-bytes-per-source", 0, "keep at most this many bytes of entries per source (before compression), removing its oldest; 0 = unlimited")
 	fs.DurationVar(&c.retentionInterval, "retention-interval", storage.DefaultRetentionInterval, "how often the retention limits are applied (in the background)")
 	fs.Int64Var(&c.tailCacheBytes, "tail-cache-bytes", storage.DefaultTailCacheBytes, "memory for the newest entries of the streams clients list, so that Log.List and follows near a stream's end read no disk; -1 = off")
+	fs.Uint64Var(&c.gcHeapFloor, "gc-heap-floor", defaultGCHeapFloor, "bytes of garbage the Go heap may gather before a collection while the live heap is smaller (less CPU spent collecting a small heap); 0 = Go's default pacing; ignored if GOGC is set")
 	fs.Int64Var(&c.minFreeBytes, "min-free-bytes", storage.DefaultMinFreeBytes, "free space kept on the --data volume: with less, appends are refused (error 500) until space is freed; -1 = no check")
 	return fs, c
 }
@@ -138,6 +140,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	setGCHeapFloor(c.gcHeapFloor)
 	n, err := startNode(c, log)
 	if err != nil {
 		return err
