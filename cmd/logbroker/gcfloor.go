@@ -53,13 +53,6 @@ func metricsSample() []metrics.Sample {
 	return []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
 }
 
-// percentNow returns what tune last set.
-func (t *gcFloor) percentNow() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.percent
-}
-
 // gcSentinel is garbage as soon as it is made: its finalizer runs after
 // the next collection and arms a new one.
 type gcSentinel struct {
