@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -203,5 +204,44 @@ func TestConn_ArgsSrcChanges(t *testing.T) {
 				t.Errorf("Log.List of src %s answered %s, want the one entry of %q", st.rawSrc, r.Result, st.src)
 			}
 		})
+	}
+}
+
+// TestConn_LargeResponsesReuseBuffers: Log.List answers large enough to
+// come from bigResults, one after the other, each hold exactly their own
+// entries (a reused buffer starts empty, and its next answer, shorter or
+// longer, leaves nothing of the previous one).
+func TestConn_LargeResponsesReuseBuffers(t *testing.T) {
+	e := newEnv(t, Config{})
+	c := e.svc.Open("cl")
+	defer c.Close()
+	for _, src := range []string{"a", "b"} {
+		for i := range 60 {
+			e.log(c, src, "console", fmt.Sprintf(`"%s line %03d %s"`, src, i, strings.Repeat("x", 80)))
+		}
+	}
+	for _, step := range []struct {
+		src  string
+		last int
+	}{{"a", 60}, {"b", 50}, {"a", 55}, {"b", 60}} {
+		r := e.mustCall(c, "cl", "Log.List", fmt.Sprintf(`{"src":%q,"last":%d}`, step.src, step.last))
+		if len(r.Result) < pooledResult {
+			t.Fatalf("result of %d bytes: too small to use the pool", len(r.Result))
+		}
+		var got []struct {
+			Msg string `json:"msg"`
+		}
+		if err := json.Unmarshal(r.Result, &got); err != nil {
+			t.Fatalf("%s last %d: %v in %s", step.src, step.last, err, r.Result)
+		}
+		if len(got) != step.last {
+			t.Fatalf("%s last %d: %d entries", step.src, step.last, len(got))
+		}
+		for i, g := range got {
+			want := fmt.Sprintf("%s line %03d %s", step.src, 60-step.last+i, strings.Repeat("x", 80))
+			if g.Msg != want {
+				t.Fatalf("%s last %d: entry %d is %q, want %q", step.src, step.last, i, g.Msg, want)
+			}
+		}
 	}
 }

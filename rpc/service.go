@@ -465,16 +465,38 @@ func (c *Conn) respondReusing(buf []byte, r *request, result []byte) []byte {
 // calls that want a response (not r.f.Notification()).
 func (c *Conn) resultHead(r *request, n int) []byte {
 	service := c.responder(r)
-	buf := make([]byte, 0, responseSize(r.f, service, n))
+	size := responseSize(r.f, service, n)
+	var buf []byte
+	if size >= pooledResult {
+		if p, ok := bigResults.Get().(*[]byte); ok && cap(*p) >= size {
+			buf = (*p)[:0]
+		}
+	}
+	if buf == nil {
+		buf = make([]byte, 0, size)
+	}
 	buf = appendResponseHead(buf, r.f, service)
 	return append(buf, `,"result":`...)
 }
 
-// finish ends the response that resultHead started and sends it.
+// finish ends the response that resultHead started and sends it. A large
+// buffer goes back to bigResults: the Publisher keeps no payload.
 func (c *Conn) finish(r *request, buf []byte) {
 	c.observe(r, 0)
-	c.svc.send(r, append(buf, '}'))
+	buf = append(buf, '}')
+	c.svc.send(r, buf)
+	if cap(buf) >= pooledResult {
+		bigResults.Put(&buf)
+	}
 }
+
+// pooledResult is the size from which response buffers are pooled: a
+// Log.List answer of 100 console lines is ~15 KB, allocated and zeroed for
+// every call otherwise.
+const pooledResult = 4 << 10
+
+// bigResults holds response buffers of at least pooledResult bytes.
+var bigResults sync.Pool // *[]byte
 
 // fail answers r with err, logging it; internal errors are logged in full
 // and answered with a generic message.
