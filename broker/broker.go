@@ -224,8 +224,12 @@ func (b *Broker) Publish(pk packets.Packet) error {
 	if pk.FixedHeader.Qos > 0 && pk.PacketID == 0 {
 		pk.PacketID = 1 // never used for inline publishes, but must be valid
 	}
-	if pk.FixedHeader.Qos > 0 {
-		b.waitRoom(pk.TopicName)
+	// A QoS 1 or 2 message's topic is looked up once, for both waitRoom
+	// and publishSole.
+	var t topic
+	if pk.FixedHeader.Qos > 0 && b.subs.active.Load() {
+		t = b.subs.lookup(pk.TopicName)
+		b.waitRoom(t.sole)
 	}
 	b.pubs.RLock()
 	defer b.pubs.RUnlock()
@@ -234,8 +238,8 @@ func (b *Broker) Publish(pk packets.Packet) error {
 		if b.publishLive(pk) {
 			return nil
 		}
-	case !pk.FixedHeader.Retain && b.subs.active.Load():
-		if b.publishSole(pk) {
+	case !pk.FixedHeader.Retain && t.sole != "":
+		if b.publishSole(pk, t) {
 			return nil
 		}
 	}
@@ -249,20 +253,19 @@ func (b *Broker) Publish(pk packets.Packet) error {
 // queue (waitRoom).
 const roomTimeout = 2 * time.Second
 
-// waitRoom waits while the only subscriber of topic (the caller, for a
-// response) has three quarters of its queue (Config.ClientQueue) taken by
+// waitRoom waits while sole, the only subscriber of a topic (the caller,
+// for a response; "" for none), has three quarters of its queue (Config.ClientQueue) taken by
 // QoS 1 and 2 messages not yet written, until it has room, is gone, or
 // roomTimeout passes; mochi would drop the message. The queue drains as
 // fast as the client's write loop runs (writes never wait for the network:
 // queuedConn), so this only evens out bursts, such as one commit group
 // answering hundreds of a client's calls at once. Topics with several
 // subscribers are not waited for.
-func (b *Broker) waitRoom(topic string) {
-	id := b.subs.soleSubscriber(topic)
-	if id == "" {
+func (b *Broker) waitRoom(sole string) {
+	if sole == "" {
 		return
 	}
-	cl, ok := b.srv.Clients.Get(id)
+	cl, ok := b.srv.Clients.Get(sole)
 	if !ok {
 		return
 	}

@@ -64,15 +64,6 @@ func (h *interest) interested(name string) bool {
 	return h.lookup(name).any
 }
 
-// soleSubscriber returns the id of the only client subscribed to the topic
-// name, or "" if it has none, several, or shared or inline subscriptions.
-func (h *interest) soleSubscriber(name string) string {
-	if !h.active.Load() {
-		return ""
-	}
-	return h.lookup(name).sole
-}
-
 // lookup returns what is known of the subscribers of the topic name,
 // computed afresh after any change of the subscriptions.
 func (h *interest) lookup(name string) topic {

@@ -116,20 +116,15 @@ func (b *Broker) publishLive(pk packets.Packet) bool {
 }
 
 // publishSole sends pk, a QoS 1 or 2 message that is not retained (a
-// response), straight to its topic's only subscriber (interest.lookup),
-// as mochi's queue would, with a packet id and an in-flight record kept
-// for a resend after a reconnect. It returns false, having sent nothing,
-// when mochi must deliver it instead:
-//   - the topic has no subscriber, several, or shared or inline ones;
-//   - QoS 1 and 2 messages to the client already wait in mochi's queue:
-//     this one must not overtake them.
+// response), straight to t.sole, the only subscriber of its topic
+// (interest.lookup, taken by Publish), as mochi's queue would, with a
+// packet id and an in-flight record kept for a resend after a reconnect.
+// It returns false, having sent nothing, when mochi must deliver it
+// instead: the client is unknown, or QoS 1 and 2 messages to it already
+// wait in mochi's queue (this one must not overtake them).
 //
 // Called with b.pubs held shared.
-func (b *Broker) publishSole(pk packets.Packet) bool {
-	t := b.subs.lookup(pk.TopicName)
-	if t.sole == "" {
-		return false
-	}
+func (b *Broker) publishSole(pk packets.Packet, t topic) bool {
 	cl, ok := b.srv.Clients.Get(t.sole)
 	if !ok || b.unsent.count(cl) > 0 {
 		return false
