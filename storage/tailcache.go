@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"cmp"
 	"hash/maphash"
 	"slices"
 	"strings"
@@ -430,15 +431,7 @@ func (c *tailCache) evictIfOver() {
 		}
 		sh.mu.RUnlock()
 	}
-	slices.SortFunc(cs, func(a, b cand) int {
-		switch {
-		case a.used < b.used:
-			return -1
-		case a.used > b.used:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(cs, func(a, b cand) int { return cmp.Compare(a.used, b.used) })
 	target := c.budget - c.budget/8
 	for _, x := range cs {
 		if c.used.Load() <= target {

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -314,15 +315,7 @@ func sortedKeys[V any](m map[string]V) []string {
 }
 
 func sortBySeq(es []storage.Entry) {
-	slices.SortFunc(es, func(a, b storage.Entry) int {
-		switch {
-		case a.Seq < b.Seq:
-			return -1
-		case a.Seq > b.Seq:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(es, func(a, b storage.Entry) int { return cmp.Compare(a.Seq, b.Seq) })
 }
 
 // diffEntries describes the first difference between got and want, or
