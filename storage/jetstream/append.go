@@ -106,8 +106,9 @@ type publisher struct {
 	quit    chan struct{}
 	stopped sync.WaitGroup
 
-	resent         atomic.Int64  // publishes sent again
-	entries, bytes atomic.Uint64 // appends acknowledged, bytes of their msg
+	resent         atomic.Int64                  // publishes sent again
+	ackGate        atomic.Pointer[chan struct{}] // tests: onAck waits until it is closed
+	entries, bytes atomic.Uint64                 // appends acknowledged, bytes of their msg
 }
 
 // op is one append in flight.
@@ -189,6 +190,9 @@ type pubAck struct {
 
 // onAck handles a reply to a publish, on the subscription's goroutine.
 func (p *publisher) onAck(m *nats.Msg) {
+	if g := p.ackGate.Load(); g != nil {
+		<-*g
+	}
 	i := strings.LastIndexByte(m.Subject, '.')
 	t, err := strconv.ParseUint(m.Subject[i+1:], 10, 64)
 	if err != nil {

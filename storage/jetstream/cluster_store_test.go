@@ -164,12 +164,17 @@ func TestStore_LeaderRestart(t *testing.T) {
 }
 
 // TestStore_ResendStoresOnce makes every append overdue at once (AckWait
-// of a millisecond), so the resend loop publishes most of them again: the
-// duplicate window must store each once, under the id first acknowledged.
+// of a millisecond, acknowledgements held until the resend loop has
+// published some again): the duplicate window must store each once, under
+// the id first acknowledged.
 func TestStore_ResendStoresOnce(t *testing.T) {
 	opts := freshOptions()
 	opts.AckWait = time.Millisecond
 	s := openStore(t, shared, 0, opts)
+	// Without holding the acknowledgements, a quick server answered all
+	// of them before the loop's first tick, and nothing was resent.
+	gate := make(chan struct{})
+	s.pub.ackGate.Store(&gate)
 	const n = 300
 	type res struct {
 		e   storage.Entry
@@ -181,6 +186,9 @@ func TestStore_ResendStoresOnce(t *testing.T) {
 			results <- res{e, err}
 		})
 	}
+	waitFor(t, 20*time.Second, "appends published again", func() bool { return s.pub.resent.Load() >= n })
+	close(gate)
+	s.pub.ackGate.Store(nil)
 	byMsg := map[string]uint64{}
 	var prev uint64
 	for range n {
@@ -357,6 +365,10 @@ func TestStore_LaggingReplica(t *testing.T) {
 		}
 	}
 	c.Start(follower)
+	// Opening a store through the restarted server before it has rejoined
+	// JetStream could stall past openStore's deadline (creating its
+	// consumer); its stream replica still lags once it has rejoined.
+	c.WaitReady()
 	var readers []*Store
 	for i := range 3 {
 		readers = append(readers, openStore(t, c, i, opts))
