@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/logbroker/logbroker/storage"
+	"github.com/logbroker/logbroker/storage/queue"
 )
 
 // follower is a Log.List with follow that is waiting for entries. It holds
@@ -361,66 +362,24 @@ func (c *Conn) followWait(f *Frame) time.Duration {
 // publishes live topics and wakes followers, so the commit path never waits
 // on publishing.
 type fanout struct {
-	mu      sync.Mutex
-	queue   [][]storage.Entry
-	wakeup  chan struct{}
-	done    chan struct{}
-	stopped bool
-	deliver func([]storage.Entry)
+	w queue.Worker[[]storage.Entry]
 }
 
 func (q *fanout) init(deliver func([]storage.Entry)) {
-	q.wakeup = make(chan struct{}, 1)
-	q.done = make(chan struct{})
-	q.deliver = deliver
-	go q.run()
+	q.w.Start(func(groups [][]storage.Entry) {
+		for _, g := range groups {
+			deliver(g)
+		}
+	})
 }
 
 func (q *fanout) push(group []storage.Entry) {
-	q.mu.Lock()
-	if q.stopped {
-		q.mu.Unlock()
-		return
-	}
-	q.queue = append(q.queue, group)
-	q.mu.Unlock()
-	select {
-	case q.wakeup <- struct{}{}:
-	default:
-	}
-}
-
-func (q *fanout) run() {
-	defer close(q.done)
-	for {
-		<-q.wakeup
-		q.mu.Lock()
-		groups, stopped := q.queue, q.stopped
-		q.queue = nil
-		q.mu.Unlock()
-		for _, g := range groups {
-			q.deliver(g)
-		}
-		if stopped {
-			return
-		}
-	}
+	q.w.Push(group)
 }
 
 // stop delivers what is queued and ends the goroutine.
 func (q *fanout) stop() {
-	q.mu.Lock()
-	if q.stopped {
-		q.mu.Unlock()
-		return
-	}
-	q.stopped = true
-	q.mu.Unlock()
-	select {
-	case q.wakeup <- struct{}{}:
-	default:
-	}
-	<-q.done
+	q.w.Stop()
 }
 
 // deliver publishes each entry on <src>/log/<stream>, if anyone listens

@@ -154,26 +154,7 @@ func (s *Store) wait(ctx context.Context, w *waiter, opName string) (Entry, erro
 
 // enqueue adds o to the queue; false means the store is closing.
 func (s *Store) enqueue(o op) bool {
-	s.qmu.Lock()
-	if s.closing {
-		s.qmu.Unlock()
-		return false
-	}
-	wasEmpty := len(s.queue) == 0
-	s.queue = append(s.queue, o)
-	s.qmu.Unlock()
-	if wasEmpty {
-		s.signal()
-	}
-	return true
-}
-
-// signal wakes the committer.
-func (s *Store) signal() {
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
+	return s.queue.Push(o)
 }
 
 // commitLoop is the committer goroutine: it drains the queue and commits
@@ -182,24 +163,20 @@ func (s *Store) signal() {
 // there is no next one.
 func (s *Store) commitLoop() {
 	defer close(s.loopDone)
+	ready := s.queue.Ready()
 	for {
 		if len(s.pending) > 0 {
 			select {
-			case <-s.wake:
+			case <-ready:
 			default:
 				s.deliverPending()
 				continue
 			}
 		} else {
-			<-s.wake
+			<-ready
 		}
-		next := s.spare
+		ops, closing := s.queue.Take(s.spare)
 		s.spare = nil
-		s.qmu.Lock()
-		ops := s.queue
-		s.queue = next
-		closing := s.closing
-		s.qmu.Unlock()
 
 		s.process(ops)
 		if closing {

@@ -29,7 +29,7 @@ Nor does it miss one whose deletion is not yet durable (see Caveats).
 
 # Group commit
 
-Append, AppendAsync and Delete (and retention's trims) only queue their call (a mutex-guarded slice
+Append, AppendAsync and Delete (and retention's trims) only queue their call (a queue.Queue: a mutex-guarded slice
 and a one-slot wake-up channel; no goroutine or channel per call). One
 committer goroutine drains the whole queue, assigns sequences, and writes it
 as one Pebble batch (split every Options.MaxBatchBytes) with a single WAL

@@ -14,6 +14,8 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/logbroker/logbroker/storage/queue"
 )
 
 // Sentinel errors of the Pebble store, in addition to those in entry.go.
@@ -101,11 +103,8 @@ type Store struct {
 	bg           sync.WaitGroup
 
 	// The queue of AppendAsync, Append and Delete calls, drained by the
-	// committer goroutine.
-	qmu     sync.Mutex
-	queue   []op
-	closing bool          // no more calls accepted
-	wake    chan struct{} // cap 1: the queue went from empty to non-empty
+	// committer goroutine; closed by Close (no more calls accepted).
+	queue queue.Queue[op]
 
 	loopDone chan struct{} // closed when the committer is gone
 
@@ -258,7 +257,6 @@ func Open(dir string, opts Options) (s *Store, err error) {
 		diskEvery:    diskEvery,
 		now:          now,
 		stop:         make(chan struct{}),
-		wake:         make(chan struct{}, 1),
 		loopDone:     make(chan struct{}),
 		sources:      make(map[string]*source),
 		tail:         newTailCache(opts.TailCacheBytes),
@@ -629,10 +627,7 @@ func (s *Store) Subscribe(fn func([]Entry)) (cancel func()) {
 // it must not be called from a done or Subscribe callback.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
-		s.qmu.Lock()
-		s.closing = true
-		s.qmu.Unlock()
-		s.signal()
+		s.queue.Close()
 		<-s.loopDone
 
 		s.bgMu.Lock()

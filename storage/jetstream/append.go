@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nuid"
 
 	"github.com/logbroker/logbroker/storage"
+	"github.com/logbroker/logbroker/storage/queue"
 )
 
 // errCodeDupInProcess is JetStream's error for a publish whose message id
@@ -97,11 +98,7 @@ type publisher struct {
 
 	// Completed ops, in ticket order, for the callback goroutine: an
 	// unbounded queue, so that onAck never waits for a slow callback.
-	cbMu     sync.Mutex
-	cbQueue  []*op
-	cbDone   bool
-	cbWake   chan struct{} // cap 1
-	callLoop chan struct{} // closed when the callback goroutine ends
+	callbacks queue.Worker[*op]
 
 	quit    chan struct{}
 	stopped sync.WaitGroup
@@ -130,9 +127,7 @@ func (p *publisher) init(s *Store) error {
 	p.idBase = nuid.Next() + "-"
 	p.pending = map[uint64]*op{}
 	p.advanced = make(chan struct{})
-	p.cbWake = make(chan struct{}, 1)
 	p.quit = make(chan struct{})
-	p.callLoop = make(chan struct{})
 	sub, err := s.nc.Subscribe(p.inbox+".*", p.onAck)
 	if err != nil {
 		return fmt.Errorf("subscribe to acknowledgements: %w", err)
@@ -142,7 +137,7 @@ func (p *publisher) init(s *Store) error {
 		return fmt.Errorf("subscribe to acknowledgements: %w", err)
 	}
 	p.sub = sub
-	go p.runCallbacks()
+	p.callbacks.Start(runCallbacks)
 	p.stopped.Add(1)
 	go p.resendLoop()
 	return nil
@@ -249,35 +244,18 @@ func (p *publisher) completeLocked(o *op, e storage.Entry, err error) {
 		return
 	}
 	p.finished = p.fifo[n-1].ticket
-	p.cbMu.Lock()
-	p.cbQueue = append(p.cbQueue, p.fifo[:n]...)
-	p.cbMu.Unlock()
+	p.callbacks.PushAll(p.fifo[:n])
 	clear(p.fifo[:n])
 	p.fifo = p.fifo[n:]
 	close(p.advanced)
 	p.advanced = make(chan struct{})
-	select {
-	case p.cbWake <- struct{}{}:
-	default:
-	}
 }
 
-// runCallbacks runs the done callbacks in ticket order.
-func (p *publisher) runCallbacks() {
-	defer close(p.callLoop)
-	for {
-		<-p.cbWake
-		p.cbMu.Lock()
-		q, done := p.cbQueue, p.cbDone
-		p.cbQueue = nil
-		p.cbMu.Unlock()
-		for _, o := range q {
-			if o.done != nil {
-				o.done(o.e, o.err)
-			}
-		}
-		if done {
-			return
+// runCallbacks runs the done callbacks of completed ops, in ticket order.
+func runCallbacks(q []*op) {
+	for _, o := range q {
+		if o.done != nil {
+			o.done(o.e, o.err)
 		}
 	}
 }
@@ -376,12 +354,5 @@ func (p *publisher) close() {
 	close(p.quit)
 	p.stopped.Wait()
 	p.sub.Unsubscribe()
-	p.cbMu.Lock()
-	p.cbDone = true
-	p.cbMu.Unlock()
-	select {
-	case p.cbWake <- struct{}{}:
-	default:
-	}
-	<-p.callLoop
+	p.callbacks.Stop()
 }

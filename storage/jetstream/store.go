@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/logbroker/logbroker/storage"
+	"github.com/logbroker/logbroker/storage/queue"
 )
 
 // ErrConfig is returned by Open when a stream already exists with a
@@ -115,7 +116,7 @@ type Store struct {
 	markers atomic.Uint64 // tombstones written, for their message ids
 	deletes atomic.Uint64 // Deletes done
 
-	notify runner // subscriber calls, one at a time
+	notify queue.Worker[storage.Entry] // subscriber calls, one at a time
 	subs   storage.Subscribers
 
 	consumers []jetstream.ConsumeContext
@@ -140,7 +141,7 @@ func Open(ctx context.Context, nc *nats.Conn, opts Options) (*Store, error) {
 			prefix: opts.Subject + "." + strconv.Itoa(i),
 		})
 	}
-	s.notify.init(s.deliver)
+	s.notify.Start(s.deliver)
 	s.reads, err = newMux(nc)
 	if err != nil {
 		return nil, fmt.Errorf("open: %w", err)
@@ -248,7 +249,7 @@ func (s *Store) follow(ctx context.Context, p *partition, start uint64) error {
 			s.log.Warn("skipping stream message", "stream", p.name, "subject", m.Subject(), "err", err)
 			return
 		}
-		s.notify.push(e)
+		s.notify.Push(e)
 	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		if !s.closed.Load() {
 			s.log.Debug("jetstream consumer", "stream", p.name, "err", err)
@@ -313,7 +314,7 @@ func (s *Store) stop() {
 	}
 	s.pub.close()
 	s.reads.close()
-	s.notify.close()
+	s.notify.Stop()
 }
 
 // Stats returns the store's counters since Open, for metrics: Entries and
@@ -343,67 +344,6 @@ func (s *Store) Err() error {
 // partitionFor returns the partition holding src.
 func (s *Store) partitionFor(src string) *partition {
 	return s.parts[partitionOf(src, len(s.parts))]
-}
-
-// runner calls fn with everything pushed since its previous call, on one
-// goroutine, in push order.
-type runner struct {
-	fn    func([]storage.Entry)
-	mu    sync.Mutex
-	queue []storage.Entry
-	done  bool
-	wake  chan struct{}
-	exit  chan struct{}
-}
-
-func (r *runner) init(fn func([]storage.Entry)) {
-	r.fn = fn
-	r.wake = make(chan struct{}, 1)
-	r.exit = make(chan struct{})
-	go r.loop()
-}
-
-func (r *runner) push(e storage.Entry) {
-	r.mu.Lock()
-	if r.done {
-		r.mu.Unlock()
-		return
-	}
-	r.queue = append(r.queue, e)
-	r.mu.Unlock()
-	select {
-	case r.wake <- struct{}{}:
-	default:
-	}
-}
-
-func (r *runner) loop() {
-	defer close(r.exit)
-	for {
-		<-r.wake
-		r.mu.Lock()
-		q, done := r.queue, r.done
-		r.queue = nil
-		r.mu.Unlock()
-		if len(q) > 0 {
-			r.fn(q)
-		}
-		if done {
-			return
-		}
-	}
-}
-
-// close delivers what is queued and waits for the loop to end.
-func (r *runner) close() {
-	r.mu.Lock()
-	r.done = true
-	r.mu.Unlock()
-	select {
-	case r.wake <- struct{}{}:
-	default:
-	}
-	<-r.exit
 }
 
 // precheck returns the error of a call made after Close or with ctx done.

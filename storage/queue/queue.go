@@ -6,7 +6,8 @@
 // slice). One consumer waits on Ready and takes everything queued at once
 // with Take, or leaves the loop to Run. After Close, Push refuses, and the
 // consumer's next Take returns whatever was queued before with closed set,
-// so nothing pushed is lost.
+// so nothing pushed is lost. A Worker is a Queue with its own consumer
+// goroutine.
 //
 // The queue is unbounded: whoever pushes bounds its own rate.
 package queue
@@ -115,6 +116,40 @@ func (q *Queue[T]) Run(fn func([]T)) {
 		if closed {
 			return
 		}
+	}
+}
+
+// Worker is a Queue served by its own goroutine, which Start starts and
+// Stop ends. The zero Worker is ready to use; Pushes made before Start wait
+// for it. A Worker must not be copied after first use.
+type Worker[T any] struct {
+	q    Queue[T]
+	done chan struct{} // closed when the goroutine ends
+}
+
+// Start starts the goroutine that calls fn with each run of items pushed,
+// in push order, one call at a time (Queue.Run). Call it once.
+func (w *Worker[T]) Start(fn func([]T)) {
+	w.done = make(chan struct{})
+	go func() {
+		defer close(w.done)
+		w.q.Run(fn)
+	}()
+}
+
+// Push queues v for fn; false once the Worker is stopped. It never blocks.
+func (w *Worker[T]) Push(v T) bool { return w.q.Push(v) }
+
+// PushAll queues vs, in order; false once the Worker is stopped.
+func (w *Worker[T]) PushAll(vs []T) bool { return w.q.PushAll(vs) }
+
+// Stop refuses further Pushes and waits until fn has been called with
+// everything pushed before and has returned. Stop is idempotent; it must
+// not be called from fn.
+func (w *Worker[T]) Stop() {
+	w.q.Close()
+	if w.done != nil {
+		<-w.done
 	}
 }
 
