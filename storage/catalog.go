@@ -337,7 +337,7 @@ const maxCountMarks = 1 << 14
 // on the write side updates or invalidates it; a mark is checked against
 // the stream's first entry when used. The zero value is ready to use.
 type markCache struct {
-	mu sync.Mutex
+	mu sync.Mutex // a leaf: held only to read or write m
 	m  map[countKey]countMark
 }
 

@@ -86,6 +86,13 @@ type Options struct {
 }
 
 // Store is the Pebble-backed durable log. It is safe for concurrent use.
+//
+// Lock order: life, then smu, then tail.evictMu, then a tail shard's mu;
+// life, then vmu. bgMu, marks.mu, subs.mu and queue's mutex are leaves:
+// nothing else is acquired while one is held. The committer goroutine
+// never takes life, and holds smu only to register a source (sourceFor)
+// and to advance the heads (commit); it delivers (done callbacks, waiters,
+// subscribers) holding no lock at all.
 type Store struct {
 	db       *pebble.DB // nil while a recovery has closed it and not yet reopened it
 	dir      string
@@ -97,19 +104,22 @@ type Store struct {
 	recoverEvery time.Duration
 	retention    Retention
 	now          func() time.Time
-	bgMu         sync.Mutex
+	bgMu         sync.Mutex // guards bgStopped and bg.Add; a leaf
 	bgStopped    bool
 	stop         chan struct{} // closed by Close
 	bg           sync.WaitGroup
 
 	// The queue of AppendAsync, Append and Delete calls, drained by the
-	// committer goroutine; closed by Close (no more calls accepted).
+	// committer goroutine; closed by Close (no more calls accepted). Its
+	// mutex is a leaf: Push never waits on the committer.
 	queue queue.Queue[op]
 
 	loopDone chan struct{} // closed when the committer is gone
 
 	// Per-source sequences. The map is written only by the committer (under
-	// smu); readers use smu.RLock.
+	// smu); readers use smu.RLock. Acquired after life (readers hold
+	// life.RLock), never while holding vmu, bgMu or a tail shard's mu;
+	// held, it allows a tail shard's mu (fillTail, watch, clear).
 	smu     sync.RWMutex
 	sources map[string]*source
 
@@ -126,11 +136,16 @@ type Store struct {
 	// view is set while a batch that deletes (Delete, retention) is
 	// syncing: a snapshot taken just before it was applied, which is
 	// exactly the durable state, for reads to use instead of db, so that a
-	// deletion is not visible before it is durable. Guarded by vmu.
+	// deletion is not visible before it is durable. Guarded by vmu, which
+	// is acquired after life and held only to read or swap view: a leaf
+	// (the snapshot is closed after it is released).
 	vmu  sync.Mutex
 	view *durableView
 
-	// life guards db against Close and recovery while reads use it.
+	// life guards db and closed against Close and recovery while reads use
+	// it: reads hold life.RLock, Close and tryRecover life.Lock. Acquired
+	// first, before smu, vmu and the tail cache's locks; never taken by
+	// the committer, nor again by a goroutine that holds it.
 	life   sync.RWMutex
 	closed bool
 

@@ -9,7 +9,7 @@ import (
 // cancelled under a mutex, read without one (copy on write), so delivering
 // a group costs no lock. The zero value is empty and ready to use.
 type Subscribers struct {
-	mu   sync.Mutex
+	mu   sync.Mutex // serializes Add and cancel; a leaf, never held by Deliver
 	list atomic.Pointer[[]*subscription]
 }
 

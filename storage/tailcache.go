@@ -61,12 +61,12 @@ type tailCache struct {
 	// applied (suspendTail to fillTail): no seeds meanwhile.
 	applying atomic.Bool
 	hseed    maphash.Seed
-	evictMu  sync.Mutex
+	evictMu  sync.Mutex // TryLock only; acquired after Store.life, never with smu or a shard's mu held; held, it allows a shard's mu
 	shards   [tailShards]tailShard
 }
 
 type tailShard struct {
-	mu sync.RWMutex
+	mu sync.RWMutex // acquired last: after Store.life, Store.smu or evictMu; no other lock is taken while it is held
 	m  map[tailKey]*tailStream
 	_  [64]byte // keep shards' locks off each other's cache lines
 }
