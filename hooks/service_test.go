@@ -15,6 +15,7 @@ import (
 
 	"github.com/logbroker/logbroker/broker"
 	"github.com/logbroker/logbroker/hooks"
+	"github.com/logbroker/logbroker/internal/await"
 	"github.com/logbroker/logbroker/rpc"
 	"github.com/logbroker/logbroker/storage"
 )
@@ -184,18 +185,6 @@ func (c *pclient) waitReply(topic, id string) reply {
 	}
 }
 
-// poll waits until ok holds, checking every few milliseconds.
-func poll(t testing.TB, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, wait)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // TestNoLeaks connects, follows and disconnects thousands of times: the
 // goroutines and the heap return to their baseline, and no follow is left
 // waiting.
@@ -277,16 +266,12 @@ func TestNoLeaks(t *testing.T) {
 		return
 	}
 	t.Logf("%d connect/follow/disconnect cycles in %v", cycles, time.Since(began).Round(time.Millisecond))
-	poll(t, "every follow released", func() bool { return n.svc.Stats().Waiting == 0 })
-	poll(t, "every client gone", func() bool { return n.broker.Clients() == 0 })
+	await.Until(t, wait, "every follow released", func() bool { return n.svc.Stats().Waiting == 0 })
+	await.Until(t, wait, "every client gone", func() bool { return n.broker.Clients() == 0 })
 	var g int
-	deadline := time.Now().Add(wait)
-	for g = runtime.NumGoroutine(); g > baseG; g = runtime.NumGoroutine() {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			t.Fatalf("%d goroutines after %d cycles, baseline %d:\n%s", g, cycles, baseG, buf[:runtime.Stack(buf, true)])
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !await.Within(wait, func() bool { g = runtime.NumGoroutine(); return g <= baseG }) {
+		buf := make([]byte, 1<<20)
+		t.Fatalf("%d goroutines after %d cycles, baseline %d:\n%s", g, cycles, baseG, buf[:runtime.Stack(buf, true)])
 	}
 	_, heap := settle(t, n)
 	t.Logf("after: %d goroutines, heap %d KiB (%+d KiB)", g, heap>>10, (int64(heap)-int64(baseHeap))>>10)
@@ -301,7 +286,7 @@ func TestNoLeaks(t *testing.T) {
 // goroutine count and the heap in use after a garbage collection.
 func settle(t *testing.T, n *node) (int, uint64) {
 	t.Helper()
-	poll(t, "clients gone", func() bool { return n.broker.Clients() == 0 && n.svc.Stats().Waiting == 0 })
+	await.Until(t, wait, "clients gone", func() bool { return n.broker.Clients() == 0 && n.svc.Stats().Waiting == 0 })
 	// Exited clients' goroutines wind down: wait until the count holds
 	// still for a while.
 	g, still := runtime.NumGoroutine(), 0
@@ -376,7 +361,7 @@ func TestSessionTakeover(t *testing.T) {
 			for _, s := range sides {
 				waker.publish(fmt.Sprintf(`{"id":1,"src":"tk-waker","method":"Log.Log","args":{"src":%q,"stream":"watch","msg":"wake"}}`, s.src))
 			}
-			poll(t, "no follow waiting", func() bool { return n.svc.Stats().Waiting == 0 })
+			await.Until(t, wait, "no follow waiting", func() bool { return n.svc.Stats().Waiting == 0 })
 			for _, s := range sides {
 				// The new connection is served, and its calls run after
 				// everything the old one queued.
@@ -477,7 +462,7 @@ func TestTakeoverKeepsClient(t *testing.T) {
 		id := fmt.Sprintf("keep-%d", i)
 		old := dialOpts(t, n, id, true)
 		nw := dialOpts(t, n, id, true)
-		poll(t, "old connection ended", func() bool { return !old.pc.IsConnectionOpen() })
+		await.Until(t, wait, "old connection ended", func() bool { return !old.pc.IsConnectionOpen() })
 		cl, ok := n.broker.Server().Clients.Get(id)
 		if !ok || cl.Closed() {
 			t.Fatalf("cycle %d: after the takeover the broker has no open client %s (found %v)", i, id, ok)

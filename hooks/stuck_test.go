@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/logbroker/logbroker/broker"
+	"github.com/logbroker/logbroker/internal/await"
 	"github.com/logbroker/logbroker/rpc"
 )
 
@@ -231,7 +232,7 @@ func TestStuckClients(t *testing.T) {
 		if err := dash.publish0("logbroker/rpc", []byte(`{"id":"f","src":"dash","method":"Log.List","args":{"src":"dev","stream":"watch","follow":true,"last":0},"timeout":60}`)); err != nil {
 			t.Fatal(err)
 		}
-		poll(t, "the dashboard's follow waiting", func() bool { return n.svc.Stats().Waiting == 1 })
+		await.Until(t, wait, "the dashboard's follow waiting", func() bool { return n.svc.Stats().Waiting == 1 })
 
 		dev := dialOpts(t, n, "dev", true)
 		dev.subscribe("dev/rpc")
@@ -250,10 +251,10 @@ func TestStuckClients(t *testing.T) {
 		by.run(t, 30) // while the device floods the dashboard
 		<-done
 		dev.waitReply("dev/rpc", fmt.Sprint(floods))
-		poll(t, "the dashboard disconnected as a slow consumer", func() bool { return n.broker.Drops().SlowConsumers == 1 })
+		await.Until(t, wait, "the dashboard disconnected as a slow consumer", func() bool { return n.broker.Drops().SlowConsumers == 1 })
 		// Its follow went with it: nothing is waiting, and waking it
 		// publishes to nobody.
-		poll(t, "no follow waiting", func() bool { return n.svc.Stats().Waiting == 0 })
+		await.Until(t, wait, "no follow waiting", func() bool { return n.svc.Stats().Waiting == 0 })
 		by.run(t, 20)
 		by.check(t)
 		if l := logs.lines("messages to a slow client dropped", "client=dash", "slow_consumer=true"); len(l) != 1 {
@@ -289,7 +290,7 @@ func TestStuckClients(t *testing.T) {
 		if err := <-sent; err != nil {
 			t.Fatal(err)
 		}
-		poll(t, "every response delivered or dropped", func() bool {
+		await.Until(t, wait, "every response delivered or dropped", func() bool {
 			return got.Load()+n.broker.Drops().Inflight == calls
 		})
 		by.run(t, 20)
@@ -302,7 +303,7 @@ func TestStuckClients(t *testing.T) {
 			t.Errorf("%d warnings for single dropped messages, want none (the client is reported once)", len(l))
 		}
 		nack.conn.Close()
-		poll(t, "the client's drops logged once it went", func() bool {
+		await.Until(t, wait, "the client's drops logged once it went", func() bool {
 			return len(logs.lines("messages to a slow client dropped", "client=nack", "unacknowledged_limit_reached=true")) == 1
 		})
 		t.Logf("bystander before: %s; beside it: %s; after: %s", by.latencies(0, 20), by.latencies(20, 50), by.latencies(50, 70))
@@ -340,7 +341,7 @@ func TestStuckClients(t *testing.T) {
 			t.Fatal(err)
 		}
 		duringFlood := got.Load()
-		poll(t, "every flood call answered", func() bool { return got.Load() == calls })
+		await.Until(t, wait, "every flood call answered", func() bool { return got.Load() == calls })
 		if d := n.broker.Drops(); d.Messages != 0 {
 			t.Errorf("%d responses dropped, want none", d.Messages)
 		}

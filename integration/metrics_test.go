@@ -6,10 +6,11 @@ import (
 	"sort"
 	"strings"
 	"testing"
-	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
+
+	"github.com/logbroker/logbroker/internal/await"
 )
 
 // scrape is one GET /metrics, parsed.
@@ -67,16 +68,9 @@ func (sc scrape) value(name string, labels ...string) float64 {
 // waitMetric scrapes until cond holds for the value of name.
 func (s *server) waitMetric(t testing.TB, what, name string, cond func(float64) bool, labels ...string) {
 	t.Helper()
-	deadline := time.Now().Add(callTimeout * 2)
-	for {
-		v := s.scrape(t).value(name, labels...)
-		if cond(v) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %s%v is %v", what, name, labels, v)
-		}
-		time.Sleep(20 * time.Millisecond) // polling a condition
+	var v float64
+	if !await.Within(callTimeout*2, func() bool { v = s.scrape(t).value(name, labels...); return cond(v) }) {
+		t.Fatalf("%s: %s%v is %v", what, name, labels, v)
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/logbroker/logbroker/internal/await"
 )
 
 // TestRetention runs the binary with --max-entries-per-stream 3 and a short
@@ -18,14 +20,10 @@ func TestRetention(t *testing.T) {
 		ids = append(ids, c.log(map[string]any{"src": c.src, "stream": "console", "msg": fmt.Sprint("line ", i)}))
 	}
 	var got []entry
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	await.Within(20*time.Second, func() bool { // checked below
 		got = c.list(map[string]any{"src": c.src})
-		if len(got) <= 3 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond) // polling the condition above
-	}
+		return len(got) <= 3
+	})
 	if len(got) != 3 || got[0].ID != ids[7] || got[2].ID != ids[9] {
 		t.Fatalf("after retention: %v, want the last 3 of %v", got, ids)
 	}

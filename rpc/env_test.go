@@ -13,6 +13,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/logbroker/logbroker/internal/await"
 	"github.com/logbroker/logbroker/storage"
 )
 
@@ -195,14 +196,9 @@ func newEnvPub(t testing.TB, cfg Config, fs vfs.FS, wrap func(*recorder) Publish
 // checkGoroutines waits until no more than n goroutines run.
 func checkGoroutines(t testing.TB, n int) {
 	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for runtime.NumGoroutine() > n {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			t.Errorf("%d goroutines left, want at most %d:\n%s", runtime.NumGoroutine(), n, buf[:runtime.Stack(buf, true)])
-			return
-		}
-		time.Sleep(5 * time.Millisecond) // polling a condition
+	if !await.Within(waitFor, func() bool { return runtime.NumGoroutine() <= n }) {
+		buf := make([]byte, 1<<20)
+		t.Errorf("%d goroutines left, want at most %d:\n%s", runtime.NumGoroutine(), n, buf[:runtime.Stack(buf, true)])
 	}
 }
 
@@ -266,18 +262,6 @@ func (e *env) log(c *Conn, src, stream, msg string) string {
 		e.t.Fatalf("Log.Log result %s", r.Result)
 	}
 	return res.ID
-}
-
-// waitUntil polls cond until it holds, failing after waitFor.
-func waitUntil(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, waitFor)
-		}
-		time.Sleep(time.Millisecond) // polling a condition
-	}
 }
 
 func quote(s string) string {

@@ -16,6 +16,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 
+	"github.com/logbroker/logbroker/internal/await"
 	"github.com/logbroker/logbroker/storage"
 )
 
@@ -41,7 +42,7 @@ func (e *env) answered(src, id string) bool {
 // waiting waits until n follows wait.
 func (e *env) waiting(t testing.TB, n int64) {
 	t.Helper()
-	waitUntil(t, fmt.Sprintf("%d follows waiting", n), func() bool { return e.svc.Stats().Waiting == n })
+	await.Until(t, waitFor, fmt.Sprintf("%d follows waiting", n), func() bool { return e.svc.Stats().Waiting == n })
 }
 
 func TestFollow(t *testing.T) {
@@ -300,7 +301,7 @@ func TestShutdown(t *testing.T) {
 		stall.Store(true)
 		submit(c, `{"id":1,"src":"dev1","method":"Log.Log","args":{"msg":"pending"}}`)
 		submit(c, `{"id":2,"src":"dev1","method":"Log.List","args":{"follow":true},"timeout":60}`)
-		waitUntil(t, "WAL write stalled", func() bool { return stalled.Load() > 0 })
+		await.Until(t, waitFor, "WAL write stalled", func() bool { return stalled.Load() > 0 })
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 		defer cancel()
 		if err := e.svc.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
@@ -356,7 +357,7 @@ func TestShutdown(t *testing.T) {
 				}
 			}()
 		}
-		waitUntil(t, "traffic under way", func() bool { return sent.Load() > 100 })
+		await.Until(t, waitFor, "traffic under way", func() bool { return sent.Load() > 100 })
 		if err := e.svc.Shutdown(context.Background()); err != nil {
 			t.Fatalf("Shutdown: %v", err)
 		}
@@ -469,7 +470,7 @@ func TestShutdownFullQueue(t *testing.T) {
 		submit(c, `{"id":3,"src":"dev1","method":"RPC.Ping"}`) // waits: the queue is full
 	}()
 	// Submit holds the connection's lock while it waits.
-	waitUntil(t, "Submit waiting", func() bool {
+	await.Until(t, waitFor, "Submit waiting", func() bool {
 		if c.mu.TryLock() {
 			c.mu.Unlock()
 			return false

@@ -4,6 +4,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/logbroker/logbroker/internal/await"
 )
 
 // observations collects what Config.Observe is told.
@@ -70,7 +72,7 @@ func TestService_Observe(t *testing.T) {
 			tc.frame(e, c)
 			got := obs.all()
 			if tc.code == -1 { // the notification case: two calls, both succeed
-				waitUntil(t, "two observations", func() bool { return len(obs.all()) == 2 })
+				await.Until(t, waitFor, "two observations", func() bool { return len(obs.all()) == 2 })
 				got = obs.all()
 				if got[0].code != 0 || got[1].code != 0 {
 					t.Fatalf("observations %+v, want two successes", got)

@@ -6,6 +6,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/logbroker/logbroker/internal/await"
 	"github.com/logbroker/logbroker/storage"
 )
 
@@ -29,7 +30,7 @@ func TestLivePublishOnlyWhenInterested(t *testing.T) {
 			// The live message (or its skipping) follows the response; a
 			// Log.List through the same connection does not wait for it, so
 			// poll the counters.
-			waitUntil(t, "live publish or skip", func() bool {
+			await.Until(t, waitFor, "live publish or skip", func() bool {
 				s := e.svc.Stats()
 				return s.LivePublish+s.LiveSkipped > before.LivePublish+before.LiveSkipped
 			})

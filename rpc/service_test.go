@@ -18,6 +18,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 
+	"github.com/logbroker/logbroker/internal/await"
 	"github.com/logbroker/logbroker/storage"
 )
 
@@ -497,7 +498,7 @@ func TestNotifications(t *testing.T) {
 		t.Errorf("stored %v, want %v", msgs, want)
 	}
 	// The follow's timer (0 s) has fired once Waiting is back to 0.
-	waitUntil(t, "follow notification released", func() bool { return e.svc.Stats().Waiting == 0 })
+	await.Until(t, waitFor, "follow notification released", func() bool { return e.svc.Stats().Waiting == 0 })
 	if got := e.pub.on("dev1/rpc"); len(got) != 1 || !bytes.Equal(got[0].Payload, r.raw) {
 		t.Errorf("replies on dev1/rpc: %s\nwant only the List's", e.pub)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 
+	"github.com/logbroker/logbroker/internal/await"
 	"github.com/logbroker/logbroker/storage"
 )
 
@@ -351,7 +352,7 @@ func TestStore_CatalogDurableCut(t *testing.T) {
 	// Pebble shows the held batch to readers: wait until some of it is
 	// visible, then check the cut on whatever is.
 	var visA, visFresh uint64
-	waitUntil(t, "the held batch visible in Pebble", func() bool {
+	await.Until(t, faultTimeout, "the held batch visible in Pebble", func() bool {
 		var err error
 		if visA, err = storage.VisibleSeq(s, "a"); err != nil {
 			t.Fatal(err)

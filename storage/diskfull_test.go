@@ -10,6 +10,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/logbroker/logbroker/internal/await"
 	"github.com/logbroker/logbroker/storage"
 )
 
@@ -44,7 +45,7 @@ func TestStore_DiskAlmostFull(t *testing.T) {
 	add(t, s, "dev", "b", 1, 10, 0)
 
 	setFree(reserve - 1)
-	waitUntil(t, "appends refused", func() bool { return errors.Is(s.Err(), storage.ErrDiskFull) })
+	await.Until(t, faultTimeout, "appends refused", func() bool { return errors.Is(s.Err(), storage.ErrDiskFull) })
 	t.Run("Refused", func(t *testing.T) {
 		_, err := s.Append(ctx, storage.Record{Src: "dev", Stream: "a", Msg: []byte(`1`)})
 		if !errors.Is(err, storage.ErrDiskFull) || !errors.Is(err, storage.ErrFailed) {
@@ -75,7 +76,7 @@ func TestStore_DiskAlmostFull(t *testing.T) {
 	})
 
 	setFree(reserve * 2)
-	waitUntil(t, "appends accepted again", func() bool { return s.Err() == nil })
+	await.Until(t, faultTimeout, "appends accepted again", func() bool { return s.Err() == nil })
 	if got := add(t, s, "dev", "a", 1, 10, 0); got[0] != 6 {
 		t.Errorf("append after space was freed: id %d, want 6", got[0])
 	}

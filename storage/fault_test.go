@@ -18,6 +18,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 
+	"github.com/logbroker/logbroker/internal/await"
 	"github.com/logbroker/logbroker/storage"
 )
 
@@ -115,16 +116,16 @@ func TestStore_Crash(t *testing.T) {
 	}
 	for k, c := range cfgs {
 		target := 40 * (k + 1)
-		deadline := time.Now().Add(faultTimeout)
-		for ackedCount() < target {
-			if time.Now().After(deadline) {
-				t.Fatalf("appenders stalled at %d acknowledged", ackedCount())
-			}
+		reached := await.Within(faultTimeout, func() bool {
 			select {
 			case err := <-errs:
 				t.Fatalf("append: %v", err)
-			case <-time.After(time.Millisecond):
+			default:
 			}
+			return ackedCount() >= target
+		})
+		if !reached {
+			t.Fatalf("appenders stalled at %d acknowledged", ackedCount())
 		}
 		mu.Lock()
 		before := append([]storage.Entry(nil), acked...)
@@ -309,7 +310,7 @@ func testIOFault(t *testing.T, f *faultFS, cause error, logWant string) {
 		}
 		durable = append(durable, e)
 	}
-	waitUntil(t, "delivery of the durable entries", func() bool { return delivered.Load() == int64(len(durable)) })
+	await.Until(t, faultTimeout, "delivery of the durable entries", func() bool { return delivered.Load() == int64(len(durable)) })
 
 	f.on.Store(true)
 	// Several appenders at once: whichever batches the failure hits, none
@@ -369,7 +370,7 @@ func testIOFault(t *testing.T, f *faultFS, cause error, logWant string) {
 	})
 
 	f.on.Store(false)
-	waitUntil(t, "recovery", func() bool { return s.Err() == nil })
+	await.Until(t, faultTimeout, "recovery", func() bool { return s.Err() == nil })
 	var top uint64
 	t.Run("Recovered", func(t *testing.T) {
 		got, err := s.List(ctx, storage.Query{Src: "dev", Last: -1})
@@ -389,7 +390,7 @@ func testIOFault(t *testing.T, f *faultFS, cause error, logWant string) {
 			durable = append(durable, e)
 			top = e.Seq
 		}
-		waitUntil(t, "delivery after recovery", func() bool { return delivered.Load() == int64(len(durable)) })
+		await.Until(t, faultTimeout, "delivery after recovery", func() bool { return delivered.Load() == int64(len(durable)) })
 		if err := s.Delete(ctx, "dev", "s1"); err != nil {
 			t.Errorf("delete after recovery: %v", err)
 		}
@@ -475,17 +476,5 @@ func checkPrefix(t *testing.T, what string, got, want []storage.Entry, extra boo
 		} else if !strings.HasPrefix(string(e.Msg), `"doomed `) {
 			t.Errorf("%s, entry %d: %s is neither acknowledged nor a failed append", what, i, e.Msg)
 		}
-	}
-}
-
-// waitUntil polls cond until it holds or faultTimeout passes.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(faultTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
 	}
 }

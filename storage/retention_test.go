@@ -13,6 +13,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/logbroker/logbroker/internal/await"
 	"github.com/logbroker/logbroker/storage"
 )
 
@@ -281,7 +282,7 @@ func TestStore_RetentionBackground(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	waitUntil(t, "retention down to 20 entries per stream", func() bool {
+	await.Until(t, faultTimeout, "retention down to 20 entries per stream", func() bool {
 		for g := range last {
 			if len(seqsOf(t, s, fmt.Sprint("dev", g%2), fmt.Sprint("s", g))) > 20 {
 				return false

@@ -16,6 +16,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/logbroker/logbroker/internal/await"
 	"github.com/logbroker/logbroker/storage"
 )
 
@@ -342,7 +343,7 @@ func TestTailCache_DurableOnly(t *testing.T) {
 			case <-time.After(faultTimeout):
 				t.Fatal("no WAL sync")
 			}
-			waitUntil(t, "the entry visible in Pebble", func() bool {
+			await.Until(t, faultTimeout, "the entry visible in Pebble", func() bool {
 				n, err := storage.VisibleEntries(ts.s, "dev", "a")
 				if err != nil {
 					t.Fatal(err)
@@ -367,7 +368,7 @@ func TestTailCache_DurableOnly(t *testing.T) {
 				t.Fatal("append not done")
 			}
 			if c.failSync {
-				waitUntil(t, "recovery", func() bool { return ts.s.Err() == nil })
+				await.Until(t, faultTimeout, "recovery", func() bool { return ts.s.Err() == nil })
 			}
 			n, err := storage.VisibleEntries(ts.s, "dev", "a")
 			if err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 
+	"github.com/logbroker/logbroker/internal/await"
 	"github.com/logbroker/logbroker/storage"
 )
 
@@ -87,7 +88,7 @@ func TestStore_DeleteDurableCut(t *testing.T) {
 			case <-time.After(faultTimeout):
 				t.Fatal("no WAL sync")
 			}
-			waitUntil(t, "the deletion visible in Pebble", func() bool {
+			await.Until(t, faultTimeout, "the deletion visible in Pebble", func() bool {
 				n, err := storage.VisibleEntries(s, "dev", "a")
 				if err != nil {
 					t.Fatal(err)
@@ -160,7 +161,7 @@ func TestStore_DeleteFailsThenRecovers(t *testing.T) {
 	case <-time.After(faultTimeout):
 		t.Fatal("delete did not return")
 	}
-	waitUntil(t, "recovery", func() bool { return s.Err() == nil })
+	await.Until(t, faultTimeout, "recovery", func() bool { return s.Err() == nil })
 	if got := seqsOf(t, s, "dev", "a"); len(got) != 3 && len(got) != 0 {
 		t.Errorf("stream a after the recovery: %v, want all 3 or none", got)
 	}

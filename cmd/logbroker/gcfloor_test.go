@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/logbroker/logbroker/internal/await"
 )
 
 func TestGCPercent(t *testing.T) {
@@ -40,11 +42,13 @@ func TestGCHeapFloorRetunes(t *testing.T) {
 	}}
 	f.arm()
 	t.Cleanup(f.stop)
-	deadline := time.Now().Add(10 * time.Second)
-	for calls.Load() == 0 && time.Now().Before(deadline) {
+	await.Within(10*time.Second, func() bool { // checked below
+		if calls.Load() > 0 {
+			return true
+		}
 		runtime.GC()
-		time.Sleep(10 * time.Millisecond)
-	}
+		return false
+	})
 	if calls.Load() == 0 || last.Load() != maxGCPercent {
 		t.Fatalf("after collections: %d settings, last %d; want GOGC set to %d", calls.Load(), last.Load(), maxGCPercent)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/logbroker/logbroker/internal/await"
 	"github.com/logbroker/logbroker/storage"
 	"github.com/logbroker/logbroker/storage/jetstream/jstest"
 )
@@ -103,7 +104,7 @@ func TestStore_LeaderRestart(t *testing.T) {
 		}()
 	}
 	stream := opts.Name + "_0"
-	waitFor(t, 20*time.Second, "first appends", func() bool { return count() >= 50 })
+	await.Until(t, 20*time.Second, "first appends", func() bool { return count() >= 50 })
 	leader := c.StreamLeader(stream)
 	if leader < 0 {
 		t.Fatal("no stream leader")
@@ -111,11 +112,11 @@ func TestStore_LeaderRestart(t *testing.T) {
 	before := count()
 	c.Stop(leader)
 	t.Logf("stopped leader n%d after %d appends", leader, before)
-	waitFor(t, 30*time.Second, "appends under a new leader", func() bool { return count() >= before+50 })
+	await.Until(t, 30*time.Second, "appends under a new leader", func() bool { return count() >= before+50 })
 	c.Start(leader)
 	t.Logf("restarted n%d after %d appends", leader, count())
 	mid := count()
-	waitFor(t, 30*time.Second, "appends after the restart", func() bool { return count() >= mid+50 })
+	await.Until(t, 30*time.Second, "appends after the restart", func() bool { return count() >= mid+50 })
 	close(stop)
 	writers.Wait()
 
@@ -148,7 +149,7 @@ func TestStore_LeaderRestart(t *testing.T) {
 	if len(got) < len(ack) || len(got) > len(ack)+len(failed) {
 		t.Errorf("listed %d entries for %d acknowledged and %d failed appends", len(got), len(ack), len(failed))
 	}
-	waitFor(t, 20*time.Second, "every entry delivered to the other node", func() bool {
+	await.Until(t, 20*time.Second, "every entry delivered to the other node", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(delivered) >= len(got)
@@ -186,7 +187,7 @@ func TestStore_ResendStoresOnce(t *testing.T) {
 			results <- res{e, err}
 		})
 	}
-	waitFor(t, 20*time.Second, "appends published again", func() bool { return s.pub.resent.Load() >= n })
+	await.Until(t, 20*time.Second, "appends published again", func() bool { return s.pub.resent.Load() >= n })
 	close(gate)
 	s.pub.ackGate.Store(nil)
 	byMsg := map[string]uint64{}

@@ -351,18 +351,6 @@ func seqsOf(es []storage.Entry) []uint64 {
 	return out
 }
 
-// waitFor polls cond until it holds or waitTimeout passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", waitTimeout, what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 // waitChan waits for ch to be closed (or to yield a value).
 func waitChan[T any](t *testing.T, what string, ch <-chan T) T {
 	t.Helper()

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/logbroker/logbroker/internal/await"
 	"github.com/logbroker/logbroker/storage"
 )
 
@@ -574,7 +575,7 @@ func testSubscribe(t *testing.T, h Harness) {
 		}
 		wg.Wait()
 		var want []storage.Entry
-		waitFor(t, "every append acknowledged", func() bool {
+		await.Until(t, waitTimeout, "every append acknowledged", func() bool {
 			want = want[:0]
 			n := 0
 			acked.Range(func(_, v any) bool {
@@ -586,7 +587,7 @@ func testSubscribe(t *testing.T, h Harness) {
 			})
 			return n == goroutines*each
 		})
-		waitFor(t, "every entry of dev delivered", func() bool {
+		await.Until(t, waitTimeout, "every entry of dev delivered", func() bool {
 			mu.Lock()
 			defer mu.Unlock()
 			return len(delivered) >= len(want)
@@ -624,7 +625,7 @@ func testSubscribe(t *testing.T, h Harness) {
 		if got := waitChan(t, "delivery of the first entry", (<-chan uint64)(seen)); got != e1.Seq {
 			t.Fatalf("second subscriber got %d, want %d", got, e1.Seq)
 		}
-		waitFor(t, "first subscriber to get the first entry", func() bool { return first.Load() == 1 })
+		await.Until(t, waitTimeout, "first subscriber to get the first entry", func() bool { return first.Load() == 1 })
 		cancel1()
 		cancel1() // idempotent
 		e2 := mustAppend(t, s, "dev", "a", "2")
@@ -668,7 +669,7 @@ func testClose(t *testing.T, h Harness) {
 		if err := s.Close(); err != nil {
 			t.Fatalf("close: %v", err)
 		}
-		waitFor(t, "every done callback queued before Close", func() bool { return calls.Load() >= goroutines*each })
+		await.Until(t, waitTimeout, "every done callback queued before Close", func() bool { return calls.Load() >= goroutines*each })
 		if err, _ := bad.Load().(error); err != nil {
 			t.Errorf("a call queued before Close failed with %v, want success or ErrClosed", err)
 		}
