@@ -6,6 +6,8 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
+
+	"github.com/logbroker/logbroker/internal/await"
 )
 
 // waitFor bounds what a test waits for: long, for -race on busy cores.
@@ -75,12 +77,7 @@ func TestInterested(t *testing.T) {
 		done(t, c.Subscribe("dev/log/console", 0, nil))
 		want(t, "dev/log/console", true)
 		c.Disconnect(0)
-		deadline := time.Now().Add(waitFor)
-		for b.Interested("dev/log/console") {
-			if time.Now().After(deadline) {
-				t.Fatalf("Interested still true %v after the only subscriber left", waitFor)
-			}
-			time.Sleep(time.Millisecond) // polling a condition: the broker ends the session on its own goroutine
-		}
+		// The broker ends the session on its own goroutine.
+		await.Until(t, waitFor, "Interested false after the only subscriber left", func() bool { return !b.Interested("dev/log/console") })
 	})
 }
