@@ -7,7 +7,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 
-	"github.com/logbroker/logbroker/internal/await"
+	"github.com/logbroker/logbroker/integration/await"
 )
 
 // waitFor bounds what a test waits for: long, for -race on busy cores.

@@ -15,7 +15,7 @@ import (
 
 	"github.com/logbroker/logbroker/broker"
 	"github.com/logbroker/logbroker/hooks"
-	"github.com/logbroker/logbroker/internal/await"
+	"github.com/logbroker/logbroker/integration/await"
 	"github.com/logbroker/logbroker/rpc"
 	"github.com/logbroker/logbroker/storage"
 )

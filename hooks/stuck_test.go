@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/logbroker/logbroker/broker"
-	"github.com/logbroker/logbroker/internal/await"
+	"github.com/logbroker/logbroker/integration/await"
 	"github.com/logbroker/logbroker/rpc"
 )
 

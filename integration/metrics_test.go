@@ -10,7 +10,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 
-	"github.com/logbroker/logbroker/internal/await"
+	"github.com/logbroker/logbroker/integration/await"
 )
 
 // scrape is one GET /metrics, parsed.

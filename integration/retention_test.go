@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/logbroker/logbroker/internal/await"
+	"github.com/logbroker/logbroker/integration/await"
 )
 
 // TestRetention runs the binary with --max-entries-per-stream 3 and a short

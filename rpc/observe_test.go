@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/logbroker/logbroker/internal/await"
+	"github.com/logbroker/logbroker/integration/await"
 )
 
 // observations collects what Config.Observe is told.

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/logbroker/logbroker/internal/await"
+	"github.com/logbroker/logbroker/integration/await"
 )
 
 func TestGCPercent(t *testing.T) {

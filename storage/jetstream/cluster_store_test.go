@@ -12,7 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/logbroker/logbroker/internal/await"
+	"github.com/logbroker/logbroker/integration/await"
 	"github.com/logbroker/logbroker/storage"
 	"github.com/logbroker/logbroker/storage/jetstream/jstest"
 )

@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/logbroker/logbroker/internal/await"
+	"github.com/logbroker/logbroker/integration/await"
 	"github.com/logbroker/logbroker/storage"
 )
 

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/logbroker/logbroker/internal/await"
+	"github.com/logbroker/logbroker/integration/await"
 )
 
 // recorder is an await.TB that records a failure instead of ending the test.
