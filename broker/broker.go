@@ -89,6 +89,7 @@ func New(cfg Config) *Broker {
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = cfg.MaxPacket
 	caps.MaximumClientWritesPending = cfg.ClientQueue
+	limitCapabilities(caps, cfg) // limits.go
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities:             caps,
 		Logger:                   slog.New(quietHandler{cfg.Logger.Handler()}),
@@ -130,6 +131,9 @@ func (b *Broker) Start() error {
 		return fmt.Errorf("start: %w", err)
 	}
 	b.subs.active.Store(true)
+	if err := b.addLimitHooks(); err != nil { // limits.go
+		return fmt.Errorf("start: %w", err)
+	}
 	if err := b.srv.AddHook(new(strayAck), nil); err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
