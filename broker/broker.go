@@ -35,6 +35,7 @@ type Config struct {
 	// the QoS 1 and 2 messages sent to them; 0 = 2 s, negative = no wait.
 	DrainTimeout time.Duration
 	Logger       *slog.Logger
+	Limits       Limits // limits.go; the zero value limits nothing
 }
 
 // DefaultClientQueue is the per-client outbound queue when Config.ClientQueue
@@ -63,6 +64,7 @@ type Broker struct {
 	unsent *unsentLog
 	hooks  userHooks    // hooks the direct paths ask (live.go)
 	waits  atomic.Int64 // publishes that waited for room (waitRoom)
+	limits limits       // limits.go
 
 	mu        sync.Mutex
 	started   bool

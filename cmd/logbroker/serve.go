@@ -49,6 +49,7 @@ type serveConfig struct {
 	gcHeapFloor                uint64
 	retentionInterval          time.Duration
 	nats                       natsConfig // --nats: JetStream instead of Pebble
+	limits                     limitFlags // limits.go
 }
 
 // Default limits of serve (issue 3: every limit has a sane default).
@@ -65,6 +66,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.StringVar(&c.httpAddr, "http", "127.0.0.1:8080", "HTTP address for /healthz, /metrics and the dashboard at /; empty disables")
 	fs.StringVar(&c.dataDir, "data", "./logbroker-data", "directory of the Pebble store (created if missing)")
 	natsFlags(fs, &c.nats)
+	limitsFlags(fs, &c.limits)
 	fs.StringVar(&c.id, "id", rpc.DefaultID, "service id: requests go to <id>/rpc")
 	fs.StringVar(&c.aliases, "alias", "", "comma-separated extra service ids that also answer")
 	fs.StringVar(&c.auth, "auth", "", "users file (YAML or JSON) for secured mode; SIGHUP reloads it. Empty: open mode, loopback only")
@@ -206,6 +208,9 @@ func startNode(c *serveConfig, log *slog.Logger) (_ *node, err error) {
 	if c.retentionAge < 0 || c.maxEntriesPerStream < 0 || c.maxBytesPerSource < 0 {
 		return nil, errors.New("--retention-age, --max-entries-per-stream, --max-bytes-per-source: must not be negative (0 = off)")
 	}
+	if err := c.limits.check(); err != nil {
+		return nil, err
+	}
 	if c.retentionInterval <= 0 {
 		return nil, errors.New("--retention-interval: must be positive")
 	}
@@ -235,6 +240,7 @@ func startNode(c *serveConfig, log *slog.Logger) (_ *node, err error) {
 		MaxPacket:   uint32(c.maxPacket),
 		ClientQueue: int32(c.clientQueue),
 		Logger:      mochiLogger(log),
+		Limits:      c.limits.broker(),
 	})
 	var aliases []string
 	for _, a := range strings.Split(c.aliases, ",") {
