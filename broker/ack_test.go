@@ -51,7 +51,8 @@ func TestAcks(t *testing.T) {
 		// reason 0x01 and a copy of the PUBLISH's User Property (issue 13:
 		// 40 12 00 01 01 0e 26 ...). When this fails, mochi was fixed and
 		// validAcks can go.
-		got := ackExchange(t, startMochi(t, &mqtt.Options{}))
+		_, addr := startMochi(t, &mqtt.Options{})
+		got := ackExchange(t, addr)
 		puback := got[0]
 		if len(puback) < 5 || puback[4] != 0x01 || !bytes.Contains(puback, userProp("k", "v")) {
 			t.Fatalf("mochi's PUBACK % x: the bug is gone", puback)

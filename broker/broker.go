@@ -165,7 +165,7 @@ func (b *Broker) Start() error {
 			b.srv.Listeners.CloseAll(func(string) {})
 			return fmt.Errorf("start plain mqtt listener: %w", err)
 		}
-		ln := queuedListener{raw, b.cfg.MaxPending, b.hold}
+		ln := queuedListener{b.limitListener(raw), b.cfg.MaxPending, b.hold}
 		b.plainAddr = ln.Addr()
 		if err := b.srv.AddListener(safeClose{listeners.NewNet("mqtt-plain", ln), b.srv}); err != nil {
 			ln.Close()
@@ -198,7 +198,7 @@ func (b *Broker) listen(addr string) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	var ln net.Listener = queuedListener{raw, b.cfg.MaxPending, b.hold}
+	var ln net.Listener = queuedListener{b.limitListener(raw), b.cfg.MaxPending, b.hold}
 	if b.cfg.TLS != nil {
 		ln = tls.NewListener(ln, b.cfg.TLS)
 	}

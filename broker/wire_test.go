@@ -3,8 +3,10 @@ package broker
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"io"
 	"net"
+	"os"
 	"testing"
 	"time"
 
@@ -139,6 +141,21 @@ func (c *wireConn) next(d time.Duration) ([]byte, error) {
 	return append(out, body...), nil
 }
 
+// closed fails the test unless the server closes the connection within
+// waitFor (whatever it sends first is skipped).
+func (c *wireConn) closed() {
+	c.t.Helper()
+	for {
+		_, err := c.next(waitFor)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			c.t.Fatalf("the connection is still open after %v", waitFor)
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
 // read is next, failing the test on error.
 func (c *wireConn) read() []byte {
 	c.t.Helper()
@@ -207,8 +224,8 @@ func connackProps(t testing.TB, pk []byte) map[byte][]byte {
 
 // startMochi starts a bare mochi server (default options but for opts)
 // with mochi's allow-all hook, for tests that reproduce mochi's own
-// behaviour; it returns its address.
-func startMochi(t testing.TB, opts *mqtt.Options) string {
+// behaviour; it returns the server and its address.
+func startMochi(t testing.TB, opts *mqtt.Options) (*mqtt.Server, string) {
 	t.Helper()
 	srv := mqtt.New(opts)
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
@@ -225,7 +242,7 @@ func startMochi(t testing.TB, opts *mqtt.Options) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = srv.Close() })
-	return ln.Addr().String()
+	return srv, ln.Addr().String()
 }
 
 // startBroker starts a Broker on port 0 with mochi's allow-all hook.

@@ -76,7 +76,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.BoolVar(&c.insecureOpen, "insecure-open", false, "allow open mode (no --auth) on non-loopback addresses")
 	fs.Float64Var(&c.rate, "rate", defaultRate, "calls per second allowed per connection (token bucket; more: error 429); 0 = unlimited.\nThe default is far above what a device needs and caps one runaway client well below the broker's capacity")
 	fs.IntVar(&c.rateBurst, "rate-burst", 0, "calls a connection may make at once before --rate applies; 0 = max(1, rate)")
-	fs.IntVar(&c.maxConns, "max-conns-per-user", defaultMaxConns, "connections per identity in secured mode (more are refused); 0 = unlimited")
+	fs.IntVar(&c.maxConns, "max-conns-per-user", defaultMaxConns, "connections per identity in secured mode (more are refused); --max-conns bounds all of them together; 0 = unlimited")
 	fs.IntVar(&c.maxMsg, "max-msg", rpc.DefaultMaxMsg, "largest msg of Log.Log in bytes (larger: error 413)")
 	fs.IntVar(&c.maxFrame, "max-frame", rpc.DefaultMaxFrame, "largest request frame in bytes (larger: error 413)")
 	fs.IntVar(&c.maxPacket, "max-packet", 4<<20, "largest MQTT packet in bytes; a client sending more is disconnected")
