@@ -66,6 +66,7 @@ type LimitStats struct {
 // limitCapabilities sets the mochi options behind the limits of cfg.
 func limitCapabilities(caps *mqtt.Capabilities, cfg Config) {
 	ackCapabilities(caps)
+	aliasCapabilities(caps)
 	if s := sessionExpirySeconds(cfg.Limits.SessionExpiryMax); s > 0 {
 		// mochi lowers an MQTT 5 client's Session Expiry Interval to it
 		// (telling it in the CONNACK) and expires 3.1.1 persistent
