@@ -95,7 +95,7 @@ func New(cfg Config) *Broker {
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities:             caps,
 		Logger:                   slog.New(quietHandler{cfg.Logger.Handler()}),
-		ClientNetWriteBufferSize: 4096, // allocated only while writes queue up
+		ClientNetWriteBufferSize: 1, // no buffer: queuedConn queues; mochi's lost the last packets at a close (limitconn.go)
 		ClientNetReadBufferSize:  readBufferSize,
 	})
 	return &Broker{

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"errors"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -55,9 +56,16 @@ type limitConn struct {
 
 	mu       sync.Mutex // serialises SetReadDeadline with connected
 	closeOne sync.Once
+	reading  sync.Mutex  // held by Read and by linger: one reader at a time
+	closing  atomic.Bool // Close was called: Read fails
 }
 
 func (c *limitConn) Read(p []byte) (int, error) {
+	c.reading.Lock()
+	defer c.reading.Unlock()
+	if c.closing.Load() {
+		return 0, net.ErrClosed
+	}
 	n, err := c.Conn.Read(p)
 	// Others end reads with a past deadline too (net/http when the
 	// WebSocket upgrade takes the connection over): only one at connectBy
@@ -98,14 +106,56 @@ func (c *limitConn) connected() {
 	}
 }
 
-// Close closes the socket and counts it as no longer open, once.
+// Close ends the connection so that the client can read what it was sent
+// last (a DISCONNECT with its reason code, a refusing CONNACK) even while
+// it is still writing: closing a socket with unread bytes in its receive
+// buffer makes the kernel answer with a reset, and a client that gets the
+// reset before it read the DISCONNECT never learns why it was closed
+// (issue 13: a client past its Receive Maximum saw a reset instead of
+// DISCONNECT 0x93). So Close stops this connection's reads, shuts the
+// write side (the client reads everything sent, then end of stream), and
+// a goroutine discards what the client still sends, for up to
+// lingerTimeout or lingerBytes, or until the client closes, before the
+// socket is closed. Every close goes through here: the ones the server
+// initiates (protocol errors, slow consumers, takeovers, refusals,
+// shutdown) and the ones that follow the client's own DISCONNECT or end
+// of stream, where the socket is closed at once. Close returns at once.
+// The connection counts as open (Limits.MaxConns) until the socket is
+// closed.
 func (c *limitConn) Close() error {
 	err := net.ErrClosed
 	c.closeOne.Do(func() {
-		err = c.Conn.Close()
-		c.counts.open.Add(-1)
+		c.closing.Store(true)
+		tcp, ok := c.Conn.(interface{ CloseWrite() error })
+		if !ok || tcp.CloseWrite() != nil {
+			err = c.Conn.Close()
+			c.counts.open.Add(-1)
+			return
+		}
+		// A past deadline ends a Read in progress (mochi's read loop), so
+		// that linger is the only reader.
+		_ = c.Conn.SetReadDeadline(time.Unix(1, 0))
+		go c.linger()
+		err = nil
 	})
 	return err
+}
+
+// Bounds of the discarding reads of a closing connection (Close).
+const (
+	lingerTimeout = 2 * time.Second
+)
+
+// linger discards what the client still sends, within the bounds, then
+// closes the socket.
+func (c *limitConn) linger() {
+	c.reading.Lock()
+	defer c.reading.Unlock()
+	if err := c.Conn.SetReadDeadline(time.Now().Add(lingerTimeout)); err == nil {
+		_, _ = io.Copy(io.Discard, c.Conn) // until end of stream, an error or the deadline
+	}
+	_ = c.Conn.Close()
+	c.counts.open.Add(-1)
 }
 
 // netConner is a connection wrapping another; *tls.Conn is one.
