@@ -143,9 +143,11 @@ func (h *limits) ID() string { return "logbroker-limits" }
 
 func (h *limits) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnConnect, mqtt.OnClientExpired, mqtt.OnPacketRead, mqtt.OnDisconnect:
+	case mqtt.OnConnect, mqtt.OnClientExpired:
 		return true
-	case mqtt.OnSubscribe, mqtt.OnPacketEncode:
+	case mqtt.OnPacketRead:
+		return h.cfg.Limits.SessionExpiryMax > 0
+	case mqtt.OnSubscribe, mqtt.OnPacketEncode, mqtt.OnDisconnect:
 		return h.cfg.Limits.MaxSubsPerClient > 0
 	}
 	return false
