@@ -122,6 +122,13 @@ func (c *limitConn) connected() {
 // of stream, where the socket is closed at once. Close returns at once.
 // The connection counts as open (Limits.MaxConns) until the socket is
 // closed.
+//
+// mochi's own write buffer (Options.ClientNetWriteBufferSize) is off for
+// the same reason (New sets it to 1 byte): while a client had packets
+// waiting in mochi's outbound queue, mochi wrote further packets into that
+// buffer, and a DISCONNECT written there just before the close was never
+// sent (in TestClosingServerLetsClientRead with mochi's 2 KiB buffer, most
+// rounds ended without it). queuedConn already queues every write.
 func (c *limitConn) Close() error {
 	err := net.ErrClosed
 	c.closeOne.Do(func() {
