@@ -86,6 +86,27 @@ func TestConnectTimeout(t *testing.T) {
 	// Connected in time, with no keep-alive: the connect deadline is lifted.
 	kept := dialWire(t, b.MQTTAddr())
 	kept.connack(connectV5("kept", 0, nil))
+	// The same over a WebSocket.
+	keptWS, _, err := websocket.DefaultDialer.Dial("ws://"+b.WSAddr()+"/mqtt", http.Header{"Sec-WebSocket-Protocol": {"mqtt"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer keptWS.Close()
+	wsExchange := func(pk []byte) []byte {
+		t.Helper()
+		if err := keptWS.WriteMessage(websocket.BinaryMessage, pk); err != nil {
+			t.Fatal(err)
+		}
+		_ = keptWS.SetReadDeadline(time.Now().Add(waitFor))
+		_, got, err := keptWS.ReadMessage()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	if ack := wsExchange(connectV5("kept-ws", 0, nil)); len(ack) < 4 || ack[0] != 0x20 || ack[3] != 0 {
+		t.Fatalf("WebSocket CONNACK % x", ack)
+	}
 
 	t.Run("Silent", func(t *testing.T) {
 		dialWire(t, b.MQTTAddr()).closed()
@@ -114,7 +135,7 @@ func TestConnectTimeout(t *testing.T) {
 	t.Run("ManySilent", func(t *testing.T) {
 		// Issue 11: 5,000 such connections stayed for good, two
 		// goroutines each. Here every one is closed, and no socket is left
-		// open but kept's.
+		// open but kept's and keptWS's.
 		conns := make([]*wireConn, 200)
 		for i := range conns {
 			conns[i] = dialWire(t, b.MQTTAddr())
@@ -123,9 +144,9 @@ func TestConnectTimeout(t *testing.T) {
 			c.closed()
 		}
 		deadline := time.Now().Add(waitFor)
-		for b.limits.conns.open.Load() != 1 {
+		for b.limits.conns.open.Load() != 2 {
 			if time.Now().After(deadline) {
-				t.Fatalf("%d sockets open, want 1", b.limits.conns.open.Load())
+				t.Fatalf("%d sockets open, want 2 (kept and keptWS)", b.limits.conns.open.Load())
 			}
 			time.Sleep(time.Millisecond) // polling a condition: sockets close on the broker's goroutines
 		}
@@ -136,6 +157,9 @@ func TestConnectTimeout(t *testing.T) {
 		kept.write([]byte{0xC0, 0}) // PINGREQ
 		if pk := kept.read(); !bytes.Equal(pk, []byte{0xD0, 0}) {
 			t.Fatalf("got % x, want PINGRESP", pk)
+		}
+		if pk := wsExchange([]byte{0xC0, 0}); !bytes.Equal(pk, []byte{0xD0, 0}) {
+			t.Fatalf("WebSocket: got % x, want PINGRESP", pk)
 		}
 	})
 	if got := b.LimitStats().ConnectTimeouts; got != 204 {
