@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"crypto/tls"
 	"net"
 	"testing"
 	"time"
@@ -48,4 +49,32 @@ func TestPublicLimits(t *testing.T) {
 		}
 		s.waitMetric(t, "the refused connection", "logbroker_mqtt_connections_refused_total", func(v float64) bool { return v == 1 })
 	})
+}
+
+// TestConnectTimeoutTLS checks --connect-timeout on a TLS listener: a
+// connection that never starts the handshake is closed, one that
+// connected stays past the deadline.
+func TestConnectTimeoutTLS(t *testing.T) {
+	pki := newTestPKI(t)
+	s := start(t, "--tls-cert", pki.CertFile, "--tls-key", pki.KeyFile, "--connect-timeout", "300ms")
+	c, err := tryDial(t, "ssl://"+s.MQTT, dialOpts{tls: &tls.Config{RootCAs: pki.Pool}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	silent, err := net.DialTimeout("tcp", s.MQTT, callTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	_ = silent.SetReadDeadline(time.Now().Add(2 * callTimeout))
+	if _, err := silent.Read(make([]byte, 1)); err == nil {
+		t.Fatal("a connection that sent nothing got bytes")
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("a connection that sent nothing is still open after %v", 2*callTimeout)
+	}
+	// silent was accepted after c and has timed out: c is past its
+	// connect deadline too.
+	if code := c.trySubscribe(c.src+"/rpc", 1); code != 1 {
+		t.Fatalf("the TLS client connected before the deadline: SUBACK %#x, want QoS 1", code)
+	}
 }
