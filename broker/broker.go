@@ -35,6 +35,7 @@ type Config struct {
 	// the QoS 1 and 2 messages sent to them; 0 = 2 s, negative = no wait.
 	DrainTimeout time.Duration
 	Logger       *slog.Logger
+	Limits       Limits // limits.go; the zero value limits nothing
 }
 
 // DefaultClientQueue is the per-client outbound queue when Config.ClientQueue
@@ -63,6 +64,7 @@ type Broker struct {
 	unsent *unsentLog
 	hooks  userHooks    // hooks the direct paths ask (live.go)
 	waits  atomic.Int64 // publishes that waited for room (waitRoom)
+	limits limits       // limits.go
 
 	mu        sync.Mutex
 	started   bool
@@ -89,10 +91,11 @@ func New(cfg Config) *Broker {
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = cfg.MaxPacket
 	caps.MaximumClientWritesPending = cfg.ClientQueue
+	limitCapabilities(caps, cfg) // limits.go
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities:             caps,
 		Logger:                   slog.New(quietHandler{cfg.Logger.Handler()}),
-		ClientNetWriteBufferSize: 4096, // allocated only while writes queue up
+		ClientNetWriteBufferSize: 1, // no buffer: queuedConn queues; mochi's lost the last packets at a close (limitconn.go)
 		ClientNetReadBufferSize:  readBufferSize,
 	})
 	return &Broker{
@@ -130,6 +133,9 @@ func (b *Broker) Start() error {
 		return fmt.Errorf("start: %w", err)
 	}
 	b.subs.active.Store(true)
+	if err := b.addLimitHooks(); err != nil { // limits.go
+		return fmt.Errorf("start: %w", err)
+	}
 	if err := b.srv.AddHook(new(strayAck), nil); err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
@@ -159,7 +165,7 @@ func (b *Broker) Start() error {
 			b.srv.Listeners.CloseAll(func(string) {})
 			return fmt.Errorf("start plain mqtt listener: %w", err)
 		}
-		ln := queuedListener{raw, b.cfg.MaxPending, b.hold}
+		ln := queuedListener{b.limitListener(raw), b.cfg.MaxPending, b.hold}
 		b.plainAddr = ln.Addr()
 		if err := b.srv.AddListener(safeClose{listeners.NewNet("mqtt-plain", ln), b.srv}); err != nil {
 			ln.Close()
@@ -192,7 +198,7 @@ func (b *Broker) listen(addr string) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	var ln net.Listener = queuedListener{raw, b.cfg.MaxPending, b.hold}
+	var ln net.Listener = queuedListener{b.limitListener(raw), b.cfg.MaxPending, b.hold}
 	if b.cfg.TLS != nil {
 		ln = tls.NewListener(ln, b.cfg.TLS)
 	}

@@ -56,6 +56,20 @@
 // up to a second, until what was queued for them is written; each closing
 // connection flushes what was written to it.
 //
+// # Limits
+//
+// Config.Limits bounds what one client may take (limits.go): the time to
+// send CONNECT, open connections, subscriptions per session, how long an
+// offline session lives, keep-alive. The connection limits live on a
+// limitConn, the socket under queuedConn, TLS and WebSocket
+// (limitconn.go), which also closes every connection so that the client
+// can read what it was sent last: it half-closes the socket and discards
+// the client's bytes for up to 2 s before closing it. The rest is one
+// hook. ack.go and alias.go hold the avoidance of mochi's invalid MQTT 5
+// acknowledgements and of its half-honoured topic aliases; each has a test
+// (TestAcks/MochiBug, TestTopicAlias/MochiBug, TestSessionExpiry/MochiBug)
+// that shows the bug against the pinned mochi.
+//
 // # Caveats
 //
 // The broker knows nothing of RPC frames or storage: package hooks carries

@@ -15,6 +15,7 @@ func newMetrics(n *node) *metrics.Metrics {
 	return metrics.New(metrics.Sources{
 		Service: func() rpc.Stats { return n.svc.Stats() },
 		Store:   n.store.Stats,
+		Limits:  limitMetrics(n.broker),
 		MQTT: func() metrics.MQTT {
 			info := n.broker.Server().Info
 			drops := n.broker.Drops()

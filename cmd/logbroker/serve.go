@@ -49,6 +49,7 @@ type serveConfig struct {
 	gcHeapFloor                uint64
 	retentionInterval          time.Duration
 	nats                       natsConfig // --nats: JetStream instead of Pebble
+	limits                     limitFlags // limits.go
 }
 
 // Default limits of serve (issue 3: every limit has a sane default).
@@ -65,6 +66,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.StringVar(&c.httpAddr, "http", "127.0.0.1:8080", "HTTP address for /healthz, /metrics and the dashboard at /; empty disables")
 	fs.StringVar(&c.dataDir, "data", "./logbroker-data", "directory of the Pebble store (created if missing)")
 	natsFlags(fs, &c.nats)
+	limitsFlags(fs, &c.limits)
 	fs.StringVar(&c.id, "id", rpc.DefaultID, "service id: requests go to <id>/rpc")
 	fs.StringVar(&c.aliases, "alias", "", "comma-separated extra service ids that also answer")
 	fs.StringVar(&c.auth, "auth", "", "users file (YAML or JSON) for secured mode; SIGHUP reloads it. Empty: open mode, loopback only")
@@ -73,25 +75,25 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.StringVar(&c.plainMQTT, "plain-mqtt", "", "with TLS on, also listen for plain MQTT (no TLS) on this address; empty: none")
 	fs.BoolVar(&c.insecureOpen, "insecure-open", false, "allow open mode (no --auth) on non-loopback addresses")
 	fs.Float64Var(&c.rate, "rate", defaultRate, "calls per second allowed per connection (token bucket; more: error 429); 0 = unlimited.\nThe default is far above what a device needs and caps one runaway client well below the broker's capacity")
-	fs.IntVar(&c.rateBurst, "rate-burst", 0, "calls a connection may make at once before --rate applies; 0 = max(1, rate)")
-	fs.IntVar(&c.maxConns, "max-conns-per-user", defaultMaxConns, "connections per identity in secured mode (more are refused); 0 = unlimited")
-	fs.IntVar(&c.maxMsg, "max-msg", rpc.DefaultMaxMsg, "largest msg of Log.Log in bytes (larger: error 413)")
-	fs.IntVar(&c.maxFrame, "max-frame", rpc.DefaultMaxFrame, "largest request frame in bytes (larger: error 413)")
-	fs.IntVar(&c.maxPacket, "max-packet", 4<<20, "largest MQTT packet in bytes; a client sending more is disconnected")
-	fs.IntVar(&c.clientQueue, "client-queue", broker.DefaultClientQueue, "QoS 1 and 2 messages (responses) queued per client before messages to it are dropped; 8 bytes of memory per slot per connection (live log messages do not use it)")
-	fs.DurationVar(&c.followTimeout, "follow-timeout", rpc.DefaultFollowTimeout, "how long a Log.List follow waits when the frame sets no timeout")
-	fs.DurationVar(&c.followMax, "follow-max", rpc.DefaultFollowMax, "longest any Log.List follow may wait")
-	fs.IntVar(&c.maxFollows, "max-follows", rpc.DefaultMaxFollows, "waiting follow calls per connection (more: error 429)")
-	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long SIGINT/SIGTERM waits for calls in flight")
+	fs.IntVar(&c.rateBurst, "rate-burst", 0, "calls a connection may make at once before --rate applies; 0 = not off: one second's worth of --rate (at least 1)")
+	fs.IntVar(&c.maxConns, "max-conns-per-user", defaultMaxConns, "connections per identity in secured mode (more are refused); --max-conns bounds all of them together; 0 = unlimited")
+	fs.IntVar(&c.maxMsg, "max-msg", rpc.DefaultMaxMsg, fmt.Sprintf("largest msg of Log.Log in bytes (larger: error 413); 0 = not off: the default, %d", rpc.DefaultMaxMsg))
+	fs.IntVar(&c.maxFrame, "max-frame", rpc.DefaultMaxFrame, fmt.Sprintf("largest request frame in bytes (larger: error 413); 0 = not off: the default, %d", rpc.DefaultMaxFrame))
+	fs.IntVar(&c.maxPacket, "max-packet", 4<<20, "largest MQTT packet in bytes; a client sending more is disconnected; 0 = no limit")
+	fs.IntVar(&c.clientQueue, "client-queue", broker.DefaultClientQueue, fmt.Sprintf("QoS 1 and 2 messages (responses) queued per client before messages to it are dropped; 8 bytes of memory per slot per connection (live log messages do not use it); 0 = not off: the default, %d", broker.DefaultClientQueue))
+	fs.DurationVar(&c.followTimeout, "follow-timeout", rpc.DefaultFollowTimeout, fmt.Sprintf("how long a Log.List follow waits when the frame sets no timeout; 0 = not off: the default, %v", rpc.DefaultFollowTimeout))
+	fs.DurationVar(&c.followMax, "follow-max", rpc.DefaultFollowMax, fmt.Sprintf("longest any Log.List follow may wait; 0 = not off: the default, %v", rpc.DefaultFollowMax))
+	fs.IntVar(&c.maxFollows, "max-follows", rpc.DefaultMaxFollows, fmt.Sprintf("waiting follow calls per connection (more: error 429); 0 = not off: the default, %d", rpc.DefaultMaxFollows))
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long SIGINT/SIGTERM waits for calls in flight; 0 = no wait")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&c.retentionAge, "retention-age", 0, "remove entries appended longer ago than this (server clock, to the minute; e.g. 720h); 0 = keep")
 	fs.Int64Var(&c.maxEntriesPerStream, "max-entries-per-stream", 0, "keep at most this many entries per stream, removing the oldest; 0 = unlimited")
 	fs.Int64Var(&c.maxBytesPerSource, "max-bytes-per-source", 0, "keep at most this many bytes of entries per source (before compression), removing its oldest; 0 = unlimited")
-	fs.DurationVar(&c.retentionInterval, "retention-interval", storage.DefaultRetentionInterval, "how often the retention limits are applied (in the background)")
-	fs.Int64Var(&c.tailCacheBytes, "tail-cache-bytes", storage.DefaultTailCacheBytes, "memory for the newest entries of the streams clients list, so that Log.List and follows near a stream's end read no disk; -1 = off")
+	fs.DurationVar(&c.retentionInterval, "retention-interval", storage.DefaultRetentionInterval, "how often the retention limits are applied (in the background); must be positive")
+	fs.Int64Var(&c.tailCacheBytes, "tail-cache-bytes", storage.DefaultTailCacheBytes, fmt.Sprintf("memory for the newest entries of the streams clients list, so that Log.List and follows near a stream's end read no disk; -1 = off; 0 = not off: the default, %d", storage.DefaultTailCacheBytes))
 	fs.Uint64Var(&c.gcHeapFloor, "gc-heap-floor", defaultGCHeapFloor, "bytes of garbage the Go heap may gather before a collection while the live heap is smaller (less CPU spent collecting a small heap); 0 = Go's default pacing; ignored if GOGC is set")
-	fs.Int64Var(&c.minFreeBytes, "min-free-bytes", storage.DefaultMinFreeBytes, "free space kept on the --data volume: with less, appends are refused (error 500) until space is freed; -1 = no check")
+	fs.Int64Var(&c.minFreeBytes, "min-free-bytes", storage.DefaultMinFreeBytes, fmt.Sprintf("free space kept on the --data volume: with less, appends are refused (error 500) until space is freed; -1 = no check; 0 = not off: the default, %d", storage.DefaultMinFreeBytes))
 	return fs, c
 }
 
@@ -206,6 +208,9 @@ func startNode(c *serveConfig, log *slog.Logger) (_ *node, err error) {
 	if c.retentionAge < 0 || c.maxEntriesPerStream < 0 || c.maxBytesPerSource < 0 {
 		return nil, errors.New("--retention-age, --max-entries-per-stream, --max-bytes-per-source: must not be negative (0 = off)")
 	}
+	if err := c.limits.check(); err != nil {
+		return nil, err
+	}
 	if c.retentionInterval <= 0 {
 		return nil, errors.New("--retention-interval: must be positive")
 	}
@@ -235,6 +240,7 @@ func startNode(c *serveConfig, log *slog.Logger) (_ *node, err error) {
 		MaxPacket:   uint32(c.maxPacket),
 		ClientQueue: int32(c.clientQueue),
 		Logger:      mochiLogger(log),
+		Limits:      c.limits.broker(),
 	})
 	var aliases []string
 	for _, a := range strings.Split(c.aliases, ",") {

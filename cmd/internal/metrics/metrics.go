@@ -20,6 +20,16 @@ type Sources struct {
 	Service func() rpc.Stats
 	Store   func() storage.Stats
 	MQTT    func() MQTT
+	Limits  func() Limits
+}
+
+// Limits count what the broker's limits refused or ended.
+type Limits struct {
+	ConnectTimeouts  int64 // connections closed without a whole CONNECT in time (--connect-timeout)
+	ConnsRefused     int64 // CONNECTs refused over --max-conns
+	SubsRefused      int64 // filters refused over --max-subs-per-client
+	SessionsExpired  int64 // persistent sessions ended by their expiry
+	KeepaliveRefused int64 // 3.1.1 CONNECTs refused over --max-keepalive
 }
 
 // MQTT are the broker's numbers.
@@ -73,6 +83,9 @@ func New(src Sources) *Metrics {
 			Help:    "Time from a call's start to its answer (Log.Log: until durable; Log.List: includes follow waits).",
 			Buckets: latencyBuckets,
 		}, []string{"method"}),
+	}
+	if src.Limits != nil {
+		m.reg.MustRegister(limitsCollector(src.Limits))
 	}
 	m.reg.MustRegister(m.calls, m.latency, &collector{src: src},
 		collectors.NewGoCollector(),
