@@ -3,6 +3,7 @@ package broker
 import (
 	"bytes"
 	"errors"
+	"github.com/logbroker/logbroker/integration/await"
 	"net"
 	"net/http"
 	"os"
@@ -143,13 +144,7 @@ func TestConnectTimeout(t *testing.T) {
 		for _, c := range conns {
 			c.closed()
 		}
-		deadline := time.Now().Add(waitFor)
-		for b.limits.conns.open.Load() != 2 {
-			if time.Now().After(deadline) {
-				t.Fatalf("%d sockets open, want 2 (kept and keptWS)", b.limits.conns.open.Load())
-			}
-			time.Sleep(time.Millisecond) // polling a condition: sockets close on the broker's goroutines
-		}
+		await.Until(t, waitFor, "2 sockets open (kept and keptWS)", func() bool { return b.limits.conns.open.Load() == 2 })
 	})
 	t.Run("ConnectedStays", func(t *testing.T) {
 		// Every subtest above was accepted after kept and timed out: kept
@@ -191,13 +186,7 @@ func TestMaxConns(t *testing.T) {
 
 	// Room again once one leaves.
 	first.conn.Close()
-	deadline := time.Now().Add(waitFor)
-	for b.limits.conns.open.Load() > 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d connections counted open %v after the others closed", b.limits.conns.open.Load(), waitFor)
-		}
-		time.Sleep(time.Millisecond) // polling a condition: the broker closes on its own goroutines
-	}
+	await.Until(t, waitFor, "one connection counted open after the others closed", func() bool { return b.limits.conns.open.Load() <= 1 })
 	if ack := dialWire(t, b.MQTTAddr()).connack(connectV5("again", 60, nil)); ack[3] != 0 {
 		t.Errorf("after one left: CONNACK % x, want success", ack)
 	}
@@ -287,16 +276,10 @@ func TestSessionExpiry(t *testing.T) {
 	}
 	// expired waits until srv no longer holds the session id.
 	expired := func(t *testing.T, srv *mqtt.Server, id string) {
-		deadline := time.Now().Add(waitFor)
-		for {
-			if _, ok := srv.Clients.Get(id); !ok {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("session %s still held %v after its client left", id, waitFor)
-			}
-			time.Sleep(10 * time.Millisecond) // polling a condition: mochi expires sessions once a second
-		}
+		await.Until(t, waitFor, "session "+id+" expired after its client left", func() bool {
+			_, ok := srv.Clients.Get(id)
+			return !ok
+		})
 	}
 	t.Run("MochiBug", func(t *testing.T) {
 		// The pinned mochi expires the session but keeps its

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"bytes"
+	"github.com/logbroker/logbroker/integration/await"
 	"net"
 	"strings"
 	"testing"
@@ -80,11 +81,5 @@ func TestClosingServerLetsClientRead(t *testing.T) {
 		c.closed()
 	}
 	// Every socket is closed in the end (none lingers for good).
-	deadline := time.Now().Add(waitFor)
-	for b.limits.conns.open.Load() != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d sockets still open %v after their clients were disconnected", b.limits.conns.open.Load(), waitFor)
-		}
-		time.Sleep(time.Millisecond) // polling a condition: lingering sockets close on their own goroutines
-	}
+	await.Until(t, waitFor, "every socket closed after its client was disconnected", func() bool { return b.limits.conns.open.Load() == 0 })
 }
