@@ -76,6 +76,7 @@ var methodAccess = map[string]access{
 	"Log.List":    accessRead,
 	"Log.Sources": accessRead, // a device sees only its own sources
 	"Log.Streams": accessRead,
+	"Log.Fleet":   accessRead, // a device sees only its own sources
 	"RPC.Ping":    accessNone,
 	"RPC.List":    accessNone,
 }

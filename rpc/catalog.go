@@ -26,6 +26,10 @@ func (s *Service) addCatalog() {
 	}
 	s.methods["Log.Sources"] = (*Conn).logSources
 	s.methods["Log.Streams"] = (*Conn).logStreams
+	if s.cfg.FleetMax > 0 {
+		s.fleet = newFleet(s.cfg.FleetMax, s.cfg.now)
+		s.methods["Log.Fleet"] = (*Conn).logFleet
+	}
 }
 
 // logSources answers Log.Sources {after?, limit?}: the sources above after,

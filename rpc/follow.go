@@ -424,8 +424,11 @@ func (q *fanout) stop() {
 }
 
 // deliver publishes each entry on <src>/log/<stream>, if anyone listens
-// there, and wakes followers.
+// there, wakes followers and counts the entries for Log.Fleet.
 func (s *Service) deliver(group []storage.Entry) {
+	if s.fleet != nil {
+		s.fleet.add(group)
+	}
 	for i := range group {
 		e := &group[i]
 		topic := s.liveTopic(e.Src, e.Stream)

@@ -247,6 +247,12 @@ func (c *Conn) logDelete(r *request) {
 		c.fail(r, err)
 		return
 	}
+	if f := c.svc.fleet; f != nil {
+		// The source's latest entry may have gone with the stream.
+		if err := f.refresh(context.Background(), c.svc.store.(Catalog), src); err != nil {
+			c.svc.log.Warn("fleet: refresh after delete failed", "client", c.client, "src", src, "err", err)
+		}
+	}
 	c.respond(r, nil)
 }
 

@@ -70,6 +70,12 @@ type Config struct {
 	RateBurst     int           // bucket size; default max(1, Rate)
 	Logger        *slog.Logger
 	Observe       Observer // told of every call's end (metrics); nil: nobody
+	// FleetMax is the number of sources Log.Fleet tracks (see fleet);
+	// 0: DefaultFleetMax; negative: Log.Fleet is not served.
+	FleetMax int
+	Capture  CaptureCounter // console capture counts for Log.Fleet; nil: none
+
+	now func() time.Time // the fleet's clock; nil: time.Now (tests set it)
 }
 
 // Defaults of Config.
@@ -115,6 +121,12 @@ func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	if c.FleetMax == 0 {
+		c.FleetMax = DefaultFleetMax
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
 }
 
 // Stats are counters of the service, for metrics and tests.
@@ -142,7 +154,11 @@ type Service struct {
 	fan     fanout
 
 	liveTopics map[liveKey]string // deliver's, on the fanout goroutine
-	unsub      func()
+
+	fleet     *fleet // nil: Log.Fleet not served
+	stopFleet context.CancelFunc
+	fleetDone chan struct{} // closed when runFleet returns
+	unsub     func()
 
 	closing atomic.Bool
 	mu      sync.Mutex
@@ -189,6 +205,12 @@ func New(store LogStore, pub Publisher, cfg Config) *Service {
 	}
 	s.addCatalog() // Log.Sources, Log.Streams: only if store is a Catalog
 	s.hub.init()
+	if s.fleet != nil {
+		var ctx context.Context
+		ctx, s.stopFleet = context.WithCancel(context.Background())
+		s.fleetDone = make(chan struct{})
+		go s.runFleet(ctx)
+	}
 	s.fan.init(s.deliver)
 	s.published = make(chan struct{}, 1)
 	s.unsub = store.Subscribe(s.onCommit)
@@ -573,6 +595,10 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	s.unsubbed.Store(true)
 	s.unsub()
 	s.fan.stop()
+	if s.fleet != nil {
+		s.stopFleet()
+		<-s.fleetDone
+	}
 	return err
 }
 

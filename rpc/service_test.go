@@ -375,7 +375,7 @@ func TestRPCMethods(t *testing.T) {
 	e := newEnv(t, Config{})
 	c := e.svc.Open("c1")
 	r := e.mustCall(c, "dev1", "RPC.List", "")
-	if string(r.Result) != `["Log.Delete","Log.List","Log.Log","Log.Sources","Log.Streams","RPC.List","RPC.Ping"]` {
+	if string(r.Result) != `["Log.Delete","Log.Fleet","Log.List","Log.Log","Log.Sources","Log.Streams","RPC.List","RPC.Ping"]` {
 		t.Errorf("RPC.List = %s", r.Result)
 	}
 	r = e.mustCall(c, "dev1", "RPC.Ping", `{"ignored":true}`)

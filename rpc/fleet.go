@@ -1,0 +1,414 @@
+package rpc
+
+import (
+	"cmp"
+	"context"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/logbroker/logbroker/storage"
+)
+
+// Fleet constants.
+const (
+	// DefaultFleetMax is the number of sources Log.Fleet keeps track of
+	// unless Config.FleetMax says otherwise.
+	DefaultFleetMax = 100_000
+	// fleetMinutes is the window of the entry and error counts.
+	fleetMinutes = 60
+	// fleetRefresh is how often the catalog is walked again: it brings
+	// what the live stream does not tell (deletions, retention, sources
+	// of other nodes' stores).
+	fleetRefresh = 10 * time.Minute
+	// fleetWalkPage is the sources asked of the catalog at a time.
+	fleetWalkPage = 1000
+)
+
+// CaptureCounter reports the console capture counts of a source (PROTOCOL
+// §8): lines lost and restarts seen; ok is false when the source has
+// captured nothing. It must be cheap and safe for concurrent use.
+type CaptureCounter interface {
+	CaptureCounts(src string) (lost, restarts int64, ok bool)
+}
+
+// fleet is what Log.Fleet answers from, held in memory: every source the
+// catalog lists or the store delivered since, with its latest entry and
+// its entries and errors (level 0) per minute over the last hour.
+//
+// Entries are counted when the store hands them to the service (Subscribe,
+// on the fanout goroutine, never on the commit path), by the minute of this
+// node's clock then: the counts begin when the broker starts and say what
+// arrived, whatever the devices' clocks say. The latest entries come from
+// the catalog at start and every fleetRefresh, and from the live stream in
+// between.
+//
+// Memory: at most max sources, each ~120 bytes plus its name plus 12 bytes
+// per minute in which it logged (at most 61): ~0.9 KB for a source that
+// logs every minute. Sources past max are not tracked (counted in
+// untracked; the answer says "complete":false).
+type fleet struct {
+	max     int
+	now     func() time.Time
+	started time.Time
+
+	mu        sync.Mutex
+	srcs      map[string]*fleetSource // guarded by mu
+	gen       uint64                  // bumped by every add; guarded by mu
+	walks     uint64                  // catalog walks finished; guarded by mu
+	untracked int64                   // sources not kept, max reached; guarded by mu
+}
+
+// fleetSource is one source's row. REQUIRES: fleet.mu held to read or
+// write it.
+type fleetSource struct {
+	lastSeq uint64
+	lastTS  int64
+	empty   bool          // every entry deleted: lastSeq is its head
+	touched uint64        // fleet.gen when the live stream last updated it
+	walked  uint64        // the catalog walk that last listed it
+	mins    []minuteCount // ascending minutes, the oldest dropped as new ones come
+}
+
+// minuteCount is what a source stored in one minute of this node's clock.
+type minuteCount struct {
+	minute          uint32 // minutes since the epoch
+	entries, errors uint32
+}
+
+func newFleet(max int, now func() time.Time) *fleet {
+	return &fleet{max: max, now: now, started: now(), srcs: map[string]*fleetSource{}}
+}
+
+func minuteOf(t time.Time) uint32 { return uint32(t.Unix() / 60) }
+
+// add counts a durable group of entries. Only the fanout goroutine calls
+// it.
+func (f *fleet) add(group []storage.Entry) {
+	minute := minuteOf(f.now())
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.gen++
+	var fs *fleetSource
+	for i := range group {
+		e := &group[i]
+		if i == 0 || e.Src != group[i-1].Src {
+			if fs = f.source(e.Src); fs == nil {
+				continue
+			}
+		} else if fs == nil {
+			continue
+		}
+		if e.Seq > fs.lastSeq || fs.empty {
+			fs.lastSeq, fs.lastTS, fs.empty = e.Seq, e.Timestamp, false
+		}
+		fs.touched = f.gen
+		n := len(fs.mins)
+		if n == 0 || fs.mins[n-1].minute != minute {
+			fs.mins = trimMinutes(fs.mins, minute)
+			fs.mins = append(fs.mins, minuteCount{minute: minute})
+			n = len(fs.mins)
+		}
+		m := &fs.mins[n-1]
+		m.entries++
+		if isError(e) {
+			m.errors++
+		}
+	}
+}
+
+// source returns src's row, made if new and there is room; nil if not.
+// REQUIRES: f.mu held.
+func (f *fleet) source(src string) *fleetSource {
+	if fs := f.srcs[src]; fs != nil {
+		return fs
+	}
+	if len(f.srcs) >= f.max {
+		f.untracked++
+		return nil
+	}
+	fs := &fleetSource{}
+	f.srcs[strings.Clone(src)] = fs
+	return fs
+}
+
+// trimMinutes drops the minutes that fall out of the window ending at
+// minute, in place.
+func trimMinutes(mins []minuteCount, minute uint32) []minuteCount {
+	i := 0
+	for i < len(mins) && mins[i].minute+fleetMinutes <= minute {
+		i++
+	}
+	if i == 0 {
+		return mins
+	}
+	return append(mins[:0], mins[i:]...)
+}
+
+// counts sums the minutes within the window ending at minute.
+func (fs *fleetSource) counts(minute uint32) (entries, errors int64) {
+	for _, m := range fs.mins {
+		if m.minute+fleetMinutes > minute {
+			entries += int64(m.entries)
+			errors += int64(m.errors)
+		}
+	}
+	return entries, errors
+}
+
+// walk reads every source from the catalog, taking its latest entry unless
+// the live stream updated it since the walk began, and then drops the
+// sources the catalog no longer lists that the live stream has not seen
+// since either. It holds f.mu only while it merges a page.
+func (f *fleet) walk(ctx context.Context, cat Catalog) error {
+	f.mu.Lock()
+	gen0, walk := f.gen, f.walks+1
+	f.mu.Unlock()
+	after := ""
+	for {
+		list, err := cat.Sources(ctx, storage.SourceQuery{After: after, Limit: fleetWalkPage})
+		if err != nil {
+			return err
+		}
+		f.mu.Lock()
+		for _, si := range list {
+			if fs := f.source(si.Src); fs != nil {
+				fs.walked = walk
+				if fs.touched <= gen0 {
+					fs.lastSeq, fs.lastTS, fs.empty = si.LastSeq, si.LastTimestamp, si.Empty
+				}
+			}
+		}
+		f.mu.Unlock()
+		if len(list) < fleetWalkPage {
+			break
+		}
+		after = list[len(list)-1].Src
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for src, fs := range f.srcs {
+		if fs.walked != walk && fs.touched <= gen0 {
+			delete(f.srcs, src)
+		}
+	}
+	f.walks = walk
+	f.untracked = 0 // counted again from here: the walk saw every source
+	return nil
+}
+
+// refresh reads src's latest entry from the catalog again (after a Delete).
+func (f *fleet) refresh(ctx context.Context, cat Catalog, src string) error {
+	f.mu.Lock()
+	gen0 := f.gen
+	f.mu.Unlock()
+	list, err := cat.Sources(ctx, storage.SourceQuery{Prefix: src, Limit: 1})
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fs := f.srcs[src]
+	if fs == nil || fs.touched > gen0 {
+		return nil
+	}
+	if len(list) == 1 && list[0].Src == src {
+		fs.lastSeq, fs.lastTS, fs.empty = list[0].LastSeq, list[0].LastTimestamp, list[0].Empty
+	} else {
+		delete(f.srcs, src)
+	}
+	return nil
+}
+
+// fleetRow is one source as Log.Fleet answers it.
+type fleetRow struct {
+	src             string
+	lastSeq         uint64
+	lastTS          int64
+	empty           bool
+	entries, errors int64
+}
+
+// fleetView is a snapshot of the fleet.
+type fleetView struct {
+	rows     []fleetRow
+	since    time.Time // counts cover [since, now)
+	complete bool      // every source is tracked and the first walk is done
+}
+
+// view returns the rows of the sources keep accepts, unsorted.
+func (f *fleet) view(keep func(src string) bool) fleetView {
+	now := f.now()
+	minute := minuteOf(now)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	v := fleetView{rows: make([]fleetRow, 0, len(f.srcs)), complete: f.untracked == 0 && f.walks > 0}
+	for src, fs := range f.srcs {
+		if !keep(src) {
+			continue
+		}
+		r := fleetRow{src: src, lastSeq: fs.lastSeq, lastTS: fs.lastTS, empty: fs.empty}
+		r.entries, r.errors = fs.counts(minute)
+		v.rows = append(v.rows, r)
+	}
+	// The window's first minute, or the start when the broker is younger.
+	v.since = time.Unix(int64(minute+1-fleetMinutes)*60, 0)
+	if f.started.After(v.since) {
+		v.since = f.started
+	}
+	return v
+}
+
+// fleetSorts are the orders Log.Fleet offers, each ending with the name so
+// that pages are stable.
+var fleetSorts = map[string]func(a, b *fleetRow) int{
+	"errors": func(a, b *fleetRow) int {
+		return cmp.Or(cmp.Compare(b.errors, a.errors), cmp.Compare(b.entries, a.entries), strings.Compare(a.src, b.src))
+	},
+	"entries": func(a, b *fleetRow) int {
+		return cmp.Or(cmp.Compare(b.entries, a.entries), cmp.Compare(b.errors, a.errors), strings.Compare(a.src, b.src))
+	},
+	"last": func(a, b *fleetRow) int {
+		return cmp.Or(cmp.Compare(b.lastTS, a.lastTS), strings.Compare(a.src, b.src))
+	},
+	"src": func(a, b *fleetRow) int { return strings.Compare(a.src, b.src) },
+}
+
+// maxFleetOffset bounds Log.Fleet's offset.
+const maxFleetOffset = 1<<31 - 1
+
+// logFleet answers Log.Fleet {sort?, offset?, limit?, prefix?}: one page of
+// the sources this node knows, sorted (by default most errors first), each
+// with its latest entry and its entries and errors over the last hour (see
+// fleet). A device sees only its own sources, a reader or admin all.
+func (c *Conn) logFleet(r *request) {
+	var buf argsBuf
+	a, err := parseArgs(r.f.Args, buf[:])
+	if err != nil {
+		c.fail(r, err)
+		return
+	}
+	sortBy, err := a.str("sort", "errors")
+	if err != nil {
+		c.fail(r, err)
+		return
+	}
+	order, ok := fleetSorts[sortBy]
+	if !ok {
+		c.fail(r, errorf(CodeBadRequest, "sort must be one of errors, entries, last, src, not %q", sortBy))
+		return
+	}
+	prefix, err := a.str("prefix", "")
+	if err != nil {
+		c.fail(r, err)
+		return
+	}
+	offset := 0
+	if raw := a.get("offset"); raw != nil {
+		n, ok := decodeCount(raw, 0, maxFleetOffset)
+		if !ok {
+			c.fail(r, errorf(CodeBadRequest, "offset must be a non-negative integer, not %s", raw))
+			return
+		}
+		offset = int(n)
+	}
+	limit := defaultLimit
+	if raw := a.get("limit"); raw != nil {
+		n, ok := decodeCount(raw, 1, maxLimit) // larger values are clamped
+		if !ok {
+			c.fail(r, errorf(CodeBadRequest, "limit must be a positive integer, not %s", raw))
+			return
+		}
+		limit = int(n)
+	}
+	caller := r.caller
+	if caller.Secured && caller.Role == RoleNone {
+		c.fail(r, errorf(CodeForbidden, "%s (%s) may not call %s", caller.Identity, caller.Role, r.method))
+		return
+	}
+	access := methodAccess[r.method]
+	v := c.svc.fleet.view(func(src string) bool {
+		return strings.HasPrefix(src, prefix) && caller.may(access, src)
+	})
+	slices.SortFunc(v.rows, func(a, b fleetRow) int { return order(&a, &b) })
+	total := len(v.rows)
+	page := v.rows[min(offset, total):min(offset+limit, total)]
+	c.respond(r, c.svc.appendFleet(nil, v, total, offset, page))
+}
+
+// appendFleet appends a Log.Fleet result.
+func (s *Service) appendFleet(dst []byte, v fleetView, total, offset int, page []fleetRow) []byte {
+	dst = append(dst, `{"total":`...)
+	dst = strconv.AppendInt(dst, int64(total), 10)
+	dst = append(dst, `,"offset":`...)
+	dst = strconv.AppendInt(dst, int64(offset), 10)
+	dst = append(dst, `,"window_ms":`...)
+	dst = strconv.AppendInt(dst, fleetMinutes*60*1000, 10)
+	dst = append(dst, `,"counted_since":`...)
+	dst = strconv.AppendInt(dst, v.since.UnixMilli(), 10)
+	dst = append(dst, `,"complete":`...)
+	dst = strconv.AppendBool(dst, v.complete)
+	dst = append(dst, `,"sources":[`...)
+	for i, row := range page {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, `{"src":`...)
+		dst = appendString(dst, row.src)
+		dst = append(dst, `,"last_id":"`...)
+		dst = appendID(dst, row.lastSeq)
+		dst = append(dst, '"')
+		if !row.empty {
+			dst = append(dst, `,"last_timestamp":`...)
+			dst = strconv.AppendInt(dst, row.lastTS, 10)
+		}
+		dst = append(dst, `,"entries":`...)
+		dst = strconv.AppendInt(dst, row.entries, 10)
+		dst = append(dst, `,"errors":`...)
+		dst = strconv.AppendInt(dst, row.errors, 10)
+		if s.cfg.Capture != nil {
+			if lost, restarts, ok := s.cfg.Capture.CaptureCounts(row.src); ok {
+				dst = append(dst, `,"captured_lost":`...)
+				dst = strconv.AppendInt(dst, lost, 10)
+				dst = append(dst, `,"restarts":`...)
+				dst = strconv.AppendInt(dst, restarts, 10)
+			}
+		}
+		dst = append(dst, '}')
+	}
+	return append(dst, "]}"...)
+}
+
+// runFleet walks the catalog at start and every fleetRefresh until ctx
+// ends. It runs on its own goroutine.
+func (s *Service) runFleet(ctx context.Context) {
+	defer close(s.fleetDone)
+	cat := s.store.(Catalog)
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		start := time.Now()
+		if err := s.fleet.walk(ctx, cat); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			s.log.Warn("fleet: catalog walk failed", "err", err)
+			t.Reset(time.Minute)
+			continue
+		}
+		s.log.Debug("fleet: catalog walked", "took", time.Since(start))
+		t.Reset(fleetRefresh)
+	}
+}
+
+// isError reports whether e is an error: level 0.
+func isError(e *storage.Entry) bool {
+	return false // levels arrive with the logquery branch
+}
