@@ -39,6 +39,7 @@ type serveConfig struct {
 	clientQueue                int
 	followTimeout, followMax   time.Duration
 	maxFollows                 int
+	fleetSources               int
 	shutdownTimeout            time.Duration
 	logFormat, logLevel        string
 	retentionAge               time.Duration
@@ -82,6 +83,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.DurationVar(&c.followTimeout, "follow-timeout", rpc.DefaultFollowTimeout, "how long a Log.List follow waits when the frame sets no timeout")
 	fs.DurationVar(&c.followMax, "follow-max", rpc.DefaultFollowMax, "longest any Log.List follow may wait")
 	fs.IntVar(&c.maxFollows, "max-follows", rpc.DefaultMaxFollows, "waiting follow calls per connection (more: error 429)")
+	fs.IntVar(&c.fleetSources, "fleet-sources", rpc.DefaultFleetMax, "sources the dashboard's fleet view (Log.Fleet) keeps counts for, in memory (~0.1 KB each, up to ~0.9 KB for one that logs every minute); 0 = off (Log.Fleet not served)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long SIGINT/SIGTERM waits for calls in flight")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -251,6 +253,7 @@ func startNode(c *serveConfig, log *slog.Logger) (_ *node, err error) {
 		FollowTimeout: c.followTimeout,
 		FollowMax:     c.followMax,
 		MaxFollows:    c.maxFollows,
+		FleetMax:      fleetMax(c.fleetSources),
 		Rate:          c.rate,
 		RateBurst:     c.rateBurst,
 		Logger:        log,
@@ -368,4 +371,13 @@ func httpHandler(b *broker.Broker, m *metrics.Metrics, dash http.Handler, storeE
 		fmt.Fprintln(w, "ok")
 	})
 	return mux
+}
+
+// fleetMax maps --fleet-sources (0: off) to rpc.Config.FleetMax (0: the
+// default, negative: off).
+func fleetMax(n int) int {
+	if n <= 0 {
+		return -1
+	}
+	return n
 }
