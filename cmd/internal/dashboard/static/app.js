@@ -496,11 +496,11 @@
       td("src").append(name);
       const last = td("when", typeof s.last_timestamp === "number" ? fmtAgo(s.last_timestamp) : "none left");
       if (typeof s.last_timestamp === "number") last.title = fmtTime(s.last_timestamp);
-      td("num entries", num(s.entries));
-      const errs = td("num errors", "");
+      td("num c-entries", num(s.entries));
+      const errs = td("num c-errors", "");
       errs.append(el("span", s.errors > 0 ? "pill err" : "pill", num(s.errors)));
-      td("num lost", num(s.captured_lost));
-      td("num restarts", num(s.restarts));
+      td("num c-lost", num(s.captured_lost));
+      td("num c-restarts", num(s.restarts));
       rows.push(tr);
     }
     body.replaceChildren(...rows);
@@ -515,7 +515,7 @@
     if (typeof res.counted_since === "number" && typeof res.window_ms === "number") {
       const young = Date.now() - res.counted_since < res.window_ms - 60e3;
       $("fleet-since").textContent = young
-        ? "entries and errors counted since " + new Date(res.counted_since).toLocaleTimeString() + " (broker start)"
+        ? "entries and errors counted since " + fmtTime(res.counted_since).slice(11, 19) + "Z (broker start)"
         : "entries and errors of the last hour";
     }
   }
