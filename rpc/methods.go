@@ -85,6 +85,33 @@ func (a args) stream(def string) (string, error) {
 	return stream, nil
 }
 
+// level returns the level argument key (PROTOCOL §5): an integer 0..4
+// written as one, or a level's name in any case. Absent or null: NoLevel.
+func (a args) level(key string) (storage.Level, error) {
+	raw := a.get(key)
+	if raw == nil || raw[0] == 'n' {
+		return storage.NoLevel, nil
+	}
+	if len(raw) == 1 && raw[0] >= '0' && raw[0] <= '4' {
+		return storage.LevelOf(int(raw[0] - '0')), nil
+	}
+	if s, ok := decodeString(raw); ok {
+		if l, ok := storage.ParseLevel(s); ok {
+			return l, nil
+		}
+	}
+	return storage.NoLevel, errorf(CodeBadRequest, "%s must be an integer 0..4 or one of error, warn, info, debug, verbose, not %s", key, shown(raw))
+}
+
+// shown is a raw argument as an error message shows it: itself when
+// short, else its JSON type.
+func shown(raw []byte) string {
+	if len(raw) <= 40 {
+		return string(raw)
+	}
+	return jsonKind(raw)
+}
+
 func (c *Conn) logLog(r *request) {
 	s := c.svc
 	var buf argsBuf
@@ -120,9 +147,14 @@ func (c *Conn) logLog(r *request) {
 			return
 		}
 	}
+	level, err := a.level("level")
+	if err != nil {
+		c.fail(r, err)
+		return
+	}
 	// msg points into the call's payload, which nobody modifies (Call):
 	// the store copies it into its batch and nothing keeps it after done.
-	rec := storage.Record{Src: src, Stream: stream, Timestamp: ts, Msg: msg}
+	rec := storage.Record{Src: src, Stream: stream, Timestamp: ts, Msg: msg, Level: level}
 	c.appends.Add(1)
 	s.store.AppendAsync(rec, func(e storage.Entry, err error) {
 		defer c.appends.Done()
@@ -291,7 +323,7 @@ func appendID(dst []byte, seq uint64) []byte {
 // entrySize is the length of e's entry object, exact unless src or stream
 // needs escapes.
 func entrySize(e *storage.Entry) int {
-	return len(`{"id":"","src":"","stream":"","timestamp":,"msg":}`) + idLen + len(e.Src) + len(e.Stream) + 20 + len(e.Msg)
+	return len(`{"id":"","src":"","stream":"","timestamp":,"level":0,"msg":}`) + idLen + len(e.Src) + len(e.Stream) + 20 + len(e.Msg)
 }
 
 // entriesSize is at least the length of entries as a JSON array, unless
@@ -314,6 +346,10 @@ func appendEntry(dst []byte, e storage.Entry) []byte {
 	dst = appendString(dst, e.Stream)
 	dst = append(dst, `,"timestamp":`...)
 	dst = strconv.AppendInt(dst, e.Timestamp, 10)
+	if n, ok := e.Level.Number(); ok {
+		dst = append(dst, `,"level":`...)
+		dst = append(dst, byte('0'+n))
+	}
 	dst = append(dst, `,"msg":`...)
 	dst = append(dst, e.Msg...)
 	return append(dst, '}')

@@ -293,9 +293,9 @@ func (s *Store) commit(ops []op) {
 			st.last++
 			o.seq = st.last
 			r := &o.rec
-			d := b.SetDeferred(entryKeyLen(r.Src, r.Stream), valueLen(r.Timestamp, r.Msg))
+			d := b.SetDeferred(entryKeyLen(r.Src, r.Stream), ValueLen(r.Timestamp, r.Level, r.Msg))
 			putEntryKey(d.Key, r.Src, r.Stream, o.seq)
-			putValue(d.Value, r.Timestamp, r.Msg)
+			PutValue(d.Value, r.Timestamp, r.Level, r.Msg)
 			_ = d.Finish() // only indexed batches can fail
 		case opDelete:
 			r := &o.rec
@@ -434,7 +434,7 @@ func (s *Store) deliver(ops []op) {
 		if o.err != nil {
 			err = o.wrapErr()
 		} else if o.kind == opAppend {
-			e = Entry{Seq: o.seq, Src: o.rec.Src, Stream: o.rec.Stream, Timestamp: o.rec.Timestamp, Msg: o.rec.Msg}
+			e = Entry{Seq: o.seq, Src: o.rec.Src, Stream: o.rec.Stream, Timestamp: o.rec.Timestamp, Msg: o.rec.Msg, Level: o.rec.Level}
 			if entries != nil {
 				entries = append(entries, e)
 			}

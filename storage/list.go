@@ -329,7 +329,7 @@ func (l *lister) add(c *cursor) error {
 	if err != nil {
 		return err
 	}
-	ts, msg, err := decodeValue(v)
+	ts, level, msg, err := DecodeValue(v)
 	if err != nil {
 		return fmt.Errorf("entry %d of %q/%q: %w", c.seq, l.q.Src, c.stream, err)
 	}
@@ -344,7 +344,7 @@ func (l *lister) add(c *cursor) error {
 	}
 	l.slab = append(l.slab, msg...)
 	l.ends = append(l.ends, len(l.slab))
-	l.out = append(l.out, Entry{Seq: c.seq, Src: l.q.Src, Stream: c.stream, Timestamp: ts})
+	l.out = append(l.out, Entry{Seq: c.seq, Src: l.q.Src, Stream: c.stream, Timestamp: ts, Level: level})
 	return nil
 }
 

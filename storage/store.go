@@ -323,10 +323,16 @@ func checkFormat(db *pebble.DB) error {
 		return err
 	}
 	defer closer.Close()
-	if string(v) != formatVersion {
-		return fmt.Errorf("not a logbroker store (format %q, want %q)", v, formatVersion)
+	switch string(v) {
+	case formatVersion:
+		return nil
+	case formatVersion1:
+		// Its values decode unchanged (no level byte); the marker moves on
+		// so that an older binary, which would take a level byte for part
+		// of msg, refuses the store instead of misreading it.
+		return catch(func() error { return db.Set(metaKey, []byte(formatVersion), pebble.Sync) })
 	}
-	return nil
+	return fmt.Errorf("not a logbroker store (format %q, want %q)", v, formatVersion)
 }
 
 // isEmpty reports whether db holds no key at all.
@@ -591,7 +597,7 @@ func (s *Store) loadSeq(src string) (uint64, error) {
 	}
 	defer closer.Close()
 	if len(v) != seqLen {
-		return 0, fmt.Errorf("load sequence of %q: %w", src, errCorrupt)
+		return 0, fmt.Errorf("load sequence of %q: %w", src, ErrCorrupt)
 	}
 	return binary.BigEndian.Uint64(v), nil
 }

@@ -88,7 +88,7 @@ func checkRaw(t testing.TB, fs vfs.FS, dir string) rawStats {
 		switch k[0] {
 		case 'm':
 			marker = true
-			if string(k) != "m" || string(v) != "logbroker/1" {
+			if string(k) != "m" || string(v) != "logbroker/2" {
 				t.Errorf("raw check: format marker %q = %q", k, v)
 			}
 		case 'q':
@@ -111,7 +111,7 @@ func checkRaw(t testing.TB, fs vfs.FS, dir string) rawStats {
 				t.Errorf("raw check: bad entry key %q", k)
 				continue
 			}
-			if _, n := binary.Uvarint(v); n <= 0 {
+			if _, _, _, err := storage.DecodeValue(v); err != nil {
 				t.Errorf("raw check: entry %q/%q %d: value %q does not decode", src, stream, seq, v)
 			}
 			st.entries++
