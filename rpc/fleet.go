@@ -410,5 +410,5 @@ func (s *Service) runFleet(ctx context.Context) {
 
 // isError reports whether e is an error: level 0.
 func isError(e *storage.Entry) bool {
-	return false // levels arrive with the logquery branch
+	return e.Level == storage.LevelError
 }

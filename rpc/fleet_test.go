@@ -91,12 +91,12 @@ func TestLogFleet(t *testing.T) {
 	for i := range 3 {
 		e.logAt(admin, "dev-a", "console", int64(1000+i))
 	}
-	e.logAt(admin, "dev-b", "console", 5000)
+	e.mustCall(admin, "dev-b", "Log.Log", `{"msg":"sensor failed","level":"error","timestamp":5000}`)
 	for i := range 5 {
 		e.logAt(admin, "dev-c", "sensor", int64(2000+i))
 	}
 	a := e.waitFleet(admin, "admin", `{"sort":"entries"}`, "9 entries counted", func(a fleetAnswer) bool {
-		return a.rows() == "dev-c:5/0 dev-a:3/0 dev-b:1/0" && a.Complete
+		return a.rows() == "dev-c:5/0 dev-a:3/0 dev-b:1/1" && a.Complete
 	})
 	if a.Total != 3 || a.WindowMS != 3600000 || a.Offset != 0 {
 		t.Errorf("answer %+v: want total 3, window 3600000, offset 0", a)
@@ -115,7 +115,7 @@ func TestLogFleet(t *testing.T) {
 			{"src", "dev-a dev-b dev-c"},
 			{"last", "dev-b dev-c dev-a"}, // latest timestamp first
 			{"entries", "dev-c dev-a dev-b"},
-			{"errors", "dev-c dev-a dev-b"}, // no errors: then most entries
+			{"errors", "dev-b dev-c dev-a"}, // then most entries
 		} {
 			if got := fmt.Sprint(e.fleet(admin, "admin", `{"sort":"`+c.sort+`"}`).names()); got != "["+c.want+"]" {
 				t.Errorf("sort %s: %s, want [%s]", c.sort, got, c.want)
@@ -142,12 +142,23 @@ func TestLogFleet(t *testing.T) {
 		}
 	})
 
+	t.Run("Levels", func(t *testing.T) {
+		e.t = t
+		// Only level 0 is an error; warnings and entries without a level are not.
+		e.mustCall(admin, "dev-a", "Log.Log", `{"msg":"slow","level":"warn","timestamp":1003}`)
+		e.mustCall(admin, "dev-a", "Log.Log", `{"msg":"down","level":0,"timestamp":1004}`)
+		e.mustCall(admin, "dev-a", "Log.Log", `{"msg":"down again","level":0,"timestamp":1005}`)
+		e.waitFleet(admin, "admin", "", "dev-a's errors", func(a fleetAnswer) bool {
+			return a.rows() == "dev-a:6/2 dev-b:1/1 dev-c:5/0"
+		})
+	})
+
 	t.Run("Window", func(t *testing.T) {
 		e.t = t
 		clk.advance(30 * time.Minute)
 		e.logAt(admin, "dev-b", "console", 6000)
 		e.waitFleet(admin, "admin", `{"sort":"src"}`, "dev-b's second entry", func(a fleetAnswer) bool {
-			return a.rows() == "dev-a:3/0 dev-b:2/0 dev-c:5/0"
+			return a.rows() == "dev-a:6/2 dev-b:2/1 dev-c:5/0"
 		})
 		// An hour after the first entries they leave the window; dev-b's
 		// second, 30 minutes later, stays. The rows stay, with their times.
@@ -156,7 +167,7 @@ func TestLogFleet(t *testing.T) {
 		if a.rows() != "dev-a:0/0 dev-b:1/0 dev-c:0/0" {
 			t.Errorf("an hour on: %s, want dev-a:0/0 dev-b:1/0 dev-c:0/0", a.rows())
 		}
-		if a.Sources[0].LastTimestamp == nil || *a.Sources[0].LastTimestamp != 1002 {
+		if a.Sources[0].LastTimestamp == nil || *a.Sources[0].LastTimestamp != 1005 {
 			t.Errorf("dev-a lost its latest entry: %+v", a.Sources[0])
 		}
 		if want := clk.now().Add(-59 * time.Minute).Truncate(time.Minute).UnixMilli(); a.CountedSince != want {
@@ -168,7 +179,7 @@ func TestLogFleet(t *testing.T) {
 		e.t = t
 		e.mustCall(admin, "dev-a", "Log.Delete", "")
 		a := e.fleet(admin, "admin", `{"prefix":"dev-a"}`)
-		if len(a.Sources) != 1 || a.Sources[0].LastTimestamp != nil || a.Sources[0].LastID != storage.FormatID(3) {
+		if len(a.Sources) != 1 || a.Sources[0].LastTimestamp != nil || a.Sources[0].LastID != storage.FormatID(6) {
 			t.Errorf("after Delete: %+v, want dev-a without a last_timestamp, last_id its head", a.Sources)
 		}
 	})
