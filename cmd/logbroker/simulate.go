@@ -17,7 +17,7 @@ import (
 // simulate runs `logbroker simulate`: a demo fleet, one MQTT connection
 // per device, each logging with Log.Log calls until interrupted.
 func simulate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("simulate", "simulate [flags]\n\nRuns a demo fleet: --devices MQTT connections with srcs <prefix>-001, ...,\neach logging a boot sequence, then sensor readings (JSON objects on stream\nsensors), housekeeping lines (console) and the odd error (errors) with\nLog.Log calls, until interrupted or --duration passes. Prints a summary.", stderr)
+	fs := newFlagSet("simulate", "simulate [flags]\n\nRuns a demo fleet: --devices MQTT connections with srcs <prefix>-001, ...,\neach logging a boot sequence, then sensor readings (JSON objects on stream\nsensors), housekeeping lines (console) and the odd warning and error (errors),\neach with a level (some devices err more often than others), with\nLog.Log calls, until interrupted or --duration passes. Prints a summary.", stderr)
 	c := addConnFlags(fs)
 	var devices int
 	var rate float64
@@ -116,6 +116,7 @@ type device struct {
 	temp   float64 // °C
 	hum    float64 // %
 	batt   float64 // V
+	errPct int     // percent of regular lines that are errors
 }
 
 func newDevice(cl *rpcclient.Client, n uint64, broker string) *device {
@@ -127,6 +128,7 @@ func newDevice(cl *rpcclient.Client, n uint64, broker string) *device {
 		temp:   18 + rnd.Float64()*6,
 		hum:    35 + rnd.Float64()*20,
 		batt:   3.6 + rnd.Float64()*0.5,
+		errPct: []int{1, 1, 1, 2, 2, 4, 8, 15}[rnd.IntN(8)], // a few troubled devices
 	}
 }
 
@@ -135,13 +137,13 @@ func newDevice(cl *rpcclient.Client, n uint64, broker string) *device {
 func (d *device) run(ctx context.Context, interval, timeout time.Duration, st *simStats) {
 	// Once interrupted, a device starts no new call but lets the one in
 	// flight finish, so that the summary counts every entry stored.
-	send := func(stream string, msg any) {
+	send := func(stream, level string, msg any) {
 		if ctx.Err() != nil {
 			return
 		}
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 		defer cancel()
-		if _, err := d.cl.Call(cctx, "Log.Log", map[string]any{"stream": stream, "msg": msg}); err != nil {
+		if _, err := d.cl.Call(cctx, "Log.Log", map[string]any{"stream": stream, "level": level, "msg": msg}); err != nil {
 			st.fail(err)
 			return
 		}
@@ -158,10 +160,10 @@ func (d *device) run(ctx context.Context, interval, timeout time.Duration, st *s
 			return
 		case <-t.C:
 		}
-		stream, msg := d.line()
-		send(stream, msg)
-		if stream == "errors" && d.rnd.IntN(20) == 0 {
-			send("console", "watchdog: task sensors stuck for 8000 ms, rebooting")
+		stream, level, msg := d.line()
+		send(stream, level, msg)
+		if level == "error" && d.rnd.IntN(20) == 0 {
+			send("console", "warn", "watchdog: task sensors stuck for 8000 ms, rebooting")
 			d.boot(send)
 		}
 		// Jitter of ±20% keeps the fleet from logging in lockstep.
@@ -173,45 +175,54 @@ func (d *device) run(ctx context.Context, interval, timeout time.Duration, st *s
 }
 
 // boot logs a boot sequence on console.
-func (d *device) boot(send func(stream string, msg any)) {
+func (d *device) boot(send func(stream, level string, msg any)) {
 	d.booted = time.Now()
 	reasons := []string{"power-on", "software reset", "watchdog"}
-	send("console", fmt.Sprintf("boot: fw 1.4.%d (build 20261102-0915), reset reason: %s", d.rnd.IntN(3), reasons[d.rnd.IntN(len(reasons))]))
-	send("console", fmt.Sprintf("wifi: connected to \"plant-%d\", rssi %d dBm, ip 10.0.%d.%d",
+	send("console", "info", fmt.Sprintf("boot: fw 1.4.%d (build 20261102-0915), reset reason: %s", d.rnd.IntN(3), reasons[d.rnd.IntN(len(reasons))]))
+	send("console", "info", fmt.Sprintf("wifi: connected to \"plant-%d\", rssi %d dBm, ip 10.0.%d.%d",
 		1+d.rnd.IntN(4), -45-d.rnd.IntN(40), d.rnd.IntN(8), 10+d.rnd.IntN(200)))
-	send("console", "mqtt: connected to "+d.broker)
-	send("console", fmt.Sprintf("boot ok in %d ms", 600+d.rnd.IntN(1800)))
+	send("console", "info", "mqtt: connected to "+d.broker)
+	send("console", "info", fmt.Sprintf("boot ok in %d ms", 600+d.rnd.IntN(1800)))
 }
 
-// line makes the next regular line: mostly sensor readings, some
-// housekeeping, the odd error.
-func (d *device) line() (stream string, msg any) {
-	switch p := d.rnd.IntN(100); {
-	case p < 65:
-		d.temp += (d.rnd.Float64() - 0.5) * 0.4
-		d.hum = min(max(d.hum+(d.rnd.Float64()-0.5), 5), 95)
-		d.batt = max(d.batt-0.0005*d.rnd.Float64(), 3.0)
-		return "sensors", map[string]any{
-			"temp_c":       math.Round(d.temp*10) / 10,
-			"humidity_pct": math.Round(d.hum*10) / 10,
-			"battery_v":    math.Round(d.batt*1000) / 1000,
-		}
-	case p < 94:
-		switch d.rnd.IntN(3) {
-		case 0:
-			return "console", fmt.Sprintf("heap free %d bytes, uptime %d s", 28000+d.rnd.IntN(6000), int(time.Since(d.booted).Seconds()))
-		case 1:
-			return "console", fmt.Sprintf("wifi: rssi %d dBm", -45-d.rnd.IntN(40))
-		default:
-			return "console", "ota: no update available"
-		}
-	default:
+// line makes the next regular line and its level: mostly sensor readings
+// (debug), some housekeeping (info), the odd warning, and errors at the
+// device's rate.
+func (d *device) line() (stream, level string, msg any) {
+	if d.rnd.IntN(100) < d.errPct {
 		errs := []string{
 			"i2c: sensor 0x44 read timeout, retry 1/3",
 			"wifi: beacon timeout, reconnecting",
 			"ota: checksum mismatch, download aborted",
 			fmt.Sprintf("adc: battery reading out of range: %.2f V", d.rnd.Float64()*0.1),
 		}
-		return "errors", errs[d.rnd.IntN(len(errs))]
+		return "errors", "error", errs[d.rnd.IntN(len(errs))]
+	}
+	switch p := d.rnd.IntN(100); {
+	case p < 65:
+		d.temp += (d.rnd.Float64() - 0.5) * 0.4
+		d.hum = min(max(d.hum+(d.rnd.Float64()-0.5), 5), 95)
+		d.batt = max(d.batt-0.0005*d.rnd.Float64(), 3.0)
+		return "sensors", "debug", map[string]any{
+			"temp_c":       math.Round(d.temp*10) / 10,
+			"humidity_pct": math.Round(d.hum*10) / 10,
+			"battery_v":    math.Round(d.batt*1000) / 1000,
+		}
+	case p < 95:
+		switch d.rnd.IntN(3) {
+		case 0:
+			return "console", "info", fmt.Sprintf("heap free %d bytes, uptime %d s", 28000+d.rnd.IntN(6000), int(time.Since(d.booted).Seconds()))
+		case 1:
+			return "console", "info", fmt.Sprintf("wifi: rssi %d dBm", -45-d.rnd.IntN(40))
+		default:
+			return "console", "info", "ota: no update available"
+		}
+	default:
+		warns := []string{
+			fmt.Sprintf("heap low: %d bytes free", 4000+d.rnd.IntN(3000)),
+			fmt.Sprintf("wifi: weak signal, rssi %d dBm", -86-d.rnd.IntN(8)),
+			"sensors: reading took 812 ms (budget 500 ms)",
+		}
+		return "console", "warn", warns[d.rnd.IntN(len(warns))]
 	}
 }
