@@ -263,17 +263,17 @@ func (f *fleet) view(keep func(src string) bool) fleetView {
 
 // fleetSorts are the orders Log.Fleet offers, each ending with the name so
 // that pages are stable.
-var fleetSorts = map[string]func(a, b *fleetRow) int{
-	"errors": func(a, b *fleetRow) int {
+var fleetSorts = map[string]func(a, b fleetRow) int{
+	"errors": func(a, b fleetRow) int {
 		return cmp.Or(cmp.Compare(b.errors, a.errors), cmp.Compare(b.entries, a.entries), strings.Compare(a.src, b.src))
 	},
-	"entries": func(a, b *fleetRow) int {
+	"entries": func(a, b fleetRow) int {
 		return cmp.Or(cmp.Compare(b.entries, a.entries), cmp.Compare(b.errors, a.errors), strings.Compare(a.src, b.src))
 	},
-	"last": func(a, b *fleetRow) int {
+	"last": func(a, b fleetRow) int {
 		return cmp.Or(cmp.Compare(b.lastTS, a.lastTS), strings.Compare(a.src, b.src))
 	},
-	"src": func(a, b *fleetRow) int { return strings.Compare(a.src, b.src) },
+	"src": func(a, b fleetRow) int { return strings.Compare(a.src, b.src) },
 }
 
 // maxFleetOffset bounds Log.Fleet's offset.
@@ -332,7 +332,7 @@ func (c *Conn) logFleet(r *request) {
 	v := c.svc.fleet.view(func(src string) bool {
 		return strings.HasPrefix(src, prefix) && caller.may(access, src)
 	})
-	slices.SortFunc(v.rows, func(a, b fleetRow) int { return order(&a, &b) })
+	slices.SortFunc(v.rows, order)
 	total := len(v.rows)
 	page := v.rows[min(offset, total):min(offset+limit, total)]
 	c.respond(r, c.svc.appendFleet(nil, v, total, offset, page))

@@ -1,6 +1,7 @@
 package rpc
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -8,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/logbroker/logbroker/storage"
 )
@@ -300,5 +303,63 @@ func TestLogFleet_Capture(t *testing.T) {
 	}
 	if p.CapturedLost != nil || p.Restarts != nil {
 		t.Errorf("plain source %+v has capture counts", p)
+	}
+}
+
+// replies is a Publisher that hands on the responses on one topic and
+// drops every other message (the live ones), for benchmarks.
+type replies struct {
+	topic string
+	ch    chan []byte
+}
+
+func (r *replies) Publish(m Message) error {
+	if m.Topic == r.topic {
+		r.ch <- bytes.Clone(m.Payload)
+	}
+	return nil
+}
+
+// BenchmarkLogFleet measures one Log.Fleet call, request to response,
+// over 10,000 sources (one entry each, every 10th with an error): a page
+// of 50, most errors first, at the start and in the middle of the list.
+// Run with: go test -run='^$' -bench=LogFleet -benchmem ./rpc/
+func BenchmarkLogFleet(b *testing.B) {
+	const n = 10_000
+	pub := &replies{topic: "dash/rpc", ch: make(chan []byte, 1)}
+	e := newEnvPub(b, Config{}, vfs.NewMem(), func(*recorder) Publisher { return pub })
+	done := make(chan error, n)
+	for i := range n {
+		rec := storage.Record{Src: fmt.Sprintf("dev-%05d", i), Stream: "console", Timestamp: int64(i), Msg: []byte(`"boot ok"`)}
+		if i%10 == 0 {
+			rec.Level = storage.LevelError
+		}
+		e.store.AppendAsync(rec, func(_ storage.Entry, err error) { done <- err })
+	}
+	for range n {
+		if err := <-done; err != nil {
+			b.Fatal(err)
+		}
+	}
+	c := e.svc.Open("dash")
+	fleet := func(args string) fleetAnswer {
+		submit(c, `{"id":1,"src":"dash","method":"Log.Fleet","args":`+args+`}`)
+		var r struct{ Result fleetAnswer }
+		if err := json.Unmarshal(<-pub.ch, &r); err != nil {
+			b.Fatal(err)
+		}
+		return r.Result
+	}
+	waitUntil(b, "10,000 sources", func() bool { return fleet(`{"limit":1}`).Total == n })
+	for _, offset := range []int{0, 5000} {
+		b.Run(fmt.Sprintf("offset=%d", offset), func(b *testing.B) {
+			args := fmt.Sprintf(`{"sort":"errors","offset":%d,"limit":50}`, offset)
+			b.ReportAllocs()
+			for b.Loop() {
+				if a := fleet(args); len(a.Sources) != 50 {
+					b.Fatalf("%d sources", len(a.Sources))
+				}
+			}
+		})
 	}
 }
