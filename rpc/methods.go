@@ -2,8 +2,11 @@ package rpc
 
 import (
 	"context"
+	"errors"
+	"regexp"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/logbroker/logbroker/storage"
 )
@@ -180,6 +183,61 @@ type listArgs struct {
 	follow bool
 }
 
+// maxPattern bounds match and regex, in bytes (PROTOCOL §5).
+const maxPattern = 256
+
+// parseFilter reads the filters of a Log.List (PROTOCOL §5): nil when it
+// has none.
+func parseFilter(a args) (*storage.Filter, error) {
+	var f storage.Filter
+	var err error
+	if f.Level, err = a.level("level"); err != nil {
+		return nil, err
+	}
+	for _, key := range []string{"match", "regex"} {
+		raw := a.get(key)
+		if raw == nil {
+			continue
+		}
+		s, ok := decodeString(raw)
+		if !ok {
+			return nil, errorf(CodeBadRequest, "%s must be a string, not %s", key, jsonKind(raw))
+		}
+		if len(s) == 0 || len(s) > maxPattern {
+			return nil, errorf(CodeBadRequest, "%s must be 1 to %d bytes, not %d", key, maxPattern, len(s))
+		}
+		if !utf8.ValidString(s) {
+			return nil, errorf(CodeBadRequest, "%s is not valid UTF-8", key)
+		}
+		if key == "match" {
+			f.Match = s
+			continue
+		}
+		if f.Regex, err = regexp.Compile(s); err != nil {
+			return nil, errorf(CodeBadRequest, "regex is not valid RE2 syntax: %v", err)
+		}
+	}
+	for _, key := range []string{"since", "until"} {
+		raw := a.get(key)
+		if raw == nil {
+			continue
+		}
+		ts, ok := decodeInt(raw, 0, maxTimestamp)
+		if !ok {
+			return nil, errorf(CodeBadRequest, "%s must be an integer of milliseconds in [0, %d], not %s", key, int64(maxTimestamp), shown(raw))
+		}
+		if key == "since" {
+			f.Since = ts
+		} else {
+			f.Until, f.HasUntil = ts, true
+		}
+	}
+	if f.Empty() {
+		return nil, nil
+	}
+	return storage.NewFilter(f), nil
+}
+
 func parseListArgs(r *request) (listArgs, error) {
 	var la listArgs
 	var buf argsBuf
@@ -224,6 +282,9 @@ func parseListArgs(r *request) (listArgs, error) {
 			return la, errorf(CodeBadRequest, "follow must be a bool, not %s", jsonKind(raw))
 		}
 	}
+	if la.q.Filter, err = parseFilter(a); err != nil {
+		return la, err
+	}
 	return la, nil
 }
 
@@ -239,12 +300,41 @@ func (c *Conn) logList(r *request) {
 		c.follow(r, la.q)
 		return
 	}
-	entries, err := c.svc.list(context.Background(), la.q)
+	ctx, cancel := c.scanContext(r.f, la.q)
+	entries, err := c.svc.list(ctx, la.q)
+	cancel()
 	if err != nil {
-		c.fail(r, err)
+		c.fail(r, scanError(la.q, err))
 		return
 	}
 	c.respondEntries(r, entries)
+}
+
+// scanContext bounds a filtered List's scan (PROTOCOL §5): by the frame's
+// timeout or deadline (the earlier; at most --follow-max), else
+// --scan-timeout. An unfiltered List is bounded by its limit: no bound.
+func (c *Conn) scanContext(f *Frame, q storage.Query) (context.Context, context.CancelFunc) {
+	if q.Filter == nil {
+		return context.Background(), func() {}
+	}
+	wait := c.svc.cfg.ScanTimeout
+	if f.HasTimeout || f.HasDeadline {
+		wait = c.frameWait(f)
+	} else if wait < 0 {
+		return context.WithCancel(context.Background()) // --scan-timeout 0: no limit
+	}
+	return context.WithTimeout(context.Background(), wait)
+}
+
+// errScanTimeout answers a filtered List whose scan ran out of time.
+var errScanTimeout = errorf(CodeScanTimeout, "scan did not finish: narrow the selection with stream, since/until or after")
+
+// scanError maps a filtered List's timeout to 504.
+func scanError(q storage.Query, err error) error {
+	if q.Filter != nil && errors.Is(err, context.DeadlineExceeded) {
+		return errScanTimeout
+	}
+	return err
 }
 
 // respondEntries answers r with entries, encoded straight into the

@@ -64,6 +64,7 @@ type Config struct {
 	MaxFrame      int           // bytes of a request frame; default 1 MiB
 	FollowTimeout time.Duration // default wait of a follow; default 30 s
 	FollowMax     time.Duration // upper bound of any follow wait; default 300 s
+	ScanTimeout   time.Duration // bound of a filtered Log.List's scan when the frame sets no timeout; default 10 s, < 0: none
 	MaxFollows    int           // waiting follows per connection; default 64
 	QueueLen      int           // calls queued per connection before its reader waits; default 128
 	Rate          float64       // calls per second per connection (token bucket); 0 = unlimited
@@ -85,6 +86,7 @@ const (
 	DefaultMaxFrame      = 1 << 20
 	DefaultFollowTimeout = 30 * time.Second
 	DefaultFollowMax     = 300 * time.Second
+	DefaultScanTimeout   = 10 * time.Second
 	DefaultMaxFollows    = 64
 	DefaultQueueLen      = 128 // 128 × ~100 B a connection; pipelining clients rarely keep more in flight
 	defaultStream        = "console"
@@ -108,6 +110,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.FollowMax <= 0 {
 		c.FollowMax = DefaultFollowMax
+	}
+	if c.ScanTimeout == 0 {
+		c.ScanTimeout = DefaultScanTimeout
 	}
 	if c.FollowTimeout > c.FollowMax {
 		c.FollowTimeout = c.FollowMax

@@ -293,6 +293,7 @@ func (s *Store) commit(ops []op) {
 			st.last++
 			o.seq = st.last
 			r := &o.rec
+			s.noteBlock(b, st, o.seq, r.Timestamp)
 			d := b.SetDeferred(entryKeyLen(r.Src, r.Stream), ValueLen(r.Timestamp, r.Level, r.Msg))
 			putEntryKey(d.Key, r.Src, r.Stream, o.seq)
 			PutValue(d.Value, r.Timestamp, r.Level, r.Msg)
@@ -320,6 +321,7 @@ func (s *Store) commit(ops []op) {
 	// age mark of this minute: every entry up to st.last was appended
 	// before the minute ends (retention by age reads it).
 	for _, st := range touched {
+		st.blk.write(b, st.name)
 		d := b.SetDeferred(1+len(st.name), seqLen)
 		appendSeqKey(d.Key[:0], st.name)
 		binary.BigEndian.PutUint64(d.Value, st.last)

@@ -104,6 +104,10 @@ type Query struct {
 	After  uint64 // 0 means from the start
 	Last   int    // < 0 means not given
 	Limit  int    // <= 0 means no limit (callers clamp it)
+	// Filter, if not nil, keeps only the entries that pass it: the
+	// selection above applies to those (PROTOCOL §5), After still pages
+	// by id. A filtered List scans as far as it must: bound it with ctx.
+	Filter *Filter
 }
 
 // idLen is the length of an id token: 16 lowercase hex digits of the sequence.

@@ -12,6 +12,7 @@ const (
 	entryPrefix = 'e' // 'e' src 0x00 stream 0x00 seq[8] -> uvarint(timestamp) msg
 	seqPrefix   = 'q' // 'q' src -> seq[8]: the last sequence assigned to src
 	agePrefix   = 't' // 't' src 0x00 minute[8] -> seq[8]: entries <= seq were appended before the end of that minute
+	blockPrefix = 'b' // 'b' src 0x00 block[8] -> minTs[8] maxTs[8]: the timestamps of src's entries with seq>>blockShift == block
 	sep         = 0x00
 	seqLen      = 8
 )
@@ -110,6 +111,40 @@ func appendAgePrefix(dst []byte, src string) []byte {
 // appendAgeKey appends the key of the age mark of src for a minute.
 func appendAgeKey(dst []byte, src string, minute uint64) []byte {
 	return binary.BigEndian.AppendUint64(appendAgePrefix(dst, src), minute)
+}
+
+// blockShift sets the size of a block of sequences that one summary
+// covers: 256 (see doc.go, Time ranges).
+const blockShift = 8
+
+// appendBlockPrefix appends 'b' src 0x00, the prefix of the block
+// summaries of src.
+func appendBlockPrefix(dst []byte, src string) []byte {
+	dst = append(dst, blockPrefix)
+	dst = append(dst, src...)
+	return append(dst, sep)
+}
+
+// appendBlockKey appends the key of the summary of src's block.
+func appendBlockKey(dst []byte, src string, block uint64) []byte {
+	return binary.BigEndian.AppendUint64(appendBlockPrefix(dst, src), block)
+}
+
+// blockSummaryLen is the length of a block summary's value.
+const blockSummaryLen = 16
+
+// putBlockSummary encodes a block's timestamp range.
+func putBlockSummary(dst []byte, lo, hi int64) {
+	binary.BigEndian.PutUint64(dst, uint64(lo))
+	binary.BigEndian.PutUint64(dst[8:], uint64(hi))
+}
+
+// decodeBlockSummary decodes a block summary's value.
+func decodeBlockSummary(v []byte) (lo, hi int64, ok bool) {
+	if len(v) != blockSummaryLen {
+		return 0, 0, false
+	}
+	return int64(binary.BigEndian.Uint64(v)), int64(binary.BigEndian.Uint64(v[8:])), true
 }
 
 // keySeq returns the sequence at the end of an entry key.

@@ -132,8 +132,11 @@ type Store struct {
 	view *durableView
 
 	// life guards db against Close and recovery while reads use it.
-	life   sync.RWMutex
-	closed bool
+	// lifeWanted counts the goroutines waiting to lock it (lockLife):
+	// long scans give way to them.
+	life       sync.RWMutex
+	lifeWanted atomic.Int32
+	closed     bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -162,6 +165,7 @@ type source struct {
 	last uint64 // last sequence assigned; committer only
 	head uint64 // last sequence made durable; guarded by Store.smu
 	mark uint64 // batchNo of the last batch that touched it; committer only
+	blk  block  // the summary of the block of last; committer only
 }
 
 // durableView is a snapshot of the durable state, shared by the readers
@@ -483,7 +487,7 @@ func (s *Store) tryRecover() error {
 	if err := s.probe(); err != nil {
 		return fmt.Errorf("probe: %w", err)
 	}
-	s.life.Lock()
+	s.lockLife()
 	if s.closed {
 		s.life.Unlock()
 		return nil
@@ -513,7 +517,7 @@ func (s *Store) tryRecover() error {
 	// s.life, so they are done.
 	s.tail.clear()
 	s.smu.Unlock()
-	s.life.Lock()
+	s.lockLife()
 	defer s.life.Unlock()
 	if s.closed {
 		return catch(db.Close)
@@ -602,6 +606,14 @@ func (s *Store) loadSeq(src string) (uint64, error) {
 	return binary.BigEndian.Uint64(v), nil
 }
 
+// lockLife locks s.life for writing, telling the filtered scans that hold
+// it for reading to give up: while a writer waits, no new reader gets it.
+func (s *Store) lockLife() {
+	s.lifeWanted.Add(1)
+	s.life.Lock()
+	s.lifeWanted.Add(-1)
+}
+
 // sourceFor returns the sequence state of src, loading it from disk the
 // first time. Only the committer calls it: it is the only writer of
 // s.sources, so it may read the map without the lock.
@@ -647,7 +659,7 @@ func (s *Store) Close() error {
 		s.bgMu.Unlock()
 		s.bg.Wait()
 
-		s.life.Lock()
+		s.lockLife()
 		s.closed = true
 		s.life.Unlock()
 		s.tail.clear()

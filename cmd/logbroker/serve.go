@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -38,6 +39,7 @@ type serveConfig struct {
 	maxPacket                  int
 	clientQueue                int
 	followTimeout, followMax   time.Duration
+	scanTimeout                time.Duration
 	maxFollows                 int
 	fleetSources               int
 	shutdownTimeout            time.Duration
@@ -82,6 +84,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.IntVar(&c.clientQueue, "client-queue", broker.DefaultClientQueue, "QoS 1 and 2 messages (responses) queued per client before messages to it are dropped; 8 bytes of memory per slot per connection (live log messages do not use it)")
 	fs.DurationVar(&c.followTimeout, "follow-timeout", rpc.DefaultFollowTimeout, "how long a Log.List follow waits when the frame sets no timeout")
 	fs.DurationVar(&c.followMax, "follow-max", rpc.DefaultFollowMax, "longest any Log.List follow may wait")
+	fs.DurationVar(&c.scanTimeout, "scan-timeout", rpc.DefaultScanTimeout, "longest scan of a filtered Log.List when the frame sets no timeout (then: error 504); 0 = no limit")
 	fs.IntVar(&c.maxFollows, "max-follows", rpc.DefaultMaxFollows, "waiting follow calls per connection (more: error 429)")
 	fs.IntVar(&c.fleetSources, "fleet-sources", rpc.DefaultFleetMax, "sources the dashboard's fleet view (Log.Fleet) keeps counts for, in memory (~0.1 KB each, up to ~0.9 KB for one that logs every minute); 0 = off (Log.Fleet not served)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long SIGINT/SIGTERM waits for calls in flight")
@@ -252,6 +255,7 @@ func startNode(c *serveConfig, log *slog.Logger) (_ *node, err error) {
 		MaxFrame:      c.maxFrame,
 		FollowTimeout: c.followTimeout,
 		FollowMax:     c.followMax,
+		ScanTimeout:   cmp.Or(c.scanTimeout, -1), // 0: no limit
 		MaxFollows:    c.maxFollows,
 		FleetMax:      fleetMax(c.fleetSources),
 		Rate:          c.rate,

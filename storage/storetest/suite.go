@@ -44,6 +44,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("Close", func(t *testing.T) { testClose(t, h) })
 	t.Run("Msg", func(t *testing.T) { testMsg(t, h) })
 	t.Run("Level", func(t *testing.T) { testLevel(t, h) })
+	t.Run("Filter", func(t *testing.T) { testFilter(t, h) })
 	t.Run("Names", func(t *testing.T) { testNames(t, h) })
 }
 
@@ -198,7 +199,7 @@ func testList(t *testing.T, h Harness) {
 func selectRef(es []storage.Entry, q storage.Query) []storage.Entry {
 	var out []storage.Entry
 	for _, e := range es {
-		if e.Seq > q.After && (q.Stream == "" || e.Stream == q.Stream) {
+		if e.Seq > q.After && (q.Stream == "" || e.Stream == q.Stream) && (q.Filter == nil || modelKeep(q.Filter, &e)) {
 			out = append(out, e)
 		}
 	}
