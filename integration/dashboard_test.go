@@ -439,6 +439,9 @@ func TestDashboardSecured(t *testing.T) {
 		b.wait("dev1's stored entry", `msgs().includes('dev1 boot ok')`)
 		dev1.log(map[string]any{"msg": "dev1 live"})
 		b.wait("dev1's live entry", `msgs().at(-1) === 'dev1 live'`)
+		// A reader sees the whole fleet (methodAccess: Log.Fleet is a read).
+		b.do("to the fleet", chromedp.Click(chromedp.ID("to-fleet")))
+		b.wait("dev1 in the fleet", `[...document.querySelectorAll('#fleet-rows tr')].map(tr => tr.dataset.src).includes('dev1')`)
 	})
 
 	t.Run("SignOutClears", func(t *testing.T) {
@@ -465,6 +468,12 @@ func TestDashboardSecured(t *testing.T) {
 		b.wait("dev2's own entry", `msgs().includes('dev2 own')`)
 		if got := eval[[]string](b, `msgs()`); len(got) != 1 {
 			t.Errorf("dev2 sees %q, want only its own entry", got)
+		}
+		// A device's fleet holds its own sources only.
+		b.do("to the fleet", chromedp.Click(chromedp.ID("to-fleet")))
+		b.wait("dev2's fleet", `text('fleet-page') === '1–1 of 1 source'`)
+		if got := eval[[]string](b, `[...document.querySelectorAll('#fleet-rows tr')].map(tr => tr.dataset.src)`); len(got) != 1 || got[0] != "dev2" {
+			t.Errorf("dev2's fleet %q, want only dev2", got)
 		}
 	})
 

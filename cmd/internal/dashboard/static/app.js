@@ -505,7 +505,7 @@
     }
     body.replaceChildren(...rows);
     const first = f.total === 0 ? 0 : f.offset + 1;
-    $("fleet-page").textContent = first + "–" + (f.offset + rows.length) + " of " + num(f.total) + " sources";
+    $("fleet-page").textContent = first + "–" + (f.offset + rows.length) + " of " + num(f.total) + (f.total === 1 ? " source" : " sources");
     $("fleet-prev").disabled = f.offset === 0;
     $("fleet-next").disabled = f.offset + FLEET_PAGE >= f.total;
     let note = "";
