@@ -2,7 +2,6 @@ package integration
 
 import (
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -106,12 +105,6 @@ func TestDashboardFleet(t *testing.T) {
 		b.do("back to the fleet", chromedp.Click(chromedp.ID("to-fleet")))
 		b.wait("the fleet again", `!document.getElementById('fleet').hidden && document.getElementById('tail').hidden && location.hash === ''`)
 	})
-
-	if path := os.Getenv("LOGBROKER_SCREENSHOT_FLEET"); path != "" {
-		if err := os.WriteFile(path, b.screenshot(), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
 
 	t.Run("NoExceptions", func(t *testing.T) {
 		b.t = t

@@ -975,12 +975,16 @@
     parts.push(svg("text", { x: 2, y: H - 3, class: "lbl" }, fmtTime(start).replace(".000Z", "Z")));
     parts.push(svg("text", { x: W - 2, y: H - 3, class: "lbl end" }, fmtTime(start + n * step).replace(".000Z", "Z")));
     box.replaceChildren(...parts);
+    // The caption is the legend: a colour key and a count per level.
     const byLevel = counts.map((c) => c.reduce((a, b) => a + b, 0));
-    const legend = [];
+    const caption = [document.createTextNode(st.rows.length + " entries shown, per " + fmtSpan(step) + ": ")];
     keys.forEach((k, i) => {
-      if (byLevel[i]) legend.push(byLevel[i] + " " + (i < 5 ? LEVELS[i] : "no level"));
+      if (!byLevel[i]) return;
+      const item = el("span", "key", byLevel[i] + " " + (i < 5 ? LEVELS[i] : "no level"));
+      item.prepend(el("i", "swatch lv-" + k));
+      caption.push(item);
     });
-    $("histo-caption").textContent = st.rows.length + " entries shown, per " + fmtSpan(step) + ": " + legend.join(" · ");
+    $("histo-caption").replaceChildren(...caption);
   }
 
   // ---- start ----
