@@ -113,3 +113,25 @@ func TestDashboardFleet(t *testing.T) {
 		}
 	})
 }
+
+// BenchmarkDashboardFleet measures turning a page of the fleet view with
+// 10,000 sources: a click on Next (or Prev) until the page shows its 50
+// rows, in headless chromium, the broker on the same machine.
+// Run with: go test -run='^$' -bench=DashboardFleet -benchtime=50x ./integration/
+func BenchmarkDashboardFleet(b *testing.B) {
+	br := newBrowser(b)
+	s := start(b)
+	seedFleet(s.dial(b), 10_000)
+	br.do("open the dashboard", chromedp.Navigate("http://"+s.HTTP+"/"))
+	br.wait("the first page", `text('fleet-page') === '1–50 of 10,000 sources'`)
+	next := true
+	for b.Loop() {
+		button, want := "fleet-next", "51–100 of 10,000 sources"
+		if !next {
+			button, want = "fleet-prev", "1–50 of 10,000 sources"
+		}
+		br.do("turn the page", chromedp.Click(chromedp.ID(button)))
+		br.wait("the page shown", `text('fleet-page') === `+js(want)+` && document.querySelectorAll('#fleet-rows tr').length === 50`)
+		next = !next
+	}
+}
