@@ -62,7 +62,7 @@ type Config struct {
 	Aliases       []string      // other names the service answers to
 	MaxMsg        int           // bytes of msg; default 65536
 	MaxFrame      int           // bytes of a request frame; default 1 MiB
-	FollowTimeout time.Duration // default wait of a follow; default 30 s
+	FollowTimeout time.Duration // default wait of a follow; default 15 s (mos gives up after 20 s)
 	FollowMax     time.Duration // upper bound of any follow wait; default 300 s
 	MaxFollows    int           // waiting follows per connection; default 64
 	QueueLen      int           // calls queued per connection before its reader waits; default 128
@@ -77,7 +77,7 @@ const (
 	DefaultID            = "logbroker"
 	DefaultMaxMsg        = 64 << 10
 	DefaultMaxFrame      = 1 << 20
-	DefaultFollowTimeout = 30 * time.Second
+	DefaultFollowTimeout = 15 * time.Second
 	DefaultFollowMax     = 300 * time.Second
 	DefaultMaxFollows    = 64
 	DefaultQueueLen      = 128 // 128 × ~100 B a connection; pipelining clients rarely keep more in flight
