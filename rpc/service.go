@@ -158,6 +158,8 @@ type Service struct {
 	unpublished atomic.Int64
 	published   chan struct{} // cap 1: unpublished dropped to 0 or below
 	unsubbed    atomic.Bool   // Shutdown has unsubscribed: nothing to wait for
+
+	capture atomic.Pointer[Capture] // console capture, if started (Service.Capture)
 }
 
 // New makes a service over store that sends through pub. It subscribes to
@@ -543,11 +545,17 @@ func (s *Service) send(r *request, payload []byte) {
 	}
 }
 
-// Shutdown stops taking calls (new ones get 503), answers every waiting
-// follow with [], and waits until queued calls have run, their responses
+// Shutdown stores console capture's partial lines and stops capturing,
+// stops taking calls (new ones get 503), answers every waiting follow with
+// [], and waits until queued calls have run, their responses
 // are sent and their entries published live, or ctx ends.
 func (s *Service) Shutdown(ctx context.Context) error {
 	s.closing.Store(true)
+	if c := s.capture.Load(); c != nil {
+		if err := c.close(ctx); err != nil {
+			s.log.Warn("captured lines not all stored at shutdown", "err", err)
+		}
+	}
 	s.hub.releaseAll(func(f *follower) { f.c.respond(f.r, []byte("[]")) })
 	s.mu.Lock()
 	conns := make([]*Conn, 0, len(s.conns))
