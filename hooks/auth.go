@@ -34,6 +34,7 @@ type Auth struct {
 	srv      *mqtt.Server
 	services []string
 	maxConns int
+	capture  CaptureFilters // topics a device may publish its console to (AllowCapture)
 	log      *slog.Logger
 
 	users atomic.Pointer[Users]
@@ -247,7 +248,7 @@ func (a *Auth) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	if !ok {
 		return false
 	}
-	if allowed(u.Role, u.Name, cl.ID, a.services, topic, write) {
+	if allowed(u.Role, u.Name, cl.ID, a.services, topic, write) || (write && a.mayCapture(u, topic)) {
 		return true
 	}
 	verb := "subscribe"
