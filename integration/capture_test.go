@@ -3,7 +3,9 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -232,5 +234,53 @@ func TestSecured_Capture(t *testing.T) {
 	}
 	if line := s.waitLogLines("topic=dev2/log", 1, callTimeout); !strings.Contains(line, "acl denied") {
 		t.Errorf("log line for the refused publish: %q", line)
+	}
+}
+
+// TestCLI_SimulateConsole: `logbroker simulate --console` devices publish
+// their consoles as stock Mongoose OS devices do, and the broker's default
+// capture stores them: each device's boot line that came in two writes is
+// one entry, and Log.Sources counts no more losses and restarts than the
+// fleet made.
+func TestCLI_SimulateConsole(t *testing.T) {
+	t.Parallel()
+	s := start(t)
+	watch := s.dial(t)
+	watch.subscribe("+/log/console", 0)
+	from := watch.mark()
+	r := runCLI(t, "", "simulate", "--broker=tcp://"+s.MQTT, "--console", "--devices", "2", "--rate", "50",
+		"--duration", "3s", "--prefix", "con").ok(t)
+	m := regexp.MustCompile(`console: (\d+) messages published on <dev>/log \((\d+) lines split in two\), (\d+) skipped \(seq gaps\), (\d+) reboots`).FindStringSubmatch(r.stdout)
+	if m == nil {
+		t.Fatalf("no console summary on stdout: %q", r.stdout)
+	}
+	published, _ := strconv.Atoi(m[1])
+	split, _ := strconv.Atoi(m[2])
+	skipped, _ := strconv.Atoi(m[3])
+	reboots, _ := strconv.Atoi(m[4])
+	if published < 2*5 || split < 2 {
+		t.Errorf("summary %q: want each device's boot lines, its boot ok line split", m[0])
+	}
+	for _, dev := range []string{"con-001", "con-002"} {
+		watch.waitMsg(from, callTimeout, dev+"'s joined boot ok line", func(m message) bool {
+			var e entry
+			var msg string
+			return m.Topic == dev+"/log/console" && json.Unmarshal(m.Payload, &e) == nil &&
+				json.Unmarshal(e.Msg, &msg) == nil && regexp.MustCompile(`^boot ok in \d+ ms$`).MatchString(msg)
+		})
+	}
+	srcs := watch.sourcesOf()
+	var lost, restarts float64
+	for _, dev := range []string{"con-001", "con-002"} {
+		l, ok1 := srcs[dev]["captured_lost"].(float64)
+		rs, ok2 := srcs[dev]["restarts"].(float64)
+		if !ok1 || !ok2 {
+			t.Errorf("Log.Sources %s: %v, want captured_lost and restarts", dev, srcs[dev])
+		}
+		lost += l
+		restarts += rs
+	}
+	if lost > float64(skipped) || restarts > float64(reboots) {
+		t.Errorf("Log.Sources counts %v lost, %v restarts; the fleet skipped %d and rebooted %d", lost, restarts, skipped, reboots)
 	}
 }
