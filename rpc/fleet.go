@@ -27,13 +27,6 @@ const (
 	fleetWalkPage = 1000
 )
 
-// CaptureCounter reports the console capture counts of a source (PROTOCOL
-// §8): lines lost and restarts seen; ok is false when the source has
-// captured nothing. It must be cheap and safe for concurrent use.
-type CaptureCounter interface {
-	CaptureCounts(src string) (lost, restarts int64, ok bool)
-}
-
 // fleet is what Log.Fleet answers from, held in memory: every source the
 // catalog lists or the store delivered since, with its latest entry and
 // its entries and errors (level 0) per minute over the last hour.
@@ -368,8 +361,8 @@ func (s *Service) appendFleet(dst []byte, v fleetView, total, offset int, page [
 		dst = strconv.AppendInt(dst, row.entries, 10)
 		dst = append(dst, `,"errors":`...)
 		dst = strconv.AppendInt(dst, row.errors, 10)
-		if s.cfg.Capture != nil {
-			if lost, restarts, ok := s.cfg.Capture.CaptureCounts(row.src); ok {
+		if cp := s.capture.Load(); cp != nil {
+			if lost, restarts, ok := cp.counts(row.src); ok {
 				dst = append(dst, `,"captured_lost":`...)
 				dst = strconv.AppendInt(dst, lost, 10)
 				dst = append(dst, `,"restarts":`...)

@@ -282,24 +282,22 @@ func TestLogFleet_Off(t *testing.T) {
 	}
 }
 
-type captureCounts map[string][2]int64
-
-func (m captureCounts) CaptureCounts(src string) (int64, int64, bool) {
-	c, ok := m[src]
-	return c[0], c[1], ok
-}
-
-// TestLogFleet_Capture: the capture counts of captured sources are shown,
-// and left out for the others.
+// TestLogFleet_Capture: the console capture counts (PROTOCOL §8) of
+// captured sources are shown, and left out for the others.
 func TestLogFleet_Capture(t *testing.T) {
-	e := newEnv(t, Config{Capture: captureCounts{"cons": {7, 2}}})
+	e := newEnv(t, Config{})
+	cp := e.svc.Capture(CaptureConfig{})
 	admin := e.svc.Open("admin")
-	e.logAt(admin, "cons", "console", 1)
 	e.logAt(admin, "plain", "console", 1)
-	a := e.waitFleet(admin, "admin", `{"sort":"src"}`, "both sources", func(a fleetAnswer) bool { return a.Total == 2 })
+	// seq 3 then 6: 2 lost; then 0: a restart.
+	for _, p := range []string{"cons 3 1.0 1|a\n", "cons 6 1.0 1|b\n", "cons 0 1.0 1|c\n"} {
+		cp.Write("cons", []byte(p))
+	}
+	cp.appends.Wait()
+	a := e.waitFleet(admin, "admin", `{"sort":"src"}`, "both sources", func(a fleetAnswer) bool { return a.rows() == "cons:3/0 plain:1/0" })
 	c, p := a.Sources[0], a.Sources[1]
-	if c.CapturedLost == nil || *c.CapturedLost != 7 || c.Restarts == nil || *c.Restarts != 2 {
-		t.Errorf("captured source %+v, want captured_lost 7, restarts 2", c)
+	if c.CapturedLost == nil || *c.CapturedLost != 2 || c.Restarts == nil || *c.Restarts != 1 {
+		t.Errorf("captured source %+v, want captured_lost 2, restarts 1", c)
 	}
 	if p.CapturedLost != nil || p.Restarts != nil {
 		t.Errorf("plain source %+v has capture counts", p)

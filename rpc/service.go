@@ -62,7 +62,7 @@ type Config struct {
 	Aliases       []string      // other names the service answers to
 	MaxMsg        int           // bytes of msg; default 65536
 	MaxFrame      int           // bytes of a request frame; default 1 MiB
-	FollowTimeout time.Duration // default wait of a follow; default 30 s
+	FollowTimeout time.Duration // default wait of a follow; default 15 s (mos gives up after 20 s)
 	FollowMax     time.Duration // upper bound of any follow wait; default 300 s
 	ScanTimeout   time.Duration // bound of a filtered Log.List's scan when the frame sets no timeout; default 10 s, < 0: none
 	MaxFollows    int           // waiting follows per connection; default 64
@@ -74,7 +74,6 @@ type Config struct {
 	// FleetMax is the number of sources Log.Fleet tracks (see fleet);
 	// 0: DefaultFleetMax; negative: Log.Fleet is not served.
 	FleetMax int
-	Capture  CaptureCounter // console capture counts for Log.Fleet; nil: none
 
 	now func() time.Time // the fleet's clock; nil: time.Now (tests set it)
 }
@@ -84,7 +83,7 @@ const (
 	DefaultID            = "logbroker"
 	DefaultMaxMsg        = 64 << 10
 	DefaultMaxFrame      = 1 << 20
-	DefaultFollowTimeout = 30 * time.Second
+	DefaultFollowTimeout = 15 * time.Second
 	DefaultFollowMax     = 300 * time.Second
 	DefaultScanTimeout   = 10 * time.Second
 	DefaultMaxFollows    = 64
@@ -179,6 +178,8 @@ type Service struct {
 	unpublished atomic.Int64
 	published   chan struct{} // cap 1: unpublished dropped to 0 or below
 	unsubbed    atomic.Bool   // Shutdown has unsubscribed: nothing to wait for
+
+	capture atomic.Pointer[Capture] // console capture, if started (Service.Capture)
 }
 
 // New makes a service over store that sends through pub. It subscribes to
@@ -570,11 +571,17 @@ func (s *Service) send(r *request, payload []byte) {
 	}
 }
 
-// Shutdown stops taking calls (new ones get 503), answers every waiting
-// follow with [], and waits until queued calls have run, their responses
+// Shutdown stores console capture's partial lines and stops capturing,
+// stops taking calls (new ones get 503), answers every waiting follow with
+// [], and waits until queued calls have run, their responses
 // are sent and their entries published live, or ctx ends.
 func (s *Service) Shutdown(ctx context.Context) error {
 	s.closing.Store(true)
+	if c := s.capture.Load(); c != nil {
+		if err := c.close(ctx); err != nil {
+			s.log.Warn("captured lines not all stored at shutdown", "err", err)
+		}
+	}
 	s.hub.releaseAll(func(f *follower) { f.c.respond(f.r, []byte("[]")) })
 	s.mu.Lock()
 	conns := make([]*Conn, 0, len(s.conns))

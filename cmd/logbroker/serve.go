@@ -52,6 +52,8 @@ type serveConfig struct {
 	gcHeapFloor                uint64
 	retentionInterval          time.Duration
 	nats                       natsConfig // --nats: JetStream instead of Pebble
+	capture                    captureFlag
+	captureLevels              bool
 }
 
 // Default limits of serve (issue 3: every limit has a sane default).
@@ -97,7 +99,34 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.Int64Var(&c.tailCacheBytes, "tail-cache-bytes", storage.DefaultTailCacheBytes, "memory for the newest entries of the streams clients list, so that Log.List and follows near a stream's end read no disk; -1 = off")
 	fs.Uint64Var(&c.gcHeapFloor, "gc-heap-floor", defaultGCHeapFloor, "bytes of garbage the Go heap may gather before a collection while the live heap is smaller (less CPU spent collecting a small heap); 0 = Go's default pacing; ignored if GOGC is set")
 	fs.Int64Var(&c.minFreeBytes, "min-free-bytes", storage.DefaultMinFreeBytes, "free space kept on the --data volume: with less, appends are refused (error 500) until space is freed; -1 = no check")
+	c.capture = captureFlag{filters: []string{"+/log"}}
+	fs.Var(&c.capture, "capture", "topic filter of stock Mongoose OS consoles to store (PROTOCOL §8); its first '+' level names the source.\nRepeatable; given, it replaces the default; an empty value turns capture off")
+	fs.BoolVar(&c.captureLevels, "capture-levels", false, "captured consoles send log levels, not file descriptors (firmware with mqtt.debug_use_log_level)")
 	return fs, c
+}
+
+// captureFlag is --capture: repeatable, the first use replacing the default,
+// an empty value meaning none.
+type captureFlag struct {
+	filters []string
+	set     bool
+}
+
+func (f *captureFlag) String() string {
+	if f == nil {
+		return ""
+	}
+	return strings.Join(f.filters, " ")
+}
+
+func (f *captureFlag) Set(v string) error {
+	if !f.set {
+		f.filters, f.set = nil, true
+	}
+	if v != "" {
+		f.filters = append(f.filters, v)
+	}
+	return nil
 }
 
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
@@ -169,6 +198,7 @@ type node struct {
 	store    logStore // Pebble, or JetStream with --nats
 	broker   *broker.Broker
 	svc      *rpc.Service
+	capture  *rpc.Capture // console capture; nil when --capture is off
 	hs       *http.Server // nil when --http is empty
 	httpAddr string       // the bound HTTP address; "" when disabled
 	mode     string       // "open" or "secured"
@@ -213,6 +243,10 @@ func startNode(c *serveConfig, log *slog.Logger) (_ *node, err error) {
 	}
 	if c.retentionInterval <= 0 {
 		return nil, errors.New("--retention-interval: must be positive")
+	}
+	capture, err := hooks.ParseCaptureFilters(c.capture.filters)
+	if err != nil {
+		return nil, fmt.Errorf("--capture: %w", err)
 	}
 
 	n := &node{log: log, mode: "open", tls: tlsConf != nil}
@@ -267,6 +301,7 @@ func startNode(c *serveConfig, log *slog.Logger) (_ *node, err error) {
 	if users != nil {
 		n.mode = "secured"
 		auth := hooks.NewAuth(n.broker.Server(), users, n.svc.Names(), c.maxConns, log)
+		auth.AllowCapture(capture)
 		identify = auth.Caller
 		if err := n.broker.AddHook(auth, nil); err != nil {
 			return nil, err
@@ -277,6 +312,12 @@ func startNode(c *serveConfig, log *slog.Logger) (_ *node, err error) {
 	}
 	if err := n.broker.AddHook(hooks.NewRPC(n.svc, identify), nil); err != nil {
 		return nil, err
+	}
+	if len(capture) > 0 {
+		n.capture = n.svc.Capture(rpc.CaptureConfig{Levels: c.captureLevels})
+		if err := n.broker.AddHook(hooks.NewCapture(n.capture, capture), nil); err != nil {
+			return nil, err
+		}
 	}
 	if err := n.broker.Start(); err != nil {
 		return nil, err
