@@ -512,15 +512,24 @@ func TestDashboardScreenshot(t *testing.T) {
 	if shotSource != "" || shotFleet != "" {
 		run = 40 * time.Second // enough for a histogram and every device's errors
 	}
-	sim := startCLI(t, "simulate", "--broker=tcp://"+s.MQTT, "--devices", "40", "--rate", "4", "--prefix", "greenhouse", "--duration", run.String())
-	select {
-	case <-sim.exited:
-	case <-time.After(run + cliTimeout):
-		t.Fatalf("simulate did not stop after %v; stderr:\n%s", run, sim.stderr)
+	// Devices that log with Log.Log and levels, and stock Mongoose OS
+	// devices whose console is captured (lost lines and restarts).
+	sims := []*cliProc{
+		startCLI(t, "simulate", "--broker=tcp://"+s.MQTT, "--devices", "9", "--rate", "4", "--prefix", "greenhouse", "--duration", run.String()),
+		startCLI(t, "simulate", "--broker=tcp://"+s.MQTT, "--devices", "4", "--rate", "4", "--prefix", "kiln", "--console", "--duration", run.String()),
+	}
+	for _, sim := range sims {
+		select {
+		case <-sim.exited:
+		case <-time.After(run + cliTimeout):
+			t.Fatalf("simulate did not stop after %v; stderr:\n%s", run, sim.stderr)
+		}
 	}
 
 	b.do("open the dashboard", chromedp.EmulateViewport(1280, 880), chromedp.Navigate("http://"+s.HTTP+"/"))
-	b.wait("the fleet", `text('fleet-page') === '1–40 of 40 sources'`)
+	b.wait("the fleet", `text('fleet-page') === '1–13 of 13 sources'`)
+	b.wait("the captured consoles' counts", `[...document.querySelectorAll('#fleet-rows tr')].filter(tr =>
+		tr.dataset.src.startsWith('kiln') && /^[0-9,]+$/.test(tr.querySelector('.c-lost').textContent)).length === 4`)
 	errs := eval[[]int](b, `[...document.querySelectorAll('#fleet-rows .c-errors')].map(td => Number(td.textContent))`)
 	for i := 1; i < len(errs); i++ {
 		if errs[i] > errs[i-1] {

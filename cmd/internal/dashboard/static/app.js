@@ -499,8 +499,8 @@
       td("num c-entries", num(s.entries));
       const errs = td("num c-errors", "");
       errs.append(el("span", s.errors > 0 ? "pill err" : "pill", num(s.errors)));
-      td("num c-lost", num(s.captured_lost));
-      td("num c-restarts", num(s.restarts));
+      td("num c-lost" + (s.captured_lost > 0 ? " some" : ""), num(s.captured_lost));
+      td("num c-restarts" + (s.restarts > 0 ? " some" : ""), num(s.restarts));
       rows.push(tr);
     }
     body.replaceChildren(...rows);
