@@ -25,6 +25,11 @@ const (
 	fleetRefresh = 10 * time.Minute
 	// fleetWalkPage is the sources asked of the catalog at a time.
 	fleetWalkPage = 1000
+	// fleetCacheFor is how long a sorted view of the fleet is reused while
+	// sources change: Log.Fleet sorts every tracked source, so the calls
+	// within it share one sort, and a client calling it in a loop costs a
+	// page copy, not a sort of every source, each time.
+	fleetCacheFor = time.Second
 )
 
 // fleet is what Log.Fleet answers from, held in memory: every source the
@@ -43,15 +48,31 @@ const (
 // logs every minute. Sources past max are not tracked (counted in
 // untracked; the answer says "complete":false).
 type fleet struct {
-	max     int
-	now     func() time.Time
-	started time.Time
+	max      int
+	now      func() time.Time
+	started  time.Time
+	cacheFor time.Duration // fleetCacheFor; guarded by cacheMu (tests change it)
+
+	// Lock order: cacheMu, then mu. The fanout goroutine (add) takes mu
+	// only.
+	cacheMu sync.Mutex             // held while a sorted view is made
+	cache   map[string]*sortedView // by sort; guarded by cacheMu
 
 	mu        sync.Mutex
 	srcs      map[string]*fleetSource // guarded by mu
 	gen       uint64                  // bumped by every add; guarded by mu
+	version   uint64                  // bumped by every change; guarded by mu
 	walks     uint64                  // catalog walks finished; guarded by mu
-	untracked int64                   // sources not kept, max reached; guarded by mu
+	untracked int64                   // entries of sources not kept, max reached; guarded by mu
+}
+
+// sortedView is a view of every tracked source, sorted, shared by the
+// Log.Fleet calls that come within cacheFor of it (read-only).
+type sortedView struct {
+	fleetView
+	version uint64    // fleet.version it was made at
+	minute  uint32    // the minute its counts end with
+	made    time.Time // wall clock
 }
 
 // fleetSource is one source's row. REQUIRES: fleet.mu held to read or
@@ -72,7 +93,7 @@ type minuteCount struct {
 }
 
 func newFleet(max int, now func() time.Time) *fleet {
-	return &fleet{max: max, now: now, started: now(), srcs: map[string]*fleetSource{}}
+	return &fleet{max: max, now: now, started: now(), cacheFor: fleetCacheFor, srcs: map[string]*fleetSource{}, cache: map[string]*sortedView{}}
 }
 
 func minuteOf(t time.Time) uint32 { return uint32(t.Unix() / 60) }
@@ -84,6 +105,7 @@ func (f *fleet) add(group []storage.Entry) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.gen++
+	f.version++
 	var fs *fleetSource
 	for i := range group {
 		e := &group[i]
@@ -166,6 +188,7 @@ func (f *fleet) walk(ctx context.Context, cat Catalog) error {
 			return err
 		}
 		f.mu.Lock()
+		f.version++
 		for _, si := range list {
 			if fs := f.source(si.Src); fs != nil {
 				fs.walked = walk
@@ -188,6 +211,7 @@ func (f *fleet) walk(ctx context.Context, cat Catalog) error {
 		}
 	}
 	f.walks = walk
+	f.version++
 	f.untracked = 0 // counted again from here: the walk saw every source
 	return nil
 }
@@ -207,6 +231,7 @@ func (f *fleet) refresh(ctx context.Context, cat Catalog, src string) error {
 	if fs == nil || fs.touched > gen0 {
 		return nil
 	}
+	f.version++
 	if len(list) == 1 && list[0].Src == src {
 		fs.lastSeq, fs.lastTS, fs.empty = list[0].LastSeq, list[0].LastTimestamp, list[0].Empty
 	} else {
@@ -231,17 +256,13 @@ type fleetView struct {
 	complete bool      // every source is tracked and the first walk is done
 }
 
-// view returns the rows of the sources keep accepts, unsorted.
-func (f *fleet) view(keep func(src string) bool) fleetView {
-	now := f.now()
-	minute := minuteOf(now)
+// view returns the rows of every source, unsorted, with counts in the
+// window that ends with minute, and the version it saw.
+func (f *fleet) view(minute uint32) (fleetView, uint64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	v := fleetView{rows: make([]fleetRow, 0, len(f.srcs)), complete: f.untracked == 0 && f.walks > 0}
 	for src, fs := range f.srcs {
-		if !keep(src) {
-			continue
-		}
 		r := fleetRow{src: src, lastSeq: fs.lastSeq, lastTS: fs.lastTS, empty: fs.empty}
 		r.entries, r.errors = fs.counts(minute)
 		v.rows = append(v.rows, r)
@@ -251,7 +272,28 @@ func (f *fleet) view(keep func(src string) bool) fleetView {
 	if f.started.After(v.since) {
 		v.since = f.started
 	}
-	return v
+	return v, f.version
+}
+
+// sorted returns every source sorted by sortBy (a key of fleetSorts): the
+// cached view when nothing changed since it was made, or when it is
+// younger than cacheFor, in the same minute; else a new one. Callers must
+// not modify it.
+func (f *fleet) sorted(sortBy string) *sortedView {
+	f.cacheMu.Lock()
+	defer f.cacheMu.Unlock()
+	minute := minuteOf(f.now())
+	f.mu.Lock()
+	version := f.version
+	f.mu.Unlock()
+	if c := f.cache[sortBy]; c != nil && c.minute == minute && (c.version == version || time.Since(c.made) < f.cacheFor) {
+		return c
+	}
+	v, version := f.view(minute)
+	slices.SortFunc(v.rows, fleetSorts[sortBy])
+	c := &sortedView{fleetView: v, version: version, minute: minute, made: time.Now()}
+	f.cache[sortBy] = c
+	return c
 }
 
 // fleetSorts are the orders Log.Fleet offers, each ending with the name so
@@ -288,8 +330,7 @@ func (c *Conn) logFleet(r *request) {
 		c.fail(r, err)
 		return
 	}
-	order, ok := fleetSorts[sortBy]
-	if !ok {
+	if _, ok := fleetSorts[sortBy]; !ok {
 		c.fail(r, errorf(CodeBadRequest, "sort must be one of errors, entries, last, src, not %q", sortBy))
 		return
 	}
@@ -322,13 +363,28 @@ func (c *Conn) logFleet(r *request) {
 		return
 	}
 	access := methodAccess[r.method]
-	v := c.svc.fleet.view(func(src string) bool {
-		return strings.HasPrefix(src, prefix) && caller.may(access, src)
-	})
-	slices.SortFunc(v.rows, order)
-	total := len(v.rows)
-	page := v.rows[min(offset, total):min(offset+limit, total)]
-	c.respond(r, c.svc.appendFleet(nil, v, total, offset, page))
+	all := !caller.Secured || caller.Role == RoleAdmin || caller.Role == RoleReader
+	v := c.svc.fleet.sorted(sortBy)
+	rows := v.rows
+	total := len(rows)
+	var page []fleetRow
+	if all && prefix == "" {
+		page = rows[min(offset, total):min(offset+limit, total)]
+	} else {
+		// One pass over the sorted rows: count the ones the caller may
+		// see, keep those of the page.
+		total = 0
+		for i := range rows {
+			if !strings.HasPrefix(rows[i].src, prefix) || !caller.may(access, rows[i].src) {
+				continue
+			}
+			if total >= offset && len(page) < limit {
+				page = append(page, rows[i])
+			}
+			total++
+		}
+	}
+	c.respond(r, c.svc.appendFleet(nil, v.fleetView, total, offset, page))
 }
 
 // appendFleet appends a Log.Fleet result.

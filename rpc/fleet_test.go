@@ -181,10 +181,10 @@ func TestLogFleet(t *testing.T) {
 	t.Run("Delete", func(t *testing.T) {
 		e.t = t
 		e.mustCall(admin, "dev-a", "Log.Delete", "")
-		a := e.fleet(admin, "admin", `{"prefix":"dev-a"}`)
-		if len(a.Sources) != 1 || a.Sources[0].LastTimestamp != nil || a.Sources[0].LastID != storage.FormatID(6) {
-			t.Errorf("after Delete: %+v, want dev-a without a last_timestamp, last_id its head", a.Sources)
-		}
+		// Without a last_timestamp; last_id its head.
+		e.waitFleet(admin, "admin", `{"prefix":"dev-a"}`, "dev-a emptied", func(a fleetAnswer) bool {
+			return len(a.Sources) == 1 && a.Sources[0].LastTimestamp == nil && a.Sources[0].LastID == storage.FormatID(6)
+		})
 	})
 
 	t.Run("BadArgs", func(t *testing.T) {
@@ -204,6 +204,44 @@ func TestLogFleet(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestLogFleet_SharedSort: calls within cacheFor of a sorted view share it
+// even while entries arrive (a client calling in a loop does not sort every
+// source each time); a new minute or an unchanged fleet past it does not.
+func TestLogFleet_SharedSort(t *testing.T) {
+	clk := newClock(time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC))
+	e := newEnv(t, Config{now: clk.now})
+	f := e.svc.fleet
+	admin := e.svc.Open("admin")
+	e.logAt(admin, "a", "console", 1)
+	e.waitFleet(admin, "admin", "", "a counted", func(a fleetAnswer) bool { return a.rows() == "a:1/0" })
+	f.cacheMu.Lock()
+	f.cacheFor = time.Hour
+	f.cacheMu.Unlock()
+	first := f.sorted("errors")
+	e.logAt(admin, "b", "console", 1)
+	waitUntil(t, "b counted", func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.srcs["b"] != nil
+	})
+	if got := f.sorted("errors"); got != first {
+		t.Errorf("a call within cacheFor sorted again")
+	}
+	if a := e.fleet(admin, "admin", ""); a.rows() != "a:1/0" {
+		t.Errorf("within cacheFor: %s, want the shared view a:1/0", a.rows())
+	}
+	clk.advance(time.Minute)
+	if a := e.fleet(admin, "admin", ""); a.rows() != "a:1/0 b:1/0" {
+		t.Errorf("a minute on: %s, want a new view a:1/0 b:1/0", a.rows())
+	}
+	f.cacheMu.Lock()
+	f.cacheFor = 0
+	f.cacheMu.Unlock()
+	if f.sorted("errors") != f.sorted("errors") {
+		t.Errorf("an unchanged fleet was sorted again")
+	}
 }
 
 // TestLogFleet_FromCatalog: a service started over a store that already
@@ -320,7 +358,8 @@ func (r *replies) Publish(m Message) error {
 
 // BenchmarkLogFleet measures one Log.Fleet call, request to response,
 // over 10,000 sources (one entry each, every 10th with an error): a page
-// of 50, most errors first, at the start and in the middle of the list.
+// of 50, most errors first, at the start and in the middle of the list;
+// with a new sort each call, and with a shared sorted view.
 // Run with: go test -run='^$' -bench=LogFleet -benchmem ./rpc/
 func BenchmarkLogFleet(b *testing.B) {
 	const n = 10_000
@@ -349,15 +388,27 @@ func BenchmarkLogFleet(b *testing.B) {
 		return r.Result
 	}
 	waitUntil(b, "10,000 sources", func() bool { return fleet(`{"limit":1}`).Total == n })
-	for _, offset := range []int{0, 5000} {
-		b.Run(fmt.Sprintf("offset=%d", offset), func(b *testing.B) {
-			args := fmt.Sprintf(`{"sort":"errors","offset":%d,"limit":50}`, offset)
-			b.ReportAllocs()
-			for b.Loop() {
-				if a := fleet(args); len(a.Sources) != 50 {
-					b.Fatalf("%d sources", len(a.Sources))
+	// sort: every call finds the fleet changed and sorts it again (as
+	// once a second while entries arrive); shared: calls share a view.
+	for _, mode := range []string{"sort", "shared"} {
+		for _, offset := range []int{0, 5000} {
+			b.Run(fmt.Sprintf("%s/offset=%d", mode, offset), func(b *testing.B) {
+				args := fmt.Sprintf(`{"sort":"errors","offset":%d,"limit":50}`, offset)
+				b.ReportAllocs()
+				for b.Loop() {
+					if mode == "sort" {
+						e.svc.fleet.mu.Lock()
+						e.svc.fleet.version++
+						e.svc.fleet.mu.Unlock()
+						e.svc.fleet.cacheMu.Lock()
+						e.svc.fleet.cacheFor = 0
+						e.svc.fleet.cacheMu.Unlock()
+					}
+					if a := fleet(args); len(a.Sources) != 50 {
+						b.Fatalf("%d sources", len(a.Sources))
+					}
 				}
-			}
-		})
+			})
+		}
 	}
 }
