@@ -106,6 +106,16 @@ func TestDashboardFleet(t *testing.T) {
 		b.wait("the fleet again", `!document.getElementById('fleet').hidden && document.getElementById('tail').hidden && location.hash === ''`)
 	})
 
+	t.Run("Phone", func(t *testing.T) {
+		b.t = t
+		b.do("phone viewport", chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile))
+		defer b.do("desktop viewport", chromedp.EmulateViewport(1200, 760))
+		b.wait("the fleet's rows", `document.querySelectorAll('#fleet-rows tr').length === 50`)
+		if over := eval[bool](b, `document.documentElement.scrollWidth > window.innerWidth`); over {
+			t.Errorf("the fleet scrolls the page sideways on a 390 px wide screen")
+		}
+	})
+
 	t.Run("NoExceptions", func(t *testing.T) {
 		b.t = t
 		if ex := b.exceptions(); len(ex) > 0 {
