@@ -45,8 +45,9 @@ const (
 //
 // Memory: at most max sources, each ~120 bytes plus its name plus 12 bytes
 // per minute in which it logged (at most 61): ~0.9 KB for a source that
-// logs every minute. Sources past max are not tracked (counted in
-// untracked; the answer says "complete":false).
+// logs every minute; and a sorted copy of the rows (~64 bytes a source)
+// for each sort order asked for in the last second. Sources past max are
+// not tracked (counted in untracked; the answer says "complete":false).
 type fleet struct {
 	max      int
 	now      func() time.Time
@@ -182,6 +183,7 @@ func (f *fleet) walk(ctx context.Context, cat Catalog) error {
 	gen0, walk := f.gen, f.walks+1
 	f.mu.Unlock()
 	after := ""
+	var missed int64 // sources listed but not tracked: max reached
 	for {
 		list, err := cat.Sources(ctx, storage.SourceQuery{After: after, Limit: fleetWalkPage})
 		if err != nil {
@@ -190,11 +192,14 @@ func (f *fleet) walk(ctx context.Context, cat Catalog) error {
 		f.mu.Lock()
 		f.version++
 		for _, si := range list {
-			if fs := f.source(si.Src); fs != nil {
-				fs.walked = walk
-				if fs.touched <= gen0 {
-					fs.lastSeq, fs.lastTS, fs.empty = si.LastSeq, si.LastTimestamp, si.Empty
-				}
+			fs := f.source(si.Src)
+			if fs == nil {
+				missed++
+				continue
+			}
+			fs.walked = walk
+			if fs.touched <= gen0 {
+				fs.lastSeq, fs.lastTS, fs.empty = si.LastSeq, si.LastTimestamp, si.Empty
 			}
 		}
 		f.mu.Unlock()
@@ -212,7 +217,7 @@ func (f *fleet) walk(ctx context.Context, cat Catalog) error {
 	}
 	f.walks = walk
 	f.version++
-	f.untracked = 0 // counted again from here: the walk saw every source
+	f.untracked = missed // counted again from here: the walk saw every source
 	return nil
 }
 

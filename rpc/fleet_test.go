@@ -309,6 +309,16 @@ func TestLogFleet_Bounded(t *testing.T) {
 	if a.Total != 3 {
 		t.Errorf("%d sources tracked, want the bound, 3", a.Total)
 	}
+	// A later catalog walk, which lists all 5, still finds the fleet incomplete.
+	if err := e.svc.fleet.walk(context.Background(), e.store); err != nil {
+		t.Fatal(err)
+	}
+	e.svc.fleet.mu.Lock()
+	untracked := e.svc.fleet.untracked
+	e.svc.fleet.mu.Unlock()
+	if untracked != 2 {
+		t.Errorf("after a walk: %d sources untracked, want 2", untracked)
+	}
 }
 
 // TestLogFleet_Off: a negative FleetMax turns Log.Fleet off.
