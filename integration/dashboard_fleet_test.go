@@ -145,3 +145,17 @@ func BenchmarkDashboardFleet(b *testing.B) {
 		next = !next
 	}
 }
+
+// TestDashboardFleetOff: --fleet-sources 0 turns Log.Fleet off (404); the
+// page says so and still lists the sources.
+func TestDashboardFleetOff(t *testing.T) {
+	s := start(t, "--fleet-sources", "0")
+	dev := s.dial(t)
+	dev.log(map[string]any{"src": "solo", "msg": "hi"})
+	dev.call(map[string]any{"method": "Log.Fleet"}, "").fails(t, 404)
+
+	b := newBrowser(t)
+	b.do("open the dashboard", chromedp.Navigate("http://"+s.HTTP+"/"))
+	b.wait("the 404 explained", `text('fleet-note').includes('no fleet view') && document.getElementById('fleet-table').hidden`)
+	b.wait("the sources listed", `[...document.querySelectorAll('#sources .name')].some(n => n.textContent === 'solo')`)
+}
