@@ -7,8 +7,9 @@ import (
 )
 
 // rule allows a role to publish to (write) or subscribe to (read) the topics
-// of a filter. In filters, {id} stands for the client's identity and {svc}
-// for each name of the service.
+// of a filter. In filters, {id} stands for the client's identity, {svc} for
+// each name of the service and {client} for the connection's MQTT client id
+// (a row with {client} applies only when the id is one valid topic level).
 type rule struct {
 	role   rpc.Role
 	write  bool
@@ -23,20 +24,23 @@ var aclRules = []rule{
 	{rpc.RoleDevice, true, "{svc}/rpc/#"},
 	{rpc.RoleDevice, true, "+/rpc"}, // calls to other devices
 	{rpc.RoleDevice, false, "{id}/#"},
+	{rpc.RoleDevice, false, "{svc}/rpc-resp/{client}/#"}, // mos's replies
 
 	{rpc.RoleReader, true, "{svc}/rpc"},
 	{rpc.RoleReader, true, "{svc}/rpc/#"},
 	{rpc.RoleReader, true, "+/rpc"},
 	{rpc.RoleReader, false, "+/log/#"},
 	{rpc.RoleReader, false, "{id}/#"},
+	{rpc.RoleReader, false, "{svc}/rpc-resp/{client}/#"},
 
 	{rpc.RoleAdmin, true, "#"},
 	{rpc.RoleAdmin, false, "#"},
 }
 
-// allowed reports whether a client with identity and role may publish to
-// topic (write) or subscribe to the filter topic (!write).
-func allowed(role rpc.Role, identity string, services []string, topic string, write bool) bool {
+// allowed reports whether a client with identity and role, connected with
+// the MQTT client id client, may publish to topic (write) or subscribe to the
+// filter topic (!write).
+func allowed(role rpc.Role, identity, client string, services []string, topic string, write bool) bool {
 	if !write {
 		topic = stripShare(topic)
 	}
@@ -48,6 +52,12 @@ func allowed(role rpc.Role, identity string, services []string, topic string, wr
 			continue
 		}
 		f := strings.ReplaceAll(r.filter, "{id}", identity)
+		if strings.Contains(f, "{client}") {
+			if !oneLevel(client) {
+				continue
+			}
+			f = strings.ReplaceAll(f, "{client}", client)
+		}
 		if !strings.Contains(f, "{svc}") {
 			if covers(f, topic) {
 				return true
@@ -62,6 +72,11 @@ func allowed(role rpc.Role, identity string, services []string, topic string, wr
 	}
 	return false
 }
+
+// oneLevel reports whether a client id can stand for {client}: one topic
+// level without wildcards, NUL or control characters, not starting with '$'.
+// An id "a/b" or "+" would otherwise reach into another client's topics.
+func oneLevel(client string) bool { return validUserName(client) == nil }
 
 // validMQTTTopic reports whether topic is a valid topic name (write) or topic
 // filter: not empty, wildcards only as whole levels, '#' only last, and none

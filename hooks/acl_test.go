@@ -222,12 +222,12 @@ func TestAllowed(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.describe, func(t *testing.T) {
 			for _, o := range c.allow {
-				if !allowed(c.role, c.id, svcs, o.topic, o.write) {
+				if !allowed(c.role, c.id, "", svcs, o.topic, o.write) {
 					t.Errorf("%s %s: %s %q denied, want allowed", c.describe, c.id, verb(o.write), o.topic)
 				}
 			}
 			for _, o := range c.deny {
-				if allowed(c.role, c.id, svcs, o.topic, o.write) {
+				if allowed(c.role, c.id, "", svcs, o.topic, o.write) {
 					t.Errorf("%s %s: %s %q allowed, want denied", c.describe, c.id, verb(o.write), o.topic)
 				}
 			}
@@ -304,7 +304,7 @@ func FuzzCovers(f *testing.F) {
 						want = want || refMatch(fl, x)
 					}
 				}
-				if got := allowed(role, "a", svcs, x, write); got != want {
+				if got := allowed(role, "a", "", svcs, x, write); got != want {
 					t.Fatalf("allowed(%v, id a, %s %q) = %v, reference %v", role, verb(write), x, got, want)
 				}
 			}

@@ -34,12 +34,14 @@ type Auth struct {
 	srv      *mqtt.Server
 	services []string
 	maxConns int
+	capture  CaptureFilters // topics a device may publish its console to (AllowCapture)
 	log      *slog.Logger
 
 	users atomic.Pointer[Users]
 
 	mu     sync.Mutex
 	conns  map[string]map[*mqtt.Client]struct{} // identity -> its connections
+	claims map[string]*mqtt.Client              // client id -> the connection that passed OnConnect with it
 	proven map[string][32]byte                  // identity -> sha256 of a password bcrypt accepted
 }
 
@@ -50,7 +52,7 @@ func NewAuth(srv *mqtt.Server, users Users, services []string, maxConns int, log
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	a := &Auth{srv: srv, services: services, maxConns: maxConns, log: log,
-		conns: map[string]map[*mqtt.Client]struct{}{}, proven: map[string][32]byte{}}
+		conns: map[string]map[*mqtt.Client]struct{}{}, claims: map[string]*mqtt.Client{}, proven: map[string][32]byte{}}
 	a.users.Store(&users)
 	return a
 }
@@ -75,12 +77,23 @@ func (a *Auth) user(cl *mqtt.Client) (User, bool) {
 
 // Caller is the rpc identity of a connected client. A client whose user is
 // no longer in the users file (a reload is disconnecting it) may do nothing.
+//
+// Its own sources also include "<service>/rpc-resp/<client id>" (and below)
+// for the connection's own client id, where the mos tool asks for its
+// replies: a client id belongs to one user at a time (OnConnect), and an id
+// that is not one topic level (a/b, +) gets no such source.
 func (a *Auth) Caller(cl *mqtt.Client) rpc.Caller {
 	u, ok := a.user(cl)
 	if !ok {
 		return rpc.Caller{Identity: string(cl.Properties.Username), Role: rpc.RoleNone, Secured: true}
 	}
-	return rpc.Caller{Identity: u.Name, Role: u.Role, Secured: true}
+	c := rpc.Caller{Identity: u.Name, Role: u.Role, Secured: true}
+	if oneLevel(cl.ID) {
+		for _, s := range a.services {
+			c.Replies = append(c.Replies, s+"/rpc-resp/"+cl.ID)
+		}
+	}
+	return c
 }
 
 // refuse sends a refusing CONNACK itself, because mochi would send a 3.1.1
@@ -116,26 +129,43 @@ func (a *Auth) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		a.log.Warn("connection refused", "client", cl.ID, "user", name, "remote", cl.Net.Remote, "err", "will topic not allowed", "topic", pk.Connect.WillTopic)
 		return a.refuse(cl, packets.ErrNotAuthorized)
 	}
-	if other, ok := a.srv.Clients.Get(cl.ID); ok && string(other.Properties.Username) != name {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.claimable(cl, name) {
 		a.log.Warn("connection refused", "client", cl.ID, "user", name, "remote", cl.Net.Remote, "err", "client id is in use by another user")
 		return a.refuse(cl, packets.ErrNotAuthorized)
 	}
-	if a.maxConns <= 0 {
-		return nil
+	if a.maxConns > 0 {
+		if a.liveConns(name, cl.ID) >= a.maxConns {
+			a.log.Warn("connection refused", "client", cl.ID, "user", name, "remote", cl.Net.Remote, "err", "too many connections for this identity")
+			return a.refuse(cl, packets.ErrQuotaExceeded)
+		}
+		// Counted from here, so that simultaneous connects cannot all pass the
+		// check; a connect that fails later is closed and no longer counts.
+		if a.conns[name] == nil {
+			a.conns[name] = map[*mqtt.Client]struct{}{}
+		}
+		a.conns[name][cl] = struct{}{}
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.liveConns(name, cl.ID) >= a.maxConns {
-		a.log.Warn("connection refused", "client", cl.ID, "user", name, "remote", cl.Net.Remote, "err", "too many connections for this identity")
-		return a.refuse(cl, packets.ErrQuotaExceeded)
-	}
-	// Counted from here, so that simultaneous connects cannot all pass the
-	// check; a connect that fails later is closed and no longer counts.
-	if a.conns[name] == nil {
-		a.conns[name] = map[*mqtt.Client]struct{}{}
-	}
-	a.conns[name][cl] = struct{}{}
+	a.claims[cl.ID] = cl
 	return nil
+}
+
+// claimable reports whether user name may take the client id of cl: not if
+// another user has it, as a session in mochi's table (connected, or kept for
+// a reconnect) or as a connection that passed OnConnect and is not in the
+// table yet (mochi adds it after the hooks: without the claim, two users
+// connecting at once with one id would both pass, and the second would take
+// the first's session over). OnConnect records the claim, OnDisconnect drops
+// it. a.mu is held.
+func (a *Auth) claimable(cl *mqtt.Client, name string) bool {
+	if other, ok := a.srv.Clients.Get(cl.ID); ok && string(other.Properties.Username) != name {
+		return false
+	}
+	if c, ok := a.claims[cl.ID]; ok && c != cl && !c.Closed() && string(c.Properties.Username) != name {
+		return false
+	}
+	return true
 }
 
 // willAllowed reports whether u may leave a will on topic. mochi publishes a
@@ -149,7 +179,7 @@ func (a *Auth) willAllowed(u User, topic string) bool {
 			return false
 		}
 	}
-	return allowed(u.Role, u.Name, a.services, topic, true)
+	return allowed(u.Role, u.Name, "", a.services, topic, true)
 }
 
 // liveConns counts the identity's open connections, forgetting closed ones
@@ -205,6 +235,9 @@ func (a *Auth) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
 	if len(a.conns[name]) == 0 {
 		delete(a.conns, name)
 	}
+	if a.claims[cl.ID] == cl {
+		delete(a.claims, cl.ID)
+	}
 	a.mu.Unlock()
 	a.log.Info("client disconnected", "client", cl.ID, "user", name, "err", err)
 }
@@ -215,7 +248,7 @@ func (a *Auth) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	if !ok {
 		return false
 	}
-	if allowed(u.Role, u.Name, a.services, topic, write) {
+	if allowed(u.Role, u.Name, cl.ID, a.services, topic, write) || (write && a.mayCapture(u, topic)) {
 		return true
 	}
 	verb := "subscribe"

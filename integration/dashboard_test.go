@@ -118,10 +118,9 @@ func (b *browser) wait(what, cond string) {
 }
 
 // jsHelpers is prepended to every expression: msgs() lists the messages of
-// the entries shown, in order; shown() those not hidden by the filter.
+// the entries shown, in order.
 const jsHelpers = `(() => {
 	window.msgs = () => [...document.querySelectorAll('#entries .entry .msg')].map(e => e.textContent);
-	window.shown = () => [...document.querySelectorAll('#entries .entry')].filter(e => !e.hidden).map(e => e.querySelector('.msg').textContent);
 	window.text = (id) => document.getElementById(id).textContent;
 })(), `
 
@@ -248,13 +247,15 @@ func TestDashboard(t *testing.T) {
 		b.wait("a JSON msg shown as JSON", `msgs().includes('{"temp":21.5}')`)
 	})
 
-	t.Run("Filter", func(t *testing.T) {
+	t.Run("Search", func(t *testing.T) {
 		b.t = t
-		b.do("type a filter", chromedp.SendKeys(chromedp.ID("filter"), "HELLO"))
-		b.wait("only matching entries shown", `shown().length === 1 && shown()[0].includes('hello') && msgs().length === 3`)
-		b.wait("the count says so", `text('count').startsWith('1 of 3')`)
-		b.do("clear the filter", chromedp.Evaluate[chromedp.Void](`(() => { const f = document.getElementById('filter'); f.value = ''; f.dispatchEvent(new Event('input')); })()`))
-		b.wait("every entry shown again", `shown().length === 3`)
+		// The search asks the server (match): only matching entries come back.
+		b.do("search", chromedp.SetValue(chromedp.ID("search"), "HELLO"), chromedp.Click(chromedp.ID("apply")))
+		b.wait("only matching entries shown", `msgs().length === 1 && msgs()[0].includes('hello')`)
+		b.wait("the count says so", `text('count') === '1 entry matching'`)
+		b.do("clear the search", chromedp.Evaluate[chromedp.Void](`(() => {
+			const f = document.getElementById('search'); f.value = ''; f.dispatchEvent(new Event('input')); })()`))
+		b.wait("every entry shown again", `msgs().length === 3`)
 	})
 
 	t.Run("Pause", func(t *testing.T) {
@@ -438,6 +439,9 @@ func TestDashboardSecured(t *testing.T) {
 		b.wait("dev1's stored entry", `msgs().includes('dev1 boot ok')`)
 		dev1.log(map[string]any{"msg": "dev1 live"})
 		b.wait("dev1's live entry", `msgs().at(-1) === 'dev1 live'`)
+		// A reader sees the whole fleet (methodAccess: Log.Fleet is a read).
+		b.do("to the fleet", chromedp.Click(chromedp.ID("to-fleet")))
+		b.wait("dev1 in the fleet", `[...document.querySelectorAll('#fleet-rows tr')].map(tr => tr.dataset.src).includes('dev1')`)
 	})
 
 	t.Run("SignOutClears", func(t *testing.T) {
@@ -465,6 +469,12 @@ func TestDashboardSecured(t *testing.T) {
 		if got := eval[[]string](b, `msgs()`); len(got) != 1 {
 			t.Errorf("dev2 sees %q, want only its own entry", got)
 		}
+		// A device's fleet holds its own sources only.
+		b.do("to the fleet", chromedp.Click(chromedp.ID("to-fleet")))
+		b.wait("dev2's fleet", `text('fleet-page') === '1–1 of 1 source'`)
+		if got := eval[[]string](b, `[...document.querySelectorAll('#fleet-rows tr')].map(tr => tr.dataset.src)`); len(got) != 1 || got[0] != "dev2" {
+			t.Errorf("dev2's fleet %q, want only dev2", got)
+		}
 	})
 
 	t.Run("ForeignWebSocketIgnored", func(t *testing.T) {
@@ -487,48 +497,61 @@ func TestDashboardSecured(t *testing.T) {
 	})
 }
 
-// TestDashboardScreenshot renders a small fleet's console, the picture the
-// README shows. It is written to $LOGBROKER_SCREENSHOT when that is set
-// (make it with LOGBROKER_SCREENSHOT=$PWD/docs/dashboard.png); otherwise
-// only checked.
+// TestDashboardScreenshot renders the pictures the README shows: the fleet
+// and a source's view, with `logbroker simulate` data. They are written to
+// $LOGBROKER_SCREENSHOT (the source's view) and $LOGBROKER_SCREENSHOT_FLEET
+// when those are set (make them with
+// LOGBROKER_SCREENSHOT=$PWD/docs/dashboard.png
+// LOGBROKER_SCREENSHOT_FLEET=$PWD/docs/fleet.png); otherwise only checked,
+// over a shorter simulation.
 func TestDashboardScreenshot(t *testing.T) {
 	b := newBrowser(t)
 	s := start(t)
-	c := s.dial(t)
-	base := time.Date(2026, 11, 25, 16, 0, 0, 0, time.UTC).UnixMilli()
-	lines := []struct {
-		src, stream string
-		msg         any
-	}{
-		{"greenhouse-1", "console", "boot ok: firmware 2.4.1, reset reason power-on"},
-		{"greenhouse-2", "console", "boot ok: firmware 2.4.1, reset reason watchdog"},
-		{"greenhouse-1", "console", "wifi: connected to greenhouse-ap, rssi -61 dBm"},
-		{"greenhouse-1", "sensor", map[string]any{"temp_c": 21.4, "humidity": 63}},
-		{"greenhouse-1", "console", "mqtt: connected, session clean"},
-		{"greenhouse-1", "sensor", map[string]any{"temp_c": 21.6, "humidity": 62}},
-		{"greenhouse-1", "console", "warn: soil probe 3 slow to answer (812 ms)"},
-		{"greenhouse-1", "sensor", map[string]any{"temp_c": 21.9, "humidity": 61}},
-		{"greenhouse-1", "console", "valve 2 open for 90 s"},
-		{"greenhouse-1", "console", "error: soil probe 3 timeout, retrying in 5 s"},
-		{"greenhouse-1", "sensor", map[string]any{"temp_c": 22.1, "humidity": 60}},
-		{"greenhouse-1", "console", "soil probe 3 back: moisture 41 %"},
-		{"greenhouse-1", "console", "valve 2 closed"},
+	shotSource, shotFleet := os.Getenv("LOGBROKER_SCREENSHOT"), os.Getenv("LOGBROKER_SCREENSHOT_FLEET")
+	run := 3 * time.Second
+	if shotSource != "" || shotFleet != "" {
+		run = 40 * time.Second // enough for a histogram and every device's errors
 	}
-	for i, l := range lines {
-		c.log(map[string]any{"src": l.src, "stream": l.stream, "msg": l.msg, "timestamp": base + int64(i)*7300})
+	// Devices that log with Log.Log and levels, and stock Mongoose OS
+	// devices whose console is captured (lost lines and restarts).
+	sims := []*cliProc{
+		startCLI(t, "simulate", "--broker=tcp://"+s.MQTT, "--devices", "9", "--rate", "4", "--prefix", "greenhouse", "--duration", run.String()),
+		startCLI(t, "simulate", "--broker=tcp://"+s.MQTT, "--devices", "4", "--rate", "4", "--prefix", "kiln", "--console", "--duration", run.String()),
 	}
-	b.do("open the dashboard", chromedp.Navigate("http://"+s.HTTP+"/#src=greenhouse-1"))
-	b.wait("the fleet's lines", `msgs().length === 12`)
-	c.log(map[string]any{"src": "greenhouse-2", "msg": "ota: checking for updates", "timestamp": base + 100000})
-	c.log(map[string]any{"src": "greenhouse-1", "msg": "heartbeat: uptime 96 s, free heap 41 KiB", "timestamp": base + 101000})
-	b.wait("a live line", `msgs().length === 13`)
-	// Counts reload a few seconds after live entries: show them agreeing.
-	b.wait("the stream counts", `!document.querySelector('#streams .chip .n') || document.querySelector('#streams .chip[data-stream="console"] .n')?.textContent === '9'`)
-	png := b.screenshot()
-	if path := os.Getenv("LOGBROKER_SCREENSHOT"); path != "" {
-		if err := os.WriteFile(path, png, 0o644); err != nil {
-			t.Fatal(err)
+	for _, sim := range sims {
+		select {
+		case <-sim.exited:
+		case <-time.After(run + cliTimeout):
+			t.Fatalf("simulate did not stop after %v; stderr:\n%s", run, sim.stderr)
 		}
-		t.Logf("wrote %s (%d bytes)", path, len(png))
 	}
+
+	b.do("open the dashboard", chromedp.EmulateViewport(1280, 880), chromedp.Navigate("http://"+s.HTTP+"/"))
+	b.wait("the fleet", `text('fleet-page') === '1–13 of 13 sources'`)
+	b.wait("the captured consoles' counts", `[...document.querySelectorAll('#fleet-rows tr')].filter(tr =>
+		tr.dataset.src.startsWith('kiln') && /^[0-9,]+$/.test(tr.querySelector('.c-lost').textContent)).length === 4`)
+	errs := eval[[]int](b, `[...document.querySelectorAll('#fleet-rows .c-errors')].map(td => Number(td.textContent))`)
+	for i := 1; i < len(errs); i++ {
+		if errs[i] > errs[i-1] {
+			t.Fatalf("fleet errors %v: not most errors first", errs)
+		}
+	}
+	if shotFleet != "" {
+		write(t, shotFleet, b.screenshot())
+	}
+
+	b.do("open the source with most errors", chromedp.Click(chromedp.CSS(`#fleet-rows tr:first-child .src-link`)))
+	b.wait("its entries and histogram", `msgs().length > 5 && !document.getElementById('histo').hidden`)
+	b.wait("the histogram agrees", barsByLevel+` === `+rowsByLevel)
+	if shotSource != "" {
+		write(t, shotSource, b.screenshot())
+	}
+}
+
+func write(t *testing.T, path string, png []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("wrote %s (%d bytes)", path, len(png))
 }

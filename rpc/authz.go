@@ -52,12 +52,30 @@ type Caller struct {
 	Identity string
 	Role     Role
 	Secured  bool // false: open mode, every call allowed
+	// Replies are further roots the caller owns, besides Identity: the
+	// sources "<service>/rpc-resp/<client id>" of the connection's own
+	// client id, which is where the mos tool wants its replies (hooks.Auth
+	// sets them).
+	Replies []string
 }
 
 // owns reports whether src is one of the caller's own sources: its identity
-// or a path under it.
+// or a path under it, or one of its Replies roots or a path under one.
 func (c Caller) owns(src string) bool {
-	return src == c.Identity || strings.HasPrefix(src, c.Identity+"/")
+	if under(src, c.Identity) {
+		return true
+	}
+	for _, r := range c.Replies {
+		if under(src, r) {
+			return true
+		}
+	}
+	return false
+}
+
+// under reports whether src is root or a path below it.
+func under(src, root string) bool {
+	return src == root || (strings.HasPrefix(src, root) && len(src) > len(root) && src[len(root)] == '/')
 }
 
 // access is what a method does to the source it names.
@@ -76,6 +94,7 @@ var methodAccess = map[string]access{
 	"Log.List":    accessRead,
 	"Log.Sources": accessRead, // a device sees only its own sources
 	"Log.Streams": accessRead,
+	"Log.Fleet":   accessRead, // a device sees only its own sources
 	"RPC.Ping":    accessNone,
 	"RPC.List":    accessNone,
 }

@@ -16,6 +16,7 @@ func TestCaller_Permissions(t *testing.T) {
 	admin := Caller{Identity: "ops", Role: RoleAdmin, Secured: true}
 	gone := Caller{Identity: "gone", Role: RoleNone, Secured: true}
 	open := Caller{}
+	mos := Caller{Identity: "dev1", Role: RoleDevice, Secured: true, Replies: []string{"logbroker/rpc-resp/mos-123"}}
 
 	type check struct {
 		method string
@@ -36,6 +37,16 @@ func TestCaller_Permissions(t *testing.T) {
 				{"Log.Log", "dev2", false}, {"Log.List", "dev2", false}, {"Log.Delete", "dev2", false},
 				{"Log.Log", "dev10", false}, {"Log.List", "dev1x/y", false},
 				{"RPC.Ping", "dev2", true}, {"RPC.List", "dev2", true},
+			}},
+		{"DeviceAsMos", mos,
+			map[string]bool{"dev1": true, "logbroker/rpc-resp/mos-123": true, "logbroker/rpc-resp/mos-123/x": true,
+				"logbroker/rpc-resp/mos-1234": false, "logbroker/rpc-resp/mos-12": false, "logbroker/rpc-resp": false, "logbroker": false,
+				"logbroker/rpc-resp/mos-124": false, "x/logbroker/rpc-resp/mos-123": false},
+			[]check{
+				{"Log.Log", "logbroker/rpc-resp/mos-123", true}, {"Log.List", "logbroker/rpc-resp/mos-123", true},
+				{"Log.Delete", "logbroker/rpc-resp/mos-123", true}, {"Log.Log", "dev1", true},
+				{"Log.Log", "logbroker/rpc-resp/mos-124", false}, {"Log.List", "logbroker/rpc-resp/mos-1234", false},
+				{"Log.Delete", "logbroker", false},
 			}},
 		{"Reader", reader,
 			map[string]bool{"dash": true, "dash/tab1": true, "dev1": false, "dashboard": false},

@@ -26,6 +26,10 @@ func (s *Service) addCatalog() {
 	}
 	s.methods["Log.Sources"] = (*Conn).logSources
 	s.methods["Log.Streams"] = (*Conn).logStreams
+	if s.cfg.FleetMax > 0 {
+		s.fleet = newFleet(s.cfg.FleetMax, s.cfg.now)
+		s.methods["Log.Fleet"] = (*Conn).logFleet
+	}
 }
 
 // logSources answers Log.Sources {after?, limit?}: the sources above after,
@@ -69,7 +73,7 @@ func (c *Conn) logSources(r *request) {
 		c.fail(r, err)
 		return
 	}
-	c.respond(r, appendSources(nil, list))
+	c.respond(r, appendSources(nil, list, c.svc.capture.Load()))
 }
 
 // ownSources returns the sources of identity above after: identity itself,
@@ -124,8 +128,9 @@ func (c *Conn) logStreams(r *request) {
 // appendSources appends list as a JSON array of
 // {"src","last_id","last_timestamp"}; last_timestamp is left out for a
 // source whose entries were all deleted (last_id is then its last
-// sequence, a position for Log.List's after).
-func appendSources(dst []byte, list []storage.SourceInfo) []byte {
+// sequence, a position for Log.List's after). A source that console
+// capture has lines of also gets "captured_lost" and "restarts".
+func appendSources(dst []byte, list []storage.SourceInfo, capture *Capture) []byte {
 	dst = append(dst, '[')
 	for i, si := range list {
 		if i > 0 {
@@ -139,6 +144,14 @@ func appendSources(dst []byte, list []storage.SourceInfo) []byte {
 		if !si.Empty {
 			dst = append(dst, `,"last_timestamp":`...)
 			dst = strconv.AppendInt(dst, si.LastTimestamp, 10)
+		}
+		if capture != nil {
+			if lost, restarts, ok := capture.counts(si.Src); ok {
+				dst = append(dst, `,"captured_lost":`...)
+				dst = strconv.AppendInt(dst, lost, 10)
+				dst = append(dst, `,"restarts":`...)
+				dst = strconv.AppendInt(dst, restarts, 10)
+			}
 		}
 		dst = append(dst, '}')
 	}

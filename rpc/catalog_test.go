@@ -243,7 +243,7 @@ func TestCatalogOptional(t *testing.T) {
 	if r := e.mustCall(c, "dev1", "RPC.List", ""); string(r.Result) != `["Log.Delete","Log.List","Log.Log","RPC.List","RPC.Ping"]` {
 		t.Errorf("RPC.List = %s", r.Result)
 	}
-	for _, m := range []string{"Log.Sources", "Log.Streams"} {
+	for _, m := range []string{"Log.Sources", "Log.Streams", "Log.Fleet"} {
 		if r := e.call(c, "dev1", m, ""); r.code() != 404 || !strings.Contains(r.Error.Message, "no such method: "+m) {
 			t.Errorf("%s over a store without a Catalog: %s, want 404", m, r.raw)
 		}

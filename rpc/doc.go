@@ -15,9 +15,11 @@
 // # Methods
 //
 // Log.Log, Log.List (with follow) and Log.Delete run against LogStore;
-// Log.Sources and Log.Streams are served when the store also implements
-// Catalog (the Pebble store does), and are absent from RPC.List (404)
-// otherwise. RPC.List and RPC.Ping touch no storage. Who may call what is
+// Log.Sources, Log.Streams and Log.Fleet are served when the store also
+// implements Catalog (both backends do), and are absent from RPC.List (404)
+// otherwise. Log.Fleet answers from memory (fleet.go): per-source minute
+// counts fed on the fanout goroutine, the sources seeded and refreshed from
+// the catalog, bounded by Config.FleetMax. RPC.List and RPC.Ping touch no storage. Who may call what is
 // one table, methodAccess in authz.go; Config.Observe, when set, sees every
 // answered call's method, code and duration (for metrics).
 //

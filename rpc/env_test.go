@@ -122,6 +122,7 @@ type entry struct {
 	Src       string          `json:"src"`
 	Stream    string          `json:"stream"`
 	Timestamp int64           `json:"timestamp"`
+	Level     *int            `json:"level"` // nil: absent
 	Msg       json.RawMessage `json:"msg"`
 }
 

@@ -17,6 +17,7 @@ const (
 	CodeTooMany       = 429
 	CodeInternal      = 500
 	CodeUnavailable   = 503
+	CodeScanTimeout   = 504
 	internalMessage   = "internal error"
 	unavailableReason = "service is shutting down"
 )

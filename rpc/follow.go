@@ -188,6 +188,7 @@ func (h *hub) wake(entries []storage.Entry) {
 	// each response in one buffer, reused: the Publisher keeps no payload.
 	type same struct {
 		src, stream string
+		filter      *storage.Filter // followers with filters share nothing
 		first       uint64
 		n           int
 	}
@@ -195,7 +196,7 @@ func (h *hub) wake(entries []storage.Entry) {
 	var last same
 	var res, buf []byte
 	for _, w := range ready {
-		k := same{w.f.q.Src, w.f.q.Stream, w.got[0].Seq, len(w.got)}
+		k := same{w.f.q.Src, w.f.q.Stream, w.f.q.Filter, w.got[0].Seq, len(w.got)}
 		if res == nil || k != last {
 			var ok bool
 			if res, ok = encoded[k]; !ok {
@@ -227,7 +228,7 @@ func oneSource(entries []storage.Entry) bool {
 // f's stream), a copy only when other streams' entries lie between.
 func (f *follower) match(group []storage.Entry) []storage.Entry {
 	wants := func(e *storage.Entry) bool {
-		return e.Seq > f.q.After && (f.q.Stream == "" || f.q.Stream == e.Stream)
+		return e.Seq > f.q.After && (f.q.Stream == "" || f.q.Stream == e.Stream) && f.q.Filter.Keep(e)
 	}
 	i := 0
 	for i < len(group) && !wants(&group[i]) {
@@ -278,11 +279,13 @@ func (c *Conn) follow(r *request, q storage.Query) {
 		first = f.q
 	}
 	for {
-		entries, err := s.newer(ctx, first)
+		sctx, cancel := c.scanContext(r.f, first)
+		entries, err := s.newer(sctx, first)
+		cancel()
 		if err != nil || len(entries) > 0 {
 			if s.hub.claim(f) {
 				if err != nil {
-					c.fail(r, err)
+					c.fail(r, scanError(first, err))
 				} else {
 					c.respondEntries(r, entries)
 				}
@@ -346,6 +349,13 @@ func (c *Conn) followWait(f *Frame) time.Duration {
 	if !f.HasTimeout && !f.HasDeadline {
 		return min(cfg.FollowTimeout, cfg.FollowMax)
 	}
+	return c.frameWait(f)
+}
+
+// frameWait is the frame's own bound (timeout or deadline, the earlier),
+// never over --follow-max. Only for a frame that has one.
+func (c *Conn) frameWait(f *Frame) time.Duration {
+	cfg := &c.svc.cfg
 	// In float seconds, clamped before converting: a timeout of 1e10 s or a
 	// deadline of 1e300 must mean FollowMax, not overflow a Duration.
 	wait := cfg.FollowMax.Seconds()
@@ -383,8 +393,11 @@ func (q *fanout) stop() {
 }
 
 // deliver publishes each entry on <src>/log/<stream>, if anyone listens
-// there, and wakes followers.
+// there, wakes followers and counts the entries for Log.Fleet.
 func (s *Service) deliver(group []storage.Entry) {
+	if s.fleet != nil {
+		s.fleet.add(group)
+	}
 	for i := range group {
 		e := &group[i]
 		topic := s.liveTopic(e.Src, e.Stream)

@@ -2,8 +2,11 @@ package rpc
 
 import (
 	"context"
+	"errors"
+	"regexp"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/logbroker/logbroker/storage"
 )
@@ -85,6 +88,33 @@ func (a args) stream(def string) (string, error) {
 	return stream, nil
 }
 
+// level returns the level argument key (PROTOCOL §5): an integer 0..4
+// written as one, or a level's name in any case. Absent or null: NoLevel.
+func (a args) level(key string) (storage.Level, error) {
+	raw := a.get(key)
+	if raw == nil || raw[0] == 'n' {
+		return storage.NoLevel, nil
+	}
+	if len(raw) == 1 && raw[0] >= '0' && raw[0] <= '4' {
+		return storage.LevelOf(int(raw[0] - '0')), nil
+	}
+	if s, ok := decodeString(raw); ok {
+		if l, ok := storage.ParseLevel(s); ok {
+			return l, nil
+		}
+	}
+	return storage.NoLevel, errorf(CodeBadRequest, "%s must be an integer 0..4 or one of error, warn, info, debug, verbose, not %s", key, shown(raw))
+}
+
+// shown is a raw argument as an error message shows it: itself when
+// short, else its JSON type.
+func shown(raw []byte) string {
+	if len(raw) <= 40 {
+		return string(raw)
+	}
+	return jsonKind(raw)
+}
+
 func (c *Conn) logLog(r *request) {
 	s := c.svc
 	var buf argsBuf
@@ -120,9 +150,14 @@ func (c *Conn) logLog(r *request) {
 			return
 		}
 	}
+	level, err := a.level("level")
+	if err != nil {
+		c.fail(r, err)
+		return
+	}
 	// msg points into the call's payload, which nobody modifies (Call):
 	// the store copies it into its batch and nothing keeps it after done.
-	rec := storage.Record{Src: src, Stream: stream, Timestamp: ts, Msg: msg}
+	rec := storage.Record{Src: src, Stream: stream, Timestamp: ts, Msg: msg, Level: level}
 	c.appends.Add(1)
 	s.store.AppendAsync(rec, func(e storage.Entry, err error) {
 		defer c.appends.Done()
@@ -146,6 +181,61 @@ func (c *Conn) logLog(r *request) {
 type listArgs struct {
 	q      storage.Query
 	follow bool
+}
+
+// maxPattern bounds match and regex, in bytes (PROTOCOL §5).
+const maxPattern = 256
+
+// parseFilter reads the filters of a Log.List (PROTOCOL §5): nil when it
+// has none.
+func parseFilter(a args) (*storage.Filter, error) {
+	var f storage.Filter
+	var err error
+	if f.Level, err = a.level("level"); err != nil {
+		return nil, err
+	}
+	for _, key := range []string{"match", "regex"} {
+		raw := a.get(key)
+		if raw == nil {
+			continue
+		}
+		s, ok := decodeString(raw)
+		if !ok {
+			return nil, errorf(CodeBadRequest, "%s must be a string, not %s", key, jsonKind(raw))
+		}
+		if len(s) == 0 || len(s) > maxPattern {
+			return nil, errorf(CodeBadRequest, "%s must be 1 to %d bytes, not %d", key, maxPattern, len(s))
+		}
+		if !utf8.ValidString(s) {
+			return nil, errorf(CodeBadRequest, "%s is not valid UTF-8", key)
+		}
+		if key == "match" {
+			f.Match = s
+			continue
+		}
+		if f.Regex, err = regexp.Compile(s); err != nil {
+			return nil, errorf(CodeBadRequest, "regex is not valid RE2 syntax: %v", err)
+		}
+	}
+	for _, key := range []string{"since", "until"} {
+		raw := a.get(key)
+		if raw == nil {
+			continue
+		}
+		ts, ok := decodeInt(raw, 0, maxTimestamp)
+		if !ok {
+			return nil, errorf(CodeBadRequest, "%s must be an integer of milliseconds in [0, %d], not %s", key, int64(maxTimestamp), shown(raw))
+		}
+		if key == "since" {
+			f.Since = ts
+		} else {
+			f.Until, f.HasUntil = ts, true
+		}
+	}
+	if f.Empty() {
+		return nil, nil
+	}
+	return storage.NewFilter(f), nil
 }
 
 func parseListArgs(r *request) (listArgs, error) {
@@ -192,6 +282,9 @@ func parseListArgs(r *request) (listArgs, error) {
 			return la, errorf(CodeBadRequest, "follow must be a bool, not %s", jsonKind(raw))
 		}
 	}
+	if la.q.Filter, err = parseFilter(a); err != nil {
+		return la, err
+	}
 	return la, nil
 }
 
@@ -207,12 +300,41 @@ func (c *Conn) logList(r *request) {
 		c.follow(r, la.q)
 		return
 	}
-	entries, err := c.svc.list(context.Background(), la.q)
+	ctx, cancel := c.scanContext(r.f, la.q)
+	entries, err := c.svc.list(ctx, la.q)
+	cancel()
 	if err != nil {
-		c.fail(r, err)
+		c.fail(r, scanError(la.q, err))
 		return
 	}
 	c.respondEntries(r, entries)
+}
+
+// scanContext bounds a filtered List's scan (PROTOCOL §5): by the frame's
+// timeout or deadline (the earlier; at most --follow-max), else
+// --scan-timeout. An unfiltered List is bounded by its limit: no bound.
+func (c *Conn) scanContext(f *Frame, q storage.Query) (context.Context, context.CancelFunc) {
+	if q.Filter == nil {
+		return context.Background(), func() {}
+	}
+	wait := c.svc.cfg.ScanTimeout
+	if f.HasTimeout || f.HasDeadline {
+		wait = c.frameWait(f)
+	} else if wait < 0 {
+		return context.WithCancel(context.Background()) // --scan-timeout 0: no limit
+	}
+	return context.WithTimeout(context.Background(), wait)
+}
+
+// errScanTimeout answers a filtered List whose scan ran out of time.
+var errScanTimeout = errorf(CodeScanTimeout, "scan did not finish: narrow the selection with stream, since/until or after")
+
+// scanError maps a filtered List's timeout to 504.
+func scanError(q storage.Query, err error) error {
+	if q.Filter != nil && errors.Is(err, context.DeadlineExceeded) {
+		return errScanTimeout
+	}
+	return err
 }
 
 // respondEntries answers r with entries, encoded straight into the
@@ -246,6 +368,12 @@ func (c *Conn) logDelete(r *request) {
 	if err := c.svc.store.Delete(context.Background(), src, stream); err != nil {
 		c.fail(r, err)
 		return
+	}
+	if f := c.svc.fleet; f != nil {
+		// The source's latest entry may have gone with the stream.
+		if err := f.refresh(context.Background(), c.svc.store.(Catalog), src); err != nil {
+			c.svc.log.Warn("fleet: refresh after delete failed", "client", c.client, "src", src, "err", err)
+		}
 	}
 	c.respond(r, nil)
 }
@@ -285,7 +413,7 @@ func appendID(dst []byte, seq uint64) []byte {
 // entrySize is the length of e's entry object, exact unless src or stream
 // needs escapes.
 func entrySize(e *storage.Entry) int {
-	return len(`{"id":"","src":"","stream":"","timestamp":,"msg":}`) + idLen + len(e.Src) + len(e.Stream) + 20 + len(e.Msg)
+	return len(`{"id":"","src":"","stream":"","timestamp":,"level":0,"msg":}`) + idLen + len(e.Src) + len(e.Stream) + 20 + len(e.Msg)
 }
 
 // entriesSize is at least the length of entries as a JSON array, unless
@@ -308,6 +436,10 @@ func appendEntry(dst []byte, e storage.Entry) []byte {
 	dst = appendString(dst, e.Stream)
 	dst = append(dst, `,"timestamp":`...)
 	dst = strconv.AppendInt(dst, e.Timestamp, 10)
+	if n, ok := e.Level.Number(); ok {
+		dst = append(dst, `,"level":`...)
+		dst = append(dst, byte('0'+n))
+	}
 	dst = append(dst, `,"msg":`...)
 	dst = append(dst, e.Msg...)
 	return append(dst, '}')

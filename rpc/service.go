@@ -62,14 +62,20 @@ type Config struct {
 	Aliases       []string      // other names the service answers to
 	MaxMsg        int           // bytes of msg; default 65536
 	MaxFrame      int           // bytes of a request frame; default 1 MiB
-	FollowTimeout time.Duration // default wait of a follow; default 30 s
+	FollowTimeout time.Duration // default wait of a follow; default 15 s (mos gives up after 20 s)
 	FollowMax     time.Duration // upper bound of any follow wait; default 300 s
+	ScanTimeout   time.Duration // bound of a filtered Log.List's scan when the frame sets no timeout; default 10 s, < 0: none
 	MaxFollows    int           // waiting follows per connection; default 64
 	QueueLen      int           // calls queued per connection before its reader waits; default 128
 	Rate          float64       // calls per second per connection (token bucket); 0 = unlimited
 	RateBurst     int           // bucket size; default max(1, Rate)
 	Logger        *slog.Logger
 	Observe       Observer // told of every call's end (metrics); nil: nobody
+	// FleetMax is the number of sources Log.Fleet tracks (see fleet);
+	// 0: DefaultFleetMax; negative: Log.Fleet is not served.
+	FleetMax int
+
+	now func() time.Time // the fleet's clock; nil: time.Now (tests set it)
 }
 
 // Defaults of Config.
@@ -77,8 +83,9 @@ const (
 	DefaultID            = "logbroker"
 	DefaultMaxMsg        = 64 << 10
 	DefaultMaxFrame      = 1 << 20
-	DefaultFollowTimeout = 30 * time.Second
+	DefaultFollowTimeout = 15 * time.Second
 	DefaultFollowMax     = 300 * time.Second
+	DefaultScanTimeout   = 10 * time.Second
 	DefaultMaxFollows    = 64
 	DefaultQueueLen      = 128 // 128 × ~100 B a connection; pipelining clients rarely keep more in flight
 	defaultStream        = "console"
@@ -103,6 +110,9 @@ func (c *Config) setDefaults() {
 	if c.FollowMax <= 0 {
 		c.FollowMax = DefaultFollowMax
 	}
+	if c.ScanTimeout == 0 {
+		c.ScanTimeout = DefaultScanTimeout
+	}
 	if c.FollowTimeout > c.FollowMax {
 		c.FollowTimeout = c.FollowMax
 	}
@@ -114,6 +124,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if c.FleetMax == 0 {
+		c.FleetMax = DefaultFleetMax
+	}
+	if c.now == nil {
+		c.now = time.Now
 	}
 }
 
@@ -142,7 +158,11 @@ type Service struct {
 	fan     fanout
 
 	liveTopics map[liveKey]string // deliver's, on the fanout goroutine
-	unsub      func()
+
+	fleet     *fleet // nil: Log.Fleet not served
+	stopFleet context.CancelFunc
+	fleetDone chan struct{} // closed when runFleet returns
+	unsub     func()
 
 	closing atomic.Bool
 	mu      sync.Mutex
@@ -158,6 +178,8 @@ type Service struct {
 	unpublished atomic.Int64
 	published   chan struct{} // cap 1: unpublished dropped to 0 or below
 	unsubbed    atomic.Bool   // Shutdown has unsubscribed: nothing to wait for
+
+	capture atomic.Pointer[Capture] // console capture, if started (Service.Capture)
 }
 
 // New makes a service over store that sends through pub. It subscribes to
@@ -189,6 +211,12 @@ func New(store LogStore, pub Publisher, cfg Config) *Service {
 	}
 	s.addCatalog() // Log.Sources, Log.Streams: only if store is a Catalog
 	s.hub.init()
+	if s.fleet != nil {
+		var ctx context.Context
+		ctx, s.stopFleet = context.WithCancel(context.Background())
+		s.fleetDone = make(chan struct{})
+		go s.runFleet(ctx)
+	}
 	s.fan.init(s.deliver)
 	s.published = make(chan struct{}, 1)
 	s.unsub = store.Subscribe(s.onCommit)
@@ -543,11 +571,17 @@ func (s *Service) send(r *request, payload []byte) {
 	}
 }
 
-// Shutdown stops taking calls (new ones get 503), answers every waiting
-// follow with [], and waits until queued calls have run, their responses
+// Shutdown stores console capture's partial lines and stops capturing,
+// stops taking calls (new ones get 503), answers every waiting follow with
+// [], and waits until queued calls have run, their responses
 // are sent and their entries published live, or ctx ends.
 func (s *Service) Shutdown(ctx context.Context) error {
 	s.closing.Store(true)
+	if c := s.capture.Load(); c != nil {
+		if err := c.close(ctx); err != nil {
+			s.log.Warn("captured lines not all stored at shutdown", "err", err)
+		}
+	}
 	s.hub.releaseAll(func(f *follower) { f.c.respond(f.r, []byte("[]")) })
 	s.mu.Lock()
 	conns := make([]*Conn, 0, len(s.conns))
@@ -573,6 +607,10 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	s.unsubbed.Store(true)
 	s.unsub()
 	s.fan.stop()
+	if s.fleet != nil {
+		s.stopFleet()
+		<-s.fleetDone
+	}
 	return err
 }
 

@@ -75,6 +75,7 @@ func TestLogLog(t *testing.T) {
 			stream string // default console
 			msg    string // stored msg (default: the args' msg as sent)
 			ts     int64  // stored timestamp; 0: the server's clock
+			level  string // the stored entry's "level" member ("": none)
 		}{
 			{name: "MsgMissing", args: `{}`, code: 400, text: "msg is required"},
 			{name: "NoArgs", args: ``, code: 400, text: "msg is required"},
@@ -113,6 +114,22 @@ func TestLogLog(t *testing.T) {
 			{name: "TimestampString", args: `{"msg":1,"timestamp":"1764080000123"}`, code: 400, text: "timestamp must be an integer"},
 			{name: "TimestampNull", args: `{"msg":1,"timestamp":null}`, code: 400, text: "timestamp must be an integer"},
 			{name: "TimestampHuge", args: `{"msg":1,"timestamp":1e400}`, code: 400, text: "timestamp must be an integer"},
+			{name: "LevelNumber", args: `{"msg":1,"level":0}`, level: `"level":0`},
+			{name: "LevelNumber4", args: `{"msg":1,"level":4}`, level: `"level":4`},
+			{name: "LevelName", args: `{"msg":1,"level":"warn"}`, level: `"level":1`},
+			{name: "LevelNameCase", args: `{"msg":1,"level":"VeRbOsE"}`, level: `"level":4`},
+			{name: "LevelNameInfo", args: `{"msg":1,"level":"info"}`, level: `"level":2`},
+			{name: "LevelNameDebug", args: `{"msg":1,"level":"DEBUG"}`, level: `"level":3`},
+			{name: "LevelNameError", args: `{"msg":1,"level":"Error"}`, level: `"level":0`},
+			{name: "LevelNull", args: `{"msg":1,"level":null}`},
+			{name: "LevelFive", args: `{"msg":1,"level":5}`, code: 400, text: "level must be an integer 0..4"},
+			{name: "LevelNegative", args: `{"msg":1,"level":-1}`, code: 400, text: "level must be an integer 0..4"},
+			{name: "LevelFloat", args: `{"msg":1,"level":2.0}`, code: 400, text: "level must be an integer 0..4"},
+			{name: "LevelExponent", args: `{"msg":1,"level":2e0}`, code: 400, text: "level must be an integer 0..4"},
+			{name: "LevelNumberString", args: `{"msg":1,"level":"2"}`, code: 400, text: "level must be an integer 0..4"},
+			{name: "LevelUnknownName", args: `{"msg":1,"level":"fatal"}`, code: 400, text: "level must be an integer 0..4"},
+			{name: "LevelBool", args: `{"msg":1,"level":true}`, code: 400, text: "level must be an integer 0..4"},
+			{name: "LevelObject", args: `{"msg":1,"level":{}}`, code: 400, text: "level must be an integer 0..4"},
 			{name: "SrcOverride", args: `{"msg":1,"src":"dev2/sub"}`, src: "dev2/sub"},
 			{name: "SrcEmpty", args: `{"msg":1,"src":""}`, code: 400, text: "src is empty"},
 			{name: "SrcPlus", args: `{"msg":1,"src":"a+b"}`, code: 400, text: "contains NUL, '+' or '#'"},
@@ -152,6 +169,13 @@ func TestLogLog(t *testing.T) {
 				if got.ID != res.ID || got.Src != src || got.Stream != stream || string(got.Msg) != msg {
 					t.Errorf("stored %+v (msg %s), want id %s in %s/%s with msg %s byte for byte", got, got.Msg, res.ID, src, stream, msg)
 				}
+				var level string
+				if got.Level != nil {
+					level = fmt.Sprintf(`"level":%d`, *got.Level)
+				}
+				if level != tt.level {
+					t.Errorf("stored level %q, want %q", level, tt.level)
+				}
 				switch {
 				case tt.ts == -1 && got.Timestamp != 0,
 					tt.ts > 0 && got.Timestamp != tt.ts,
@@ -163,6 +187,9 @@ func TestLogLog(t *testing.T) {
 				})
 				if !bytes.Contains(live.Payload, []byte(`"msg":`+msg+`}`)) {
 					t.Errorf("live payload %s, want msg %s byte for byte", live.Payload, msg)
+				}
+				if tt.level != "" && !bytes.Contains(live.Payload, []byte(tt.level+`,"msg":`)) {
+					t.Errorf("live payload %s, want %s", live.Payload, tt.level)
 				}
 			})
 		}
@@ -376,7 +403,7 @@ func TestRPCMethods(t *testing.T) {
 	e := newEnv(t, Config{})
 	c := e.svc.Open("c1")
 	r := e.mustCall(c, "dev1", "RPC.List", "")
-	if string(r.Result) != `["Log.Delete","Log.List","Log.Log","Log.Sources","Log.Streams","RPC.List","RPC.Ping"]` {
+	if string(r.Result) != `["Log.Delete","Log.Fleet","Log.List","Log.Log","Log.Sources","Log.Streams","RPC.List","RPC.Ping"]` {
 		t.Errorf("RPC.List = %s", r.Result)
 	}
 	r = e.mustCall(c, "dev1", "RPC.Ping", `{"ignored":true}`)

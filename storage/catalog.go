@@ -95,7 +95,7 @@ func (s *Store) catalogSources(ctx context.Context, q SourceQuery) (out []Source
 			return nil, err
 		}
 		if len(v) != seqLen {
-			return nil, fmt.Errorf("sequence of %q: %w", src, errCorrupt)
+			return nil, fmt.Errorf("sequence of %q: %w", src, ErrCorrupt)
 		}
 		head, err := s.durableHead(src)
 		if err != nil {
@@ -226,7 +226,7 @@ func (r *catalogReader) last(it *pebble.Iterator, h uint64) (seq uint64, ts int6
 	if err != nil {
 		return 0, 0, false, err
 	}
-	ts, _, err = decodeValue(v)
+	ts, _, _, err = DecodeValue(v)
 	if err != nil {
 		return 0, 0, false, fmt.Errorf("entry %d of %q: %w", seq, r.prefix, err)
 	}

@@ -24,7 +24,7 @@ func VisibleSeq(s *Store, src string) (uint64, error) {
 	}
 	defer closer.Close()
 	if len(v) != seqLen {
-		return 0, errCorrupt
+		return 0, ErrCorrupt
 	}
 	return binary.BigEndian.Uint64(v), nil
 }

@@ -270,9 +270,10 @@ func (s *Store) commit(ops []op) {
 			st.last++
 			o.seq = st.last
 			r := &o.rec
-			d := b.SetDeferred(entryKeyLen(r.Src, r.Stream), valueLen(r.Timestamp, r.Msg))
+			s.noteBlock(b, st, o.seq, r.Timestamp)
+			d := b.SetDeferred(entryKeyLen(r.Src, r.Stream), ValueLen(r.Timestamp, r.Level, r.Msg))
 			putEntryKey(d.Key, r.Src, r.Stream, o.seq)
-			putValue(d.Value, r.Timestamp, r.Msg)
+			PutValue(d.Value, r.Timestamp, r.Level, r.Msg)
 			_ = d.Finish() // only indexed batches can fail
 		case opDelete:
 			r := &o.rec
@@ -297,6 +298,7 @@ func (s *Store) commit(ops []op) {
 	// age mark of this minute: every entry up to st.last was appended
 	// before the minute ends (retention by age reads it).
 	for _, st := range touched {
+		st.blk.write(b, st.name)
 		d := b.SetDeferred(1+len(st.name), seqLen)
 		appendSeqKey(d.Key[:0], st.name)
 		binary.BigEndian.PutUint64(d.Value, st.last)
@@ -411,7 +413,7 @@ func (s *Store) deliver(ops []op) {
 		if o.err != nil {
 			err = o.wrapErr()
 		} else if o.kind == opAppend {
-			e = Entry{Seq: o.seq, Src: o.rec.Src, Stream: o.rec.Stream, Timestamp: o.rec.Timestamp, Msg: o.rec.Msg}
+			e = Entry{Seq: o.seq, Src: o.rec.Src, Stream: o.rec.Stream, Timestamp: o.rec.Timestamp, Msg: o.rec.Msg, Level: o.rec.Level}
 			if entries != nil {
 				entries = append(entries, e)
 			}

@@ -57,13 +57,22 @@ All keys start with a one-byte kind. Source and stream names are non-empty
 and contain no NUL byte (ErrInvalid otherwise), so every prefix below is
 unambiguous.
 
-	'e' src 0x00 stream 0x00 seq[8 BE]  ->  uvarint(timestamp) msg
+	'e' src 0x00 stream 0x00 seq[8 BE]  ->  uvarint(timestamp) [level] msg
 	'q' src                             ->  seq[8 BE], last sequence assigned
 	't' src 0x00 minute[8 BE]           ->  seq[8 BE], an age mark
-	'm'                                 ->  "logbroker/1", the format marker
+	'm'                                 ->  "logbroker/2", the format marker
 
-An entry's value is the uvarint of its timestamp followed by the raw JSON
-bytes of msg, kept byte for byte. The 'q' key of a source is written in the
+An entry's value is the uvarint of its timestamp, then a header byte if
+needed, then the raw JSON bytes of msg, kept byte for byte (PutValue,
+DecodeValue; the JetStream backend stores the same bytes). A header byte
+is below 0x08 and holds the entry's Level (0 none, 1 error .. 5 verbose):
+it is there when the entry has a level, or when msg itself starts with a
+byte below 0x08, which a JSON value never does (it starts with one of
+"{[-tfn, a digit or whitespace: 0x09, 0x0a, 0x0d, 0x20). So the values of
+a store written before levels existed (format "logbroker/1": no header
+byte, JSON msgs) decode unchanged, as entries without a level: Open
+accepts such a store and moves its marker to "logbroker/2", so that an
+older binary, which would read a header byte as part of msg, refuses it. The 'q' key of a source is written in the
 same batch as its entries, is never decreased and never deleted, so no
 entry on disk has a sequence above it and sequences are not reused after a
 Delete or a restart. The committer keeps each source's last sequence in

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 )
 
 // Sentinel errors returned by every backend. Callers match them with errors.Is.
@@ -20,6 +21,7 @@ type Record struct {
 	Stream    string // the stream within the source; never empty, never contains NUL
 	Timestamp int64  // milliseconds since the Unix epoch, UTC
 	Msg       []byte // the logged JSON value, kept byte for byte
+	Level     Level  // the severity; NoLevel (the zero value) for none
 }
 
 // Entry is a stored record with its id.
@@ -29,6 +31,63 @@ type Entry struct {
 	Stream    string
 	Timestamp int64
 	Msg       []byte
+	Level     Level
+}
+
+// Level is an entry's severity (PROTOCOL §4), or NoLevel. The zero value
+// is NoLevel, so a Record made without one has none; a level's wire
+// number (Mongoose OS's: 0 error, 1 warn, 2 info, 3 debug, 4 verbose) is
+// one less than its Level: LevelOf and Number convert.
+type Level uint8
+
+// The levels, most severe first.
+const (
+	NoLevel Level = iota
+	LevelError
+	LevelWarn
+	LevelInfo
+	LevelDebug
+	LevelVerbose
+)
+
+// LevelOf returns the Level of wire number n (0 error .. 4 verbose), or
+// NoLevel for any other n (-1, Mongoose OS's "none", included).
+func LevelOf(n int) Level {
+	if n < 0 || n > 4 {
+		return NoLevel
+	}
+	return Level(n + 1)
+}
+
+// Number returns l's wire number (0 error .. 4 verbose); false for NoLevel
+// (or a value out of range).
+func (l Level) Number() (int, bool) {
+	if l == NoLevel || l > LevelVerbose {
+		return 0, false
+	}
+	return int(l) - 1, true
+}
+
+// levelNames are the names of the levels by wire number (PROTOCOL §5).
+var levelNames = [...]string{"error", "warn", "info", "debug", "verbose"}
+
+// ParseLevel returns the Level named s (error, warn, info, debug,
+// verbose; any case); false for anything else.
+func ParseLevel(s string) (Level, bool) {
+	for i, n := range levelNames {
+		if strings.EqualFold(s, n) {
+			return Level(i + 1), true
+		}
+	}
+	return NoLevel, false
+}
+
+// String returns l's name ("" for NoLevel).
+func (l Level) String() string {
+	if n, ok := l.Number(); ok {
+		return levelNames[n]
+	}
+	return ""
 }
 
 // ID returns the entry's wire token (see FormatID).
@@ -45,6 +104,10 @@ type Query struct {
 	After  uint64 // 0 means from the start
 	Last   int    // < 0 means not given
 	Limit  int    // <= 0 means no limit (callers clamp it)
+	// Filter, if not nil, keeps only the entries that pass it: the
+	// selection above applies to those (PROTOCOL §5), After still pages
+	// by id. A filtered List scans as far as it must: bound it with ctx.
+	Filter *Filter
 }
 
 // idLen is the length of an id token: 16 lowercase hex digits of the sequence.

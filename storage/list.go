@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -47,12 +48,13 @@ func (s *Store) list(ctx context.Context, q Query, shared bool) ([]Entry, error)
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("list: %w", err)
 	}
+	q.Filter = q.Filter.prepared()
 	s.life.RLock()
 	defer s.life.RUnlock()
 	if err := s.readable(); err != nil {
 		return nil, fmt.Errorf("list: %w", err)
 	}
-	if q.Stream != "" && q.Last != 0 {
+	if q.Stream != "" && q.Last != 0 && q.Filter == nil {
 		if out, ok := s.tail.list(q, shared); ok {
 			return out, nil
 		}
@@ -63,7 +65,7 @@ func (s *Store) list(ctx context.Context, q Query, shared bool) ([]Entry, error)
 	}
 	// Seed the tail cache from what Pebble returns if that is the whole
 	// stream above some bound, up to the head: the final Last, or all.
-	seedable := s.tail != nil && q.Stream != "" && (q.Last < 0 || (q.Last > 0 && q.Last <= limit))
+	seedable := s.tail != nil && q.Stream != "" && q.Filter == nil && (q.Last < 0 || (q.Last > 0 && q.Last <= limit))
 	head, watch, version, err := s.headAndWatch(q, seedable)
 	if err != nil {
 		return nil, fmt.Errorf("list: %w", err)
@@ -76,7 +78,7 @@ func (s *Store) list(ctx context.Context, q Query, shared bool) ([]Entry, error)
 	}
 	r, release := s.reader()
 	defer release()
-	l := lister{db: r, q: q, head: head, limit: limit}
+	l := lister{db: r, q: q, head: head, limit: limit, f: q.Filter, yield: &s.lifeWanted}
 	out, err := l.run(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list: %w", err)
@@ -128,6 +130,15 @@ func (c *cursor) seekGE(seq uint64) bool {
 	return true
 }
 
+// seekLE positions c at its last entry with sequence <= seq.
+func (c *cursor) seekLE(seq uint64) bool {
+	if seq == math.MaxUint64 {
+		return c.step(c.it.Last())
+	}
+	k := binary.BigEndian.AppendUint64(c.prefix[:len(c.prefix):len(c.prefix)], seq+1)
+	return c.step(c.it.SeekLT(k))
+}
+
 func (c *cursor) step(ok bool) bool {
 	if ok {
 		c.seq = keySeq(c.it.Key())
@@ -166,6 +177,19 @@ type lister struct {
 	heap    cursorHeap
 	steps   int
 
+	// A filtered List: f keeps entries; blocks skips the blocks of
+	// sequences whose timestamps lie outside f's range; buf is f's
+	// scratch; the value under the heap's top cursor, decoded.
+	f      *Filter
+	blocks *blockSkip
+	buf    []byte
+	ts     int64
+	level  Level
+	msg    []byte
+	// yield is the store's count of goroutines waiting to lock it
+	// (Close, a recovery): a filtered scan gives up for them.
+	yield *atomic.Int32
+
 	want int // how many entries the result will likely hold (0: unknown)
 	out  []Entry
 	slab []byte // every returned Msg, back to back
@@ -180,6 +204,9 @@ func (l *lister) run(ctx context.Context) (out []Entry, err error) {
 		for _, c := range l.cursors {
 			err = errors.Join(err, c.it.Error(), c.it.Close())
 		}
+		if l.blocks != nil {
+			err = errors.Join(err, l.blocks.it.Error(), l.blocks.it.Close())
+		}
 		if err != nil {
 			out = nil
 		}
@@ -192,8 +219,9 @@ func (l *lister) run(ctx context.Context) (out []Entry, err error) {
 	}
 	from := l.q.After + 1
 	if l.q.Last > 0 {
-		// Walk back from the head to find the first of the final Last.
-		// When Last <= limit those are exactly the result: collect them.
+		// Walk back from the head to find the first of the final Last
+		// (matching) entries. When Last <= limit those are exactly the
+		// result: collect them.
 		collect := l.q.Last <= l.limit
 		if collect {
 			l.want = l.q.Last
@@ -211,18 +239,24 @@ func (l *lister) run(ctx context.Context) (out []Entry, err error) {
 				return nil, err
 			}
 			c := l.heap.cs[0]
-			from = c.seq
-			if collect {
-				if err := l.add(c); err != nil {
-					return nil, err
+			if l.blocks != nil {
+				if to := l.blocks.backward(c.seq); to < c.seq {
+					l.moveTop(c.seekLE(to))
+					continue
 				}
 			}
-			n++
-			if c.step(c.it.Prev()) {
-				heap.Fix(&l.heap, 0)
-			} else {
-				heap.Pop(&l.heap)
+			keep, err := l.decode(c)
+			if err != nil {
+				return nil, err
 			}
+			if keep {
+				from = c.seq
+				if collect {
+					l.add(c)
+				}
+				n++
+			}
+			l.moveTop(c.step(c.it.Prev()))
 		}
 		if collect || n == 0 {
 			l.finish()
@@ -248,23 +282,47 @@ func (l *lister) run(ctx context.Context) (out []Entry, err error) {
 			return nil, err
 		}
 		c := l.heap.cs[0]
-		if err := l.add(c); err != nil {
+		if l.blocks != nil {
+			if to := l.blocks.forward(c.seq); to > c.seq {
+				l.moveTop(c.seekGE(to))
+				continue
+			}
+		}
+		keep, err := l.decode(c)
+		if err != nil {
 			return nil, err
 		}
-		if c.step(c.it.Next()) {
-			heap.Fix(&l.heap, 0)
-		} else {
-			heap.Pop(&l.heap)
+		if keep {
+			l.add(c)
 		}
+		l.moveTop(c.step(c.it.Next()))
 	}
 	l.finish()
 	return l.out, nil
 }
 
-// tick checks ctx now and then.
+// moveTop restores the heap after its top cursor moved (ok) or ran out.
+func (l *lister) moveTop(ok bool) {
+	switch {
+	case !ok:
+		heap.Pop(&l.heap)
+	case len(l.heap.cs) > 1:
+		heap.Fix(&l.heap, 0)
+	}
+}
+
+// errYield ends a filtered scan that Close or a recovery waits for.
+var errYield = fmt.Errorf("%w: scan interrupted by a close or reopen", ErrClosed)
+
+// tick checks ctx now and then, and gives way to Close and recovery: a
+// filtered scan may run for seconds, and while one of them waits for the
+// store's lock every other read would wait behind it.
 func (l *lister) tick(ctx context.Context) error {
 	l.steps++
 	if l.steps%ctxCheckEvery == 0 {
+		if l.f != nil && l.yield != nil && l.yield.Load() > 0 {
+			return errYield
+		}
 		return ctx.Err()
 	}
 	return nil
@@ -273,6 +331,13 @@ func (l *lister) tick(ctx context.Context) error {
 // open makes one cursor per stream to read, each bounded to the sequences
 // (After, head].
 func (l *lister) open() error {
+	if l.f != nil && l.f.timed() {
+		b, err := newBlockSkip(l.db, l.q.Src, l.q.After, l.head, l.f)
+		if err != nil {
+			return err
+		}
+		l.blocks = b
+	}
 	if l.q.Stream != "" {
 		prefix := appendStreamPrefix(make([]byte, 0, entryKeyLen(l.q.Src, l.q.Stream)), l.q.Src, l.q.Stream)
 		it, err := l.db.NewIter(l.bounds(prefix))
@@ -323,16 +388,23 @@ func (l *lister) bounds(prefix []byte) *pebble.IterOptions {
 	return &pebble.IterOptions{LowerBound: lower, UpperBound: upper}
 }
 
-// add appends the entry under c to the result.
-func (l *lister) add(c *cursor) error {
+// decode decodes the value under c into l.ts, l.level and l.msg, and
+// reports whether the entry passes the filter.
+func (l *lister) decode(c *cursor) (bool, error) {
 	v, err := c.it.ValueAndErr()
 	if err != nil {
-		return err
+		return false, err
 	}
-	ts, msg, err := decodeValue(v)
+	l.ts, l.level, l.msg, err = DecodeValue(v)
 	if err != nil {
-		return fmt.Errorf("entry %d of %q/%q: %w", c.seq, l.q.Src, c.stream, err)
+		return false, fmt.Errorf("entry %d of %q/%q: %w", c.seq, l.q.Src, c.stream, err)
 	}
+	return l.f == nil || l.f.keep(l.ts, l.level, l.msg, &l.buf), nil
+}
+
+// add appends the entry under c, just decoded, to the result.
+func (l *lister) add(c *cursor) {
+	msg := l.msg
 	if l.out == nil && l.want > 0 {
 		// Reserve for the whole result, guessing every msg is about as
 		// long as the first: one allocation each instead of a doubling
@@ -344,8 +416,7 @@ func (l *lister) add(c *cursor) error {
 	}
 	l.slab = append(l.slab, msg...)
 	l.ends = append(l.ends, len(l.slab))
-	l.out = append(l.out, Entry{Seq: c.seq, Src: l.q.Src, Stream: c.stream, Timestamp: ts})
-	return nil
+	l.out = append(l.out, Entry{Seq: c.seq, Src: l.q.Src, Stream: c.stream, Timestamp: l.ts, Level: l.level})
 }
 
 // finish points each entry's Msg into the slab. Each Msg is capped, so

@@ -406,7 +406,7 @@ func (s *Store) ageCut(src string, cutoff time.Time) (seq, minute uint64, err er
 		return 0, 0, err
 	}
 	if len(v) != seqLen {
-		return 0, 0, fmt.Errorf("age mark of %q: %w", src, errCorrupt)
+		return 0, 0, fmt.Errorf("age mark of %q: %w", src, ErrCorrupt)
 	}
 	seq, minute = binary.BigEndian.Uint64(v), keySeq(it.Key())
 	if !it.Prev() {

@@ -145,9 +145,12 @@ type Store struct {
 	// life guards db and closed against Close and recovery while reads use
 	// it: reads hold life.RLock, Close and tryRecover life.Lock. Acquired
 	// first, before smu, vmu and the tail cache's locks; never taken by
-	// the committer, nor again by a goroutine that holds it.
-	life   sync.RWMutex
-	closed bool
+	// the committer, nor again by a goroutine that holds it. lifeWanted
+	// counts the goroutines waiting to lock it (lockLife): long scans give
+	// way to them.
+	life       sync.RWMutex
+	lifeWanted atomic.Int32
+	closed     bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -176,6 +179,7 @@ type source struct {
 	last uint64 // last sequence assigned; committer only
 	head uint64 // last sequence made durable; guarded by Store.smu
 	mark uint64 // batchNo of the last batch that touched it; committer only
+	blk  block  // the summary of the block of last; committer only
 }
 
 // durableView is a snapshot of the durable state, shared by the readers
@@ -336,10 +340,16 @@ func checkFormat(db *pebble.DB) error {
 		return err
 	}
 	defer closer.Close()
-	if string(v) != formatVersion {
-		return fmt.Errorf("not a logbroker store (format %q, want %q)", v, formatVersion)
+	switch string(v) {
+	case formatVersion:
+		return nil
+	case formatVersion1:
+		// Its values decode unchanged (no level byte); the marker moves on
+		// so that an older binary, which would take a level byte for part
+		// of msg, refuses the store instead of misreading it.
+		return catch(func() error { return db.Set(metaKey, []byte(formatVersion), pebble.Sync) })
 	}
-	return nil
+	return fmt.Errorf("not a logbroker store (format %q, want %q)", v, formatVersion)
 }
 
 // isEmpty reports whether db holds no key at all.
@@ -490,7 +500,7 @@ func (s *Store) tryRecover() error {
 	if err := s.probe(); err != nil {
 		return fmt.Errorf("probe: %w", err)
 	}
-	s.life.Lock()
+	s.lockLife()
 	if s.closed {
 		s.life.Unlock()
 		return nil
@@ -520,7 +530,7 @@ func (s *Store) tryRecover() error {
 	// s.life, so they are done.
 	s.tail.clear()
 	s.smu.Unlock()
-	s.life.Lock()
+	s.lockLife()
 	defer s.life.Unlock()
 	if s.closed {
 		return catch(db.Close)
@@ -604,9 +614,17 @@ func (s *Store) loadSeq(src string) (uint64, error) {
 	}
 	defer closer.Close()
 	if len(v) != seqLen {
-		return 0, fmt.Errorf("load sequence of %q: %w", src, errCorrupt)
+		return 0, fmt.Errorf("load sequence of %q: %w", src, ErrCorrupt)
 	}
 	return binary.BigEndian.Uint64(v), nil
+}
+
+// lockLife locks s.life for writing, telling the filtered scans that hold
+// it for reading to give up: while a writer waits, no new reader gets it.
+func (s *Store) lockLife() {
+	s.lifeWanted.Add(1)
+	s.life.Lock()
+	s.lifeWanted.Add(-1)
 }
 
 // sourceFor returns the sequence state of src, loading it from disk the
@@ -651,7 +669,7 @@ func (s *Store) Close() error {
 		s.bgMu.Unlock()
 		s.bg.Wait()
 
-		s.life.Lock()
+		s.lockLife()
 		s.closed = true
 		s.life.Unlock()
 		s.tail.clear()

@@ -78,6 +78,11 @@ func checkRaw(t testing.TB, fs vfs.FS, dir string) rawStats {
 	}
 	defer it.Close()
 	marker := false
+	type blockKey struct {
+		src string
+		n   uint64
+	}
+	blocks := map[blockKey][2]int64{} // 'b' keys: every entry's timestamp must lie in its block's range
 	for valid := it.First(); valid; valid = it.Next() {
 		k := it.Key()
 		v, err := it.ValueAndErr()
@@ -88,7 +93,7 @@ func checkRaw(t testing.TB, fs vfs.FS, dir string) rawStats {
 		switch k[0] {
 		case 'm':
 			marker = true
-			if string(k) != "m" || string(v) != "logbroker/1" {
+			if string(k) != "m" || string(v) != "logbroker/2" {
 				t.Errorf("raw check: format marker %q = %q", k, v)
 			}
 		case 'q':
@@ -105,14 +110,29 @@ func checkRaw(t testing.TB, fs vfs.FS, dir string) rawStats {
 				continue
 			}
 			st.marks[string(k[1:i])] = max(st.marks[string(k[1:i])], binary.BigEndian.Uint64(v))
+		case 'b':
+			i := bytes.IndexByte(k, 0)
+			if i < 2 || len(k) != i+1+8 || len(v) != 16 || !okName(string(k[1:i])) {
+				t.Errorf("raw check: bad block summary %q = %x", k, v)
+				continue
+			}
+			lo, hi := int64(binary.BigEndian.Uint64(v)), int64(binary.BigEndian.Uint64(v[8:]))
+			if lo > hi {
+				t.Errorf("raw check: block summary %q: range %d..%d", k, lo, hi)
+			}
+			blocks[blockKey{string(k[1:i]), binary.BigEndian.Uint64(k[i+1:])}] = [2]int64{lo, hi}
 		case 'e':
 			src, stream, seq, ok := splitEntryKey(k)
 			if !ok {
 				t.Errorf("raw check: bad entry key %q", k)
 				continue
 			}
-			if _, n := binary.Uvarint(v); n <= 0 {
+			ts, _, _, err := storage.DecodeValue(v)
+			if err != nil {
 				t.Errorf("raw check: entry %q/%q %d: value %q does not decode", src, stream, seq, v)
+			}
+			if r, ok := blocks[blockKey{src, seq >> 8}]; !ok || ts < r[0] || ts > r[1] {
+				t.Errorf("raw check: entry %q/%q %d (timestamp %d): its block summary %v (present %v) does not cover it", src, stream, seq, ts, r, ok)
 			}
 			st.entries++
 			st.maxSeq[src] = max(st.maxSeq[src], seq)

@@ -76,9 +76,10 @@ type tailKey struct{ src, stream string }
 // tailEntry is a cached entry. msg points into one of its stream's chunks,
 // capped; it is never written again.
 type tailEntry struct {
-	seq uint64
-	ts  int64
-	msg []byte
+	seq   uint64
+	ts    int64
+	msg   []byte
+	level Level
 }
 
 // tailChunk holds msgs back to back; last is the seq of the last msg
@@ -180,7 +181,7 @@ func (c *tailCache) list(q Query, shared bool) ([]Entry, bool) {
 		out = make([]Entry, k)
 		for j := range out {
 			e := &ents[i+j]
-			out[j] = Entry{Seq: e.seq, Src: q.Src, Stream: q.Stream, Timestamp: e.ts, Msg: e.msg}
+			out[j] = Entry{Seq: e.seq, Src: q.Src, Stream: q.Stream, Timestamp: e.ts, Msg: e.msg, Level: e.level}
 		}
 	} else if k > 0 {
 		// The caller owns the result (it may modify the msgs): copy them
@@ -195,7 +196,7 @@ func (c *tailCache) list(q Query, shared bool) ([]Entry, bool) {
 			e := &ents[i+j]
 			start := len(slab)
 			slab = append(slab, e.msg...)
-			out[j] = Entry{Seq: e.seq, Src: q.Src, Stream: q.Stream, Timestamp: e.ts, Msg: slab[start:len(slab):len(slab)]}
+			out[j] = Entry{Seq: e.seq, Src: q.Src, Stream: q.Stream, Timestamp: e.ts, Msg: slab[start:len(slab):len(slab)], Level: e.level}
 		}
 	}
 	sh.mu.RUnlock()
@@ -269,7 +270,7 @@ func (c *tailCache) seed(t *tailStream, v uint64, out []Entry, from uint64) {
 		t.ents = t.arr[:n]
 		for i, e := range out[start:] {
 			buf = append(buf, e.Msg...)
-			t.ents[i] = tailEntry{seq: e.Seq, ts: e.Timestamp, msg: buf[len(buf)-len(e.Msg) : len(buf) : len(buf)]}
+			t.ents[i] = tailEntry{seq: e.Seq, ts: e.Timestamp, msg: buf[len(buf)-len(e.Msg) : len(buf) : len(buf)], level: e.Level}
 		}
 		t.chunks = append(t.chunks, tailChunk{buf: buf, last: out[len(out)-1].Seq})
 		t.chunkMem, t.msgBytes = int64(cap(buf)), size
@@ -282,13 +283,13 @@ func (c *tailCache) seed(t *tailStream, v uint64, out []Entry, from uint64) {
 // appended applies a committed append to the cache: a known stream gets
 // the entry (a copy of msg), an unknown one a new version. Committer only,
 // with Store.smu locked.
-func (c *tailCache) appended(src, stream string, seq uint64, ts int64, msg []byte) {
+func (c *tailCache) appended(src, stream string, seq uint64, ts int64, level Level, msg []byte) {
 	sh := c.shard(src, stream)
 	sh.mu.Lock()
 	if t := sh.m[tailKey{src, stream}]; t != nil {
 		t.version++
 		if t.known {
-			t.append(seq, ts, msg)
+			t.append(seq, ts, level, msg)
 			c.account(t)
 		}
 	}
@@ -363,7 +364,7 @@ func (s *Store) fillTail(ops []op) {
 		}
 		switch o.kind {
 		case opAppend:
-			c.appended(o.rec.Src, o.rec.Stream, o.seq, o.rec.Timestamp, o.rec.Msg)
+			c.appended(o.rec.Src, o.rec.Stream, o.seq, o.rec.Timestamp, o.rec.Level, o.rec.Msg)
 		case opDelete:
 			c.deleted(o.rec.Src, o.rec.Stream)
 		case opTrim:
@@ -469,7 +470,7 @@ func (t *tailStream) reset() {
 
 // append adds an entry after the newest, copying msg, then keeps the
 // stream within its bounds.
-func (t *tailStream) append(seq uint64, ts int64, msg []byte) {
+func (t *tailStream) append(seq uint64, ts int64, level Level, msg []byte) {
 	if len(msg) > tailMaxBytes {
 		t.reset()
 		t.known, t.from = true, seq // alone over the bound: nothing cached
@@ -508,7 +509,7 @@ func (t *tailStream) append(seq uint64, ts int64, msg []byte) {
 			t.ents = t.arr[:n]
 		}
 	}
-	t.ents = append(t.ents, tailEntry{seq: seq, ts: ts, msg: ch.buf[start:len(ch.buf):len(ch.buf)]})
+	t.ents = append(t.ents, tailEntry{seq: seq, ts: ts, msg: ch.buf[start:len(ch.buf):len(ch.buf)], level: level})
 	t.msgBytes += int64(len(msg))
 	n, size := 0, t.msgBytes
 	for len(t.ents)-n > tailMaxEntries || size > tailMaxBytes {

@@ -28,6 +28,12 @@ func newMetrics(n *node) *metrics.Metrics {
 				MessagesSent:     atomic.LoadInt64(&info.MessagesSent),
 			}
 		},
+		Capture: func() rpc.CaptureStats {
+			if n.capture == nil {
+				return rpc.CaptureStats{}
+			}
+			return n.capture.Stats()
+		},
 	})
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -38,7 +39,9 @@ type serveConfig struct {
 	maxPacket                  int
 	clientQueue                int
 	followTimeout, followMax   time.Duration
+	scanTimeout                time.Duration
 	maxFollows                 int
+	fleetSources               int
 	shutdownTimeout            time.Duration
 	logFormat, logLevel        string
 	retentionAge               time.Duration
@@ -50,6 +53,8 @@ type serveConfig struct {
 	retentionInterval          time.Duration
 	nats                       natsConfig // --nats: JetStream instead of Pebble
 	limits                     limitFlags // limits.go
+	capture                    captureFlag
+	captureLevels              bool
 }
 
 // Default limits of serve (issue 3: every limit has a sane default).
@@ -83,7 +88,9 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.IntVar(&c.clientQueue, "client-queue", broker.DefaultClientQueue, fmt.Sprintf("QoS 1 and 2 messages (responses) queued per client before messages to it are dropped; 8 bytes of memory per slot per connection (live log messages do not use it); 0 = not off: the default, %d", broker.DefaultClientQueue))
 	fs.DurationVar(&c.followTimeout, "follow-timeout", rpc.DefaultFollowTimeout, fmt.Sprintf("how long a Log.List follow waits when the frame sets no timeout; 0 = not off: the default, %v", rpc.DefaultFollowTimeout))
 	fs.DurationVar(&c.followMax, "follow-max", rpc.DefaultFollowMax, fmt.Sprintf("longest any Log.List follow may wait; 0 = not off: the default, %v", rpc.DefaultFollowMax))
+	fs.DurationVar(&c.scanTimeout, "scan-timeout", rpc.DefaultScanTimeout, "longest scan of a filtered Log.List when the frame sets no timeout (then: error 504); 0 = no limit")
 	fs.IntVar(&c.maxFollows, "max-follows", rpc.DefaultMaxFollows, fmt.Sprintf("waiting follow calls per connection (more: error 429); 0 = not off: the default, %d", rpc.DefaultMaxFollows))
+	fs.IntVar(&c.fleetSources, "fleet-sources", rpc.DefaultFleetMax, "sources the dashboard's fleet view (Log.Fleet) keeps counts for, in memory (~0.1 KB each, up to ~0.9 KB for one that logs every minute); 0 = off (Log.Fleet not served)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long SIGINT/SIGTERM waits for calls in flight; 0 = no wait")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -94,7 +101,34 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.Int64Var(&c.tailCacheBytes, "tail-cache-bytes", storage.DefaultTailCacheBytes, fmt.Sprintf("memory for the newest entries of the streams clients list, so that Log.List and follows near a stream's end read no disk; -1 = off; 0 = not off: the default, %d", storage.DefaultTailCacheBytes))
 	fs.Uint64Var(&c.gcHeapFloor, "gc-heap-floor", defaultGCHeapFloor, "bytes of garbage the Go heap may gather before a collection while the live heap is smaller (less CPU spent collecting a small heap); 0 = Go's default pacing; ignored if GOGC is set")
 	fs.Int64Var(&c.minFreeBytes, "min-free-bytes", storage.DefaultMinFreeBytes, fmt.Sprintf("free space kept on the --data volume: with less, appends are refused (error 500) until space is freed; -1 = no check; 0 = not off: the default, %d", storage.DefaultMinFreeBytes))
+	c.capture = captureFlag{filters: []string{"+/log"}}
+	fs.Var(&c.capture, "capture", "topic filter of stock Mongoose OS consoles to store (PROTOCOL §8); its first '+' level names the source.\nRepeatable; given, it replaces the default; an empty value turns capture off")
+	fs.BoolVar(&c.captureLevels, "capture-levels", false, "captured consoles send log levels, not file descriptors (firmware with mqtt.debug_use_log_level)")
 	return fs, c
+}
+
+// captureFlag is --capture: repeatable, the first use replacing the default,
+// an empty value meaning none.
+type captureFlag struct {
+	filters []string
+	set     bool
+}
+
+func (f *captureFlag) String() string {
+	if f == nil {
+		return ""
+	}
+	return strings.Join(f.filters, " ")
+}
+
+func (f *captureFlag) Set(v string) error {
+	if !f.set {
+		f.filters, f.set = nil, true
+	}
+	if v != "" {
+		f.filters = append(f.filters, v)
+	}
+	return nil
 }
 
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
@@ -166,6 +200,7 @@ type node struct {
 	store    logStore // Pebble, or JetStream with --nats
 	broker   *broker.Broker
 	svc      *rpc.Service
+	capture  *rpc.Capture // console capture; nil when --capture is off
 	hs       *http.Server // nil when --http is empty
 	httpAddr string       // the bound HTTP address; "" when disabled
 	mode     string       // "open" or "secured"
@@ -214,6 +249,10 @@ func startNode(c *serveConfig, log *slog.Logger) (_ *node, err error) {
 	if c.retentionInterval <= 0 {
 		return nil, errors.New("--retention-interval: must be positive")
 	}
+	capture, err := hooks.ParseCaptureFilters(c.capture.filters)
+	if err != nil {
+		return nil, fmt.Errorf("--capture: %w", err)
+	}
 
 	n := &node{log: log, mode: "open", tls: tlsConf != nil}
 	if c.nats.urls != "" {
@@ -256,7 +295,9 @@ func startNode(c *serveConfig, log *slog.Logger) (_ *node, err error) {
 		MaxFrame:      c.maxFrame,
 		FollowTimeout: c.followTimeout,
 		FollowMax:     c.followMax,
+		ScanTimeout:   cmp.Or(c.scanTimeout, -1), // 0: no limit
 		MaxFollows:    c.maxFollows,
+		FleetMax:      fleetMax(c.fleetSources),
 		Rate:          c.rate,
 		RateBurst:     c.rateBurst,
 		Logger:        log,
@@ -266,6 +307,7 @@ func startNode(c *serveConfig, log *slog.Logger) (_ *node, err error) {
 	if users != nil {
 		n.mode = "secured"
 		auth := hooks.NewAuth(n.broker.Server(), users, n.svc.Names(), c.maxConns, log)
+		auth.AllowCapture(capture)
 		identify = auth.Caller
 		if err := n.broker.AddHook(auth, nil); err != nil {
 			return nil, err
@@ -276,6 +318,12 @@ func startNode(c *serveConfig, log *slog.Logger) (_ *node, err error) {
 	}
 	if err := n.broker.AddHook(hooks.NewRPC(n.svc, identify), nil); err != nil {
 		return nil, err
+	}
+	if len(capture) > 0 {
+		n.capture = n.svc.Capture(rpc.CaptureConfig{Levels: c.captureLevels})
+		if err := n.broker.AddHook(hooks.NewCapture(n.capture, capture), nil); err != nil {
+			return nil, err
+		}
 	}
 	if err := n.broker.Start(); err != nil {
 		return nil, err
@@ -374,4 +422,13 @@ func httpHandler(b *broker.Broker, m *metrics.Metrics, dash http.Handler, storeE
 		fmt.Fprintln(w, "ok")
 	})
 	return mux
+}
+
+// fleetMax maps --fleet-sources (0: off) to rpc.Config.FleetMax (0: the
+// default, negative: off).
+func fleetMax(n int) int {
+	if n <= 0 {
+		return -1
+	}
+	return n
 }

@@ -156,7 +156,7 @@ func (p *publisher) publish(part *partition, rec storage.Record, done func(stora
 	m.Reply = p.inbox + "." + strconv.FormatUint(t, 10)
 	m.Header.Set(nats.MsgIdHdr, p.idBase+strconv.FormatUint(t, 10))
 	m.Header.Set("Nats-Expected-Stream", part.name)
-	m.Data = encodeValue(rec.Timestamp, rec.Msg)
+	m.Data = encodeValue(rec.Timestamp, rec.Level, rec.Msg)
 	now := time.Now()
 	o := &op{ticket: t, msg: m, rec: rec, done: done, first: now, sent: now}
 	p.pending[t] = o
@@ -225,7 +225,7 @@ func (p *publisher) onAck(m *nats.Msg) {
 	r := o.rec
 	p.entries.Add(1)
 	p.bytes.Add(uint64(len(r.Msg)))
-	p.completeLocked(o, storage.Entry{Seq: ack.Seq, Src: r.Src, Stream: r.Stream, Timestamp: r.Timestamp, Msg: r.Msg}, nil)
+	p.completeLocked(o, storage.Entry{Seq: ack.Seq, Src: r.Src, Stream: r.Stream, Timestamp: r.Timestamp, Msg: r.Msg, Level: r.Level}, nil)
 }
 
 // completeLocked records o's outcome and hands every complete op at the

@@ -35,7 +35,9 @@ stream "<Name>_<i>" with subjects "<Subject>.<i>.>". Names become subject
 tokens as unpadded base64url, so '.', '*', '>', spaces and any UTF-8 are
 safe. Every message of a source's stream has one subject:
 
-	<Subject>.<i>.e.<src>.<stream>   an entry: uvarint(timestamp) msg
+	<Subject>.<i>.e.<src>.<stream>   an entry: the Pebble store's value,
+	                                 uvarint(timestamp) [level] msg
+	                                 (storage.PutValue)
 	                                 or, with header Logbroker-Tombstone,
 	                                 the tombstone of a Delete: the source's
 	                                 head as 16 hex digits

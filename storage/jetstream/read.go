@@ -422,11 +422,11 @@ func (m *storedMsg) entry(p *partition) (e storage.Entry, tombstone bool, err er
 			return storage.Entry{Seq: m.Seq, Src: src, Stream: stream}, true, nil
 		}
 	}
-	ts, msg, err := decodeValue(m.Data)
+	ts, level, msg, err := decodeValue(m.Data)
 	if err != nil {
 		return storage.Entry{}, false, err
 	}
-	return storage.Entry{Seq: m.Seq, Src: src, Stream: stream, Timestamp: ts, Msg: msg}, false, nil
+	return storage.Entry{Seq: m.Seq, Src: src, Stream: stream, Timestamp: ts, Msg: msg, Level: level}, false, nil
 }
 
 // apiError is the error of a JetStream API answer.
@@ -610,11 +610,11 @@ func decodeDirect(p *partition, m *nats.Msg) (e storage.Entry, tombstone bool, e
 	if m.Header.Get(hdrTombstone) != "" {
 		return storage.Entry{Seq: seq, Src: src, Stream: stream}, true, nil
 	}
-	ts, msg, err := decodeValue(m.Data)
+	ts, level, msg, err := decodeValue(m.Data)
 	if err != nil {
 		return storage.Entry{}, false, err
 	}
-	return storage.Entry{Seq: seq, Src: src, Stream: stream, Timestamp: ts, Msg: msg}, false, nil
+	return storage.Entry{Seq: seq, Src: src, Stream: stream, Timestamp: ts, Msg: msg, Level: level}, false, nil
 }
 
 // request sends a request that has one answer, asking again while no

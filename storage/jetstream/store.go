@@ -271,11 +271,11 @@ func decodeConsumed(p *partition, m jetstream.Msg) (storage.Entry, error) {
 	if err != nil {
 		return storage.Entry{}, err
 	}
-	ts, msg, err := decodeValue(m.Data())
+	ts, level, msg, err := decodeValue(m.Data())
 	if err != nil {
 		return storage.Entry{}, err
 	}
-	return storage.Entry{Seq: md.Sequence.Stream, Src: src, Stream: stream, Timestamp: ts, Msg: msg}, nil
+	return storage.Entry{Seq: md.Sequence.Stream, Src: src, Stream: stream, Timestamp: ts, Msg: msg, Level: level}, nil
 }
 
 // deliver runs on the notifier goroutine with the entries received since

@@ -2,7 +2,6 @@ package jetstream
 
 import (
 	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -98,18 +97,16 @@ func partitionOf(src string, n int) int {
 	return int(h.Sum32() % uint32(n))
 }
 
-// encodeValue returns a message payload: uvarint(timestamp) then msg, the
-// Pebble store's value layout.
-func encodeValue(ts int64, msg []byte) []byte {
-	b := make([]byte, 0, binary.MaxVarintLen64+len(msg))
-	b = binary.AppendUvarint(b, uint64(ts))
-	return append(b, msg...)
+// encodeValue returns a message payload: the Pebble store's value layout
+// (storage.PutValue: uvarint(timestamp), a level byte if any, msg).
+func encodeValue(ts int64, level storage.Level, msg []byte) []byte {
+	return storage.AppendValue(make([]byte, 0, storage.ValueLen(ts, level, msg)), ts, level, msg)
 }
 
-func decodeValue(v []byte) (ts int64, msg []byte, err error) {
-	u, n := binary.Uvarint(v)
-	if n <= 0 {
-		return 0, nil, fmt.Errorf("decode entry: %w", errCorrupt)
+func decodeValue(v []byte) (ts int64, level storage.Level, msg []byte, err error) {
+	ts, level, msg, err = storage.DecodeValue(v)
+	if err != nil {
+		return 0, 0, nil, fmt.Errorf("decode entry: %w", err)
 	}
-	return int64(u), v[n:], nil
+	return ts, level, msg, nil
 }

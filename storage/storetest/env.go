@@ -218,7 +218,7 @@ func (e *env) appendEnd(rec storage.Record, en storage.Entry, err error) {
 	if _, dup := st.acked[en.Seq]; dup {
 		e.t.Errorf("append %q/%q: id %d acknowledged twice", rec.Src, rec.Stream, en.Seq)
 	}
-	st.acked[en.Seq] = storage.Entry{Seq: en.Seq, Src: rec.Src, Stream: rec.Stream, Timestamp: rec.Timestamp, Msg: rec.Msg}
+	st.acked[en.Seq] = storage.Entry{Seq: en.Seq, Src: rec.Src, Stream: rec.Stream, Timestamp: rec.Timestamp, Msg: rec.Msg, Level: rec.Level}
 	sm.maxAcked = max(sm.maxAcked, en.Seq)
 }
 
@@ -336,11 +336,11 @@ func diffEntries(got, want []storage.Entry) string {
 
 func sameEntry(a, b storage.Entry) bool {
 	return a.Seq == b.Seq && a.Src == b.Src && a.Stream == b.Stream &&
-		a.Timestamp == b.Timestamp && bytes.Equal(a.Msg, b.Msg)
+		a.Timestamp == b.Timestamp && bytes.Equal(a.Msg, b.Msg) && a.Level == b.Level
 }
 
 func fmtEntry(e storage.Entry) string {
-	return fmt.Sprintf("{seq %d %q/%q ts %d msg %q}", e.Seq, e.Src, e.Stream, e.Timestamp, e.Msg)
+	return fmt.Sprintf("{seq %d %q/%q ts %d level %d msg %q}", e.Seq, e.Src, e.Stream, e.Timestamp, e.Level, e.Msg)
 }
 
 func seqsOf(es []storage.Entry) []uint64 {
@@ -381,7 +381,7 @@ func mustAppendRec(t *testing.T, s Store, rec storage.Record) storage.Entry {
 	if err != nil {
 		t.Fatalf("append %q/%q: %v", rec.Src, rec.Stream, err)
 	}
-	if e.Src != rec.Src || e.Stream != rec.Stream || e.Timestamp != rec.Timestamp || !bytes.Equal(e.Msg, rec.Msg) {
+	if e.Src != rec.Src || e.Stream != rec.Stream || e.Timestamp != rec.Timestamp || !bytes.Equal(e.Msg, rec.Msg) || e.Level != rec.Level {
 		t.Fatalf("append returned %s for record %q/%q ts %d msg %q", fmtEntry(e), rec.Src, rec.Stream, rec.Timestamp, rec.Msg)
 	}
 	if e.Seq == 0 {

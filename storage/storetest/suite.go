@@ -44,6 +44,8 @@ func Run(t *testing.T, h Harness) {
 	t.Run("Subscribe", func(t *testing.T) { testSubscribe(t, h) })
 	t.Run("Close", func(t *testing.T) { testClose(t, h) })
 	t.Run("Msg", func(t *testing.T) { testMsg(t, h) })
+	t.Run("Level", func(t *testing.T) { testLevel(t, h) })
+	t.Run("Filter", func(t *testing.T) { testFilter(t, h) })
 	t.Run("Names", func(t *testing.T) { testNames(t, h) })
 }
 
@@ -198,7 +200,7 @@ func testList(t *testing.T, h Harness) {
 func selectRef(es []storage.Entry, q storage.Query) []storage.Entry {
 	var out []storage.Entry
 	for _, e := range es {
-		if e.Seq > q.After && (q.Stream == "" || e.Stream == q.Stream) {
+		if e.Seq > q.After && (q.Stream == "" || e.Stream == q.Stream) && (q.Filter == nil || modelKeep(q.Filter, &e)) {
 			out = append(out, e)
 		}
 	}
@@ -809,6 +811,42 @@ func testMsg(t *testing.T, h Harness) {
 	}
 	if d := diffEntries(mustList(t, s, storage.Query{Src: "dev", Last: -1}), want); d != "" {
 		t.Errorf("after modifying a List result: %s", d)
+	}
+}
+
+// testLevel stores entries with every level and none, with msgs that
+// start like a level byte would, and lists them back (the cleanup checks
+// them again after a reopen).
+func testLevel(t *testing.T, h Harness) {
+	_, s := newEnv(t, h)
+	levels := []storage.Level{storage.NoLevel, storage.LevelError, storage.LevelWarn, storage.LevelInfo, storage.LevelDebug, storage.LevelVerbose}
+	msgs := []string{`"boot ok"`, "\x00", "\x01x", "\x05", "\x07\x07", "\x08", ``, `{"a":1}`}
+	var want []storage.Entry
+	for i, m := range msgs {
+		for j, l := range levels {
+			rec := storage.Record{Src: "dev", Stream: "console", Timestamp: int64(1764080000000 + i*10 + j), Msg: []byte(m), Level: l}
+			want = append(want, mustAppendRec(t, s, rec))
+		}
+	}
+	for _, q := range []storage.Query{
+		{Src: "dev", Stream: "console", Last: -1},
+		{Src: "dev", Last: -1},
+		{Src: "dev", Stream: "console", Last: len(want)},
+	} {
+		if d := diffEntries(mustList(t, s, q), want); d != "" {
+			t.Errorf("List %+v: %s", q, d)
+		}
+	}
+	for _, tc := range []struct {
+		n    int
+		want storage.Level
+	}{{-1, storage.NoLevel}, {0, storage.LevelError}, {4, storage.LevelVerbose}, {5, storage.NoLevel}} {
+		if got := storage.LevelOf(tc.n); got != tc.want {
+			t.Errorf("LevelOf(%d) = %d, want %d", tc.n, got, tc.want)
+		}
+		if n, ok := tc.want.Number(); ok != (tc.want != storage.NoLevel) || (ok && n != tc.n) {
+			t.Errorf("Level(%d).Number() = %d, %v", tc.want, n, ok)
+		}
 	}
 }
 

@@ -30,6 +30,7 @@ func TestHandler_Files(t *testing.T) {
 	}{
 		{"Index", "/", 200, "text/html", `<script src="/dashboard/app.js">`},
 		{"App", "/dashboard/app.js", 200, "javascript", "Log.Sources"},
+		{"AppFleet", "/dashboard/app.js", 200, "javascript", "Log.Fleet"},
 		{"MQTT", "/dashboard/mqtt.js", 200, "javascript", "PINGREQ"},
 		{"Style", "/dashboard/style.css", 200, "text/css", "@media"},
 		{"Unknown", "/nope", 404, "", ""},

@@ -6,12 +6,18 @@
 // # Basics
 //
 // The page is an ordinary MQTT client of the broker: mqtt.js is a small
-// MQTT 3.1.1 client over WebSocket, and the page calls Log.Sources,
-// Log.Streams and Log.List as RPC frames on <service>/rpc, replies on its
-// own <src>/rpc, and subscribes to <src>/log/<stream> for live entries. In
-// secured mode the user signs in with an MQTT username and password, so
-// the broker's ACL and permission rules apply to the page exactly as to any
-// client: the HTTP server grants nothing.
+// MQTT 3.1.1 client over WebSocket, and the page calls Log.Fleet,
+// Log.Sources, Log.Streams and Log.List as RPC frames on <service>/rpc,
+// with replies on its own <src>/rpc. Its first page is the fleet (Log.Fleet,
+// one server-side page at a time). A source's view is a selection the
+// server answers: the search (match, or regex when written /.../), level
+// and time range are Log.List filters (PROTOCOL §5), the live tail is
+// Log.List with follow and the same filters, the download pages through the
+// whole selection with after, and the histogram counts what is shown. Only
+// a broker without Log.Sources makes the page subscribe to +/log/# (to learn
+// sources). In secured mode the user signs in with an MQTT username and
+// password, so the broker's ACL and permission rules apply to the page
+// exactly as to any client: the HTTP server grants nothing.
 //
 // Routes: GET / (the page), GET /dashboard/{app.js,mqtt.js,style.css},
 // GET /dashboard/config.json:

@@ -21,6 +21,7 @@ type Sources struct {
 	Store   func() storage.Stats
 	MQTT    func() MQTT
 	Limits  func() Limits
+	Capture func() rpc.CaptureStats // console capture; nil when it is off
 }
 
 // Limits count what the broker's limits refused or ended.
@@ -152,11 +153,18 @@ var (
 	descSlow        = desc("logbroker_mqtt_slow_consumers_total", "Clients disconnected because too many bytes waited for their socket.")
 	descMsgReceived = desc("logbroker_mqtt_messages_received_total", "PUBLISH packets received from clients.")
 	descMsgSent     = desc("logbroker_mqtt_messages_sent_total", "PUBLISH packets sent to clients.")
+
+	descCapLines     = desc("logbroker_capture_lines_total", "Entries stored from captured device consoles (--capture).")
+	descCapLost      = desc("logbroker_capture_lost_total", "Console messages lost on the way from devices, by the gaps in their seq.")
+	descCapRestarts  = desc("logbroker_capture_restarts_total", "Device restarts seen in captured consoles (seq went back).")
+	descCapUnparsed  = desc("logbroker_capture_unparsed_total", "Captured messages not in the console format, stored whole.")
+	descCapUntracked = desc("logbroker_capture_untracked_total", "Captured messages of sources past the tracked-sources bound: stored, not joined or counted.")
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descDropped, descWaiting, descLive, descEntries, descBytes, descDeletes,
-		descExpired, descSyncs, descPerSync, descDisk, descTailHits, descTailMisses, descTailBytes, descClients, descMsgDropped, descInflDropped, descSlow, descMsgReceived, descMsgSent} {
+		descExpired, descSyncs, descPerSync, descDisk, descTailHits, descTailMisses, descTailBytes, descClients, descMsgDropped, descInflDropped, descSlow, descMsgReceived, descMsgSent,
+		descCapLines, descCapLost, descCapRestarts, descCapUnparsed, descCapUntracked} {
 		ch <- d
 	}
 }
@@ -202,5 +210,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descSlow, float64(st.SlowConsumers))
 		counter(descMsgReceived, float64(st.MessagesReceived))
 		counter(descMsgSent, float64(st.MessagesSent))
+	}
+	if c.src.Capture != nil {
+		st := c.src.Capture()
+		counter(descCapLines, float64(st.Lines))
+		counter(descCapLost, float64(st.Lost))
+		counter(descCapRestarts, float64(st.Restarts))
+		counter(descCapUnparsed, float64(st.Unparsed))
+		counter(descCapUntracked, float64(st.Untracked))
 	}
 }

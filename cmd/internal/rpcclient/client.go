@@ -403,6 +403,22 @@ func (r response) unpack(method string) (json.RawMessage, error) {
 	return r.Result, nil
 }
 
+// Publish sends payload to topic as an ordinary MQTT message, not a call,
+// and returns once paho has sent it (QoS 0) or the broker acknowledged it
+// (QoS 1), or ctx ends.
+func (c *Client) Publish(ctx context.Context, topic string, qos byte, payload []byte) error {
+	tok := c.pc.Publish(topic, qos, false, payload)
+	select {
+	case <-tok.Done():
+		if err := tok.Error(); err != nil {
+			return fmt.Errorf("publish %s: %w", topic, err)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("publish %s: %w", topic, ctx.Err())
+	}
+}
+
 // Close disconnects (waiting up to 250 ms for work in flight) and fails
 // any call still waiting.
 func (c *Client) Close() {

@@ -5,23 +5,37 @@
 //     "dash-<random>" (open mode) or "<user>/dash-<random>" (secured: a
 //     user may use and subscribe to sources under its own identity);
 //     replies arrive on <src>/rpc.
-//   - The tail is Log.List {last: 100} and then live entries from
-//     <src>/log/<stream> (or <src>/log/+ for every stream), merged and
-//     de-duplicated by id.
+//   - The first page is the fleet: Log.Fleet, one server-side page of
+//     sources at a time, most errors first.
+//   - A source's view is a selection: stream, and the Log.List filters of
+//     PROTOCOL §5 (match, or regex for a search written /.../; level;
+//     since/until from the time range). It shows Log.List {last: 100} of
+//     the selection, then follows it with Log.List {after, follow: true}:
+//     the server waits for the next *matching* entry, so the live tail
+//     keeps the filters exactly.
 //   - "Load older": the protocol has no "before", so the page asks for
 //     Log.List {last: held + 100, limit: 100}: the first 100 of the final
-//     held+100 entries, which are the 100 just before the oldest shown when
-//     none were missed; entries it already holds are skipped, and it stops
-//     when the answer brings nothing older.
+//     held+100 matching entries, which are the 100 just before the oldest
+//     shown; entries it already holds are skipped, and it stops when the
+//     answer brings nothing older.
+//   - "Download" pages through the whole selection with after, 1000 at a
+//     time, and saves it as NDJSON.
+//   - The histogram counts the entries shown per time bucket and level.
 // Every string from the broker is shown with textContent, never as HTML.
 "use strict";
 
 (function () {
   const PAGE = 100; // entries per List
+  const BULK = 1000; // entries per List when catching up or downloading
   const MAX_ROWS = 5000; // rows kept; the oldest go first
-  const MAX_PENDING = 5000; // live entries held while paused
+  const MAX_PENDING = 5000; // entries held while paused
   const CALL_TIMEOUT = 15000;
+  const FOLLOW_WAIT = 20; // s a follow waits on the server
   const STREAMS_REFRESH = 5000; // ms between reloads of the stream counts
+  const FLEET_PAGE = 50;
+  const FLEET_REFRESH = 10000; // ms
+  const LEVELS = ["error", "warn", "info", "debug", "verbose"];
+  const RANGES = { "15m": 15 * 60e3, "1h": 3600e3, "24h": 24 * 3600e3 };
 
   const $ = (id) => document.getElementById(id);
   const el = (tag, cls, text) => {
@@ -30,6 +44,7 @@
     if (text !== undefined) n.textContent = text;
     return n;
   };
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
   const st = {
     cfg: null,
@@ -38,22 +53,24 @@
     password: "",
     client: null,
     src: "", // the page's own rpc source
-    rpc: null,
     calls: new Map(), // rpc id -> {resolve, reject, timer}
     nextCall: 1,
     retry: 0,
     retryTimer: null,
 
-    sel: null, // {src, stream} being tailed; stream "" = all
+    sel: null, // {src, stream} on show; null: the fleet
     pendingSel: null, // from the URL's #src=, opened once connected
+    query: { search: "", level: "", range: "", from: "", to: "" }, // the form as applied
+    filters: {}, // Log.List filter args of the selection
     gen: 0, // bumped on every selection: late answers of an old one are dropped
-    liveFilter: "", // the subscribed <src>/log/... filter
-    rows: [], // {e, li, text}, ascending id
+    after: "", // the follow's position: id of the newest entry received
+    following: null, // token of the running follow loop
+    rows: [], // {e, li}, ascending id
     ids: new Set(),
     paused: false,
     pending: [],
-    filter: "",
     olderDone: false,
+    download: null, // {cancel} while a download runs
 
     sourcesAfter: "",
     discover: false, // Log.Sources is missing: learn sources from +/log/#
@@ -61,6 +78,9 @@
     streams: new Map(), // stream -> count (or null when unknown)
     streamsFromServer: false,
     streamsTimer: null,
+
+    fleet: { offset: 0, sort: "errors", prefix: "", total: 0, gen: 0, missing: false },
+    histoTimer: null,
   };
 
   // ---- ids and entries ----
@@ -77,6 +97,11 @@
       typeof e.stream === "string" && typeof e.timestamp === "number" && "msg" in e;
   }
 
+  // levelOf returns the entry's level 0..4, or -1 when it has none.
+  function levelOf(e) {
+    return Number.isInteger(e.level) && e.level >= 0 && e.level <= 4 ? e.level : -1;
+  }
+
   function msgText(msg) {
     return typeof msg === "string" ? msg : JSON.stringify(msg);
   }
@@ -86,28 +111,26 @@
     return isNaN(d.getTime()) ? String(ms) : d.toISOString();
   }
 
-  function level(stream, text) {
-    if (/^(errors?|stderr)$/i.test(stream)) return "lvl-error";
-    if (/\b(error|err|fatal|panic|fail(ed|ure)?)\b/i.test(text)) return "lvl-error";
-    if (/\b(warn|warning)\b/i.test(text)) return "lvl-warn";
-    return "";
+  function fmtAgo(ms) {
+    const s = Math.round((Date.now() - ms) / 1000);
+    if (s < 0) return "in the future";
+    if (s < 60) return s + " s ago";
+    if (s < 3600) return Math.floor(s / 60) + " min ago";
+    if (s < 86400) return Math.floor(s / 3600) + " h ago";
+    return Math.floor(s / 86400) + " d ago";
   }
 
   function makeRow(e) {
-    const text = msgText(e.msg);
-    const li = el("li", "entry " + level(e.stream, text));
+    const lv = levelOf(e);
+    const li = el("li", "entry" + (lv >= 0 ? " lvl-" + lv : ""));
     li.dataset.id = e.id;
+    if (lv >= 0) li.dataset.level = String(lv);
     const t = el("time", "ts", fmtTime(e.timestamp));
     t.dateTime = fmtTime(e.timestamp);
     t.title = new Date(e.timestamp).toString();
-    li.append(t, el("span", "stream", e.stream), el("span", "msg", text));
-    const row = { e, li, text: (e.stream + " " + text).toLowerCase() };
-    applyFilter(row);
-    return row;
-  }
-
-  function applyFilter(row) {
-    row.li.hidden = st.filter !== "" && !row.text.includes(st.filter);
+    const badge = el("span", "lvl", lv >= 0 ? LEVELS[lv] : "");
+    li.append(t, badge, el("span", "stream", e.stream), el("span", "msg", msgText(e.msg)));
+    return { e, li };
   }
 
   function nearBottom() {
@@ -143,6 +166,7 @@
       st.olderDone = false;
     }
     updateCount();
+    if (added) histoSoon();
     return added;
   }
 
@@ -153,13 +177,12 @@
     st.pending = [];
     st.olderDone = false;
     updateCount();
+    histoSoon();
   }
 
   function updateCount() {
-    let shown = 0;
-    for (const r of st.rows) if (!r.li.hidden) shown++;
-    const total = st.rows.length + (st.rows.length === 1 ? " entry" : " entries");
-    let s = st.rows.length === shown ? total : shown + " of " + total;
+    let s = st.rows.length + (st.rows.length === 1 ? " entry" : " entries");
+    if (Object.keys(st.filters).length) s += " matching";
     if (st.paused) s += " · paused, " + st.pending.length + " new";
     $("count").textContent = st.sel ? s : "";
   }
@@ -173,16 +196,20 @@
     }
   }
 
-  function call(method, args) {
+  // call sends a request; wait (s) sets the frame's timeout, for follows.
+  function call(method, args, wait) {
     const c = st.client;
     if (!c || !c.connected) return Promise.reject(new RPCError(0, "not connected"));
     const id = st.nextCall++;
-    const frame = JSON.stringify({ id: id, src: st.src, dst: st.cfg.service, method: method, args: args || {} });
+    const f = { id: id, src: st.src, dst: st.cfg.service, method: method, args: args || {} };
+    if (wait) f.timeout = wait;
+    const frame = JSON.stringify(f);
+    const limit = CALL_TIMEOUT + (wait || 0) * 1000;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         st.calls.delete(id);
-        reject(new RPCError(0, method + ": no answer within " + CALL_TIMEOUT / 1000 + " s"));
-      }, CALL_TIMEOUT);
+        reject(new RPCError(0, method + ": no answer within " + limit / 1000 + " s"));
+      }, limit);
       st.calls.set(id, { resolve, reject, timer });
       c.publish(st.cfg.service + "/rpc", frame, 1).catch((err) => {
         if (st.calls.delete(id)) {
@@ -213,29 +240,18 @@
       onReply(payload);
       return;
     }
-    if (!topic.includes("/log/")) return;
+    // Live entries: only subscribed when the broker cannot list sources.
+    if (!st.discover || !topic.includes("/log/")) return;
     let e;
     try {
       e = JSON.parse(new TextDecoder().decode(payload));
     } catch (err) {
       return;
     }
-    if (!validEntry(e)) return;
-    if (st.discover || st.known.has(e.src)) addSource({ src: e.src, last_timestamp: e.timestamp }, true);
-    if (!st.sel || e.src !== st.sel.src || (st.sel.stream && e.stream !== st.sel.stream)) return;
-    if (st.paused) {
-      if (!st.ids.has(e.id)) st.pending.push(e);
-      if (st.pending.length > MAX_PENDING) st.pending.shift();
-      updateCount();
-      return;
-    }
-    const stick = nearBottom();
-    insert([e]);
-    if (stick) scrollBottom();
-    refreshStreamsSoon();
+    if (validEntry(e)) addSource({ src: e.src, last_timestamp: e.timestamp }, true);
   }
 
-  // refreshStreamsSoon reloads the stream counts a few seconds after live
+  // refreshStreamsSoon reloads the stream counts a few seconds after new
   // entries arrived, at most that often.
   function refreshStreamsSoon() {
     if (!st.streamsFromServer || st.streamsTimer) return;
@@ -301,17 +317,19 @@
       const s = st.pendingSel;
       st.pendingSel = null;
       select(s.src, s.stream);
+    } else {
+      showFleet();
     }
   }
 
   function scheduleRetry(why) {
     st.client = null;
+    st.following = null;
     for (const p of st.calls.values()) {
       clearTimeout(p.timer);
       p.reject(new RPCError(0, "disconnected"));
     }
     st.calls.clear();
-    st.liveFilter = "";
     st.discover = false;
     const wait = Math.min(30, 2 ** st.retry++);
     setStatus("disconnected", why + "; retrying in " + wait + " s");
@@ -381,9 +399,9 @@
     }
   }
 
-  // The times in the list come from Log.Sources; a live entry moves only
-  // the time of the source on show (the page subscribes to that one alone).
-  // So the listed sources' times are asked again now and then.
+  // The times in the list come from Log.Sources; entries shown move only
+  // the time of the source on show. So the listed sources' times are
+  // asked again now and then.
   const SOURCE_REFRESH = 15000; // ms
   async function refreshSourceTimes() {
     if (!st.client || !st.client.connected || st.discover || st.known.size === 0 || document.hidden) return;
@@ -407,17 +425,109 @@
     }
   }
 
-  // ---- streams ----
+  // ---- the fleet ----
 
-  function noteStream(name) {
-    if (st.streamsFromServer) {
-      const n = st.streams.get(name);
-      if (n === undefined) {
-        st.streams.set(name, null);
-        renderStreams();
+  function showFleet() {
+    st.gen++;
+    st.sel = null;
+    st.following = null;
+    cancelDownload();
+    clearRows();
+    for (const li of st.known.values()) li.classList.remove("active");
+    $("tail").hidden = true;
+    $("fleet").hidden = false;
+    $("to-fleet").hidden = true;
+    if (location.hash) history.replaceState(null, "", location.pathname + location.search);
+    loadFleet();
+  }
+
+  async function loadFleet() {
+    const f = st.fleet;
+    const gen = ++f.gen;
+    const args = { sort: f.sort, offset: f.offset, limit: FLEET_PAGE };
+    if (f.prefix) args.prefix = f.prefix;
+    let res;
+    try {
+      res = await call("Log.Fleet", args);
+    } catch (err) {
+      if (gen !== f.gen) return;
+      if (err.code === 404) {
+        f.missing = true;
+        $("fleet-note").textContent = "This broker has no fleet view (Log.Fleet: no such method; --fleet-sources 0?). Pick a source on the left.";
+        $("fleet-table").hidden = true;
+      } else {
+        $("fleet-note").textContent = "Fleet: " + err.message;
       }
       return;
     }
+    if (gen !== f.gen || !res || !Array.isArray(res.sources)) return;
+    f.missing = false;
+    $("fleet-table").hidden = false;
+    f.total = typeof res.total === "number" ? res.total : res.sources.length;
+    if (f.offset > 0 && f.offset >= f.total) {
+      // the page emptied (fewer sources now): back to the last one
+      f.offset = Math.max(0, Math.floor((f.total - 1) / FLEET_PAGE) * FLEET_PAGE);
+      loadFleet();
+      return;
+    }
+    renderFleet(res);
+  }
+
+  function num(n) {
+    return typeof n === "number" ? n.toLocaleString("en-US") : "–";
+  }
+
+  function renderFleet(res) {
+    const f = st.fleet;
+    const body = $("fleet-rows");
+    const rows = [];
+    for (const s of res.sources) {
+      if (!s || typeof s.src !== "string") continue;
+      const tr = el("tr", s.errors > 0 ? "has-errors" : "");
+      tr.dataset.src = s.src;
+      const name = el("button", "src-link", s.src);
+      name.type = "button";
+      name.addEventListener("click", () => select(s.src, ""));
+      const td = (cls, text) => {
+        const c = el("td", cls, text);
+        tr.append(c);
+        return c;
+      };
+      td("src").append(name);
+      const last = td("when", typeof s.last_timestamp === "number" ? fmtAgo(s.last_timestamp) : "none left");
+      if (typeof s.last_timestamp === "number") last.title = fmtTime(s.last_timestamp);
+      td("num c-entries", num(s.entries));
+      const errs = td("num c-errors", "");
+      errs.append(el("span", s.errors > 0 ? "pill err" : "pill", num(s.errors)));
+      td("num c-lost" + (s.captured_lost > 0 ? " some" : ""), num(s.captured_lost));
+      td("num c-restarts" + (s.restarts > 0 ? " some" : ""), num(s.restarts));
+      rows.push(tr);
+    }
+    body.replaceChildren(...rows);
+    const first = f.total === 0 ? 0 : f.offset + 1;
+    $("fleet-page").textContent = first + "–" + (f.offset + rows.length) + " of " + num(f.total) + (f.total === 1 ? " source" : " sources");
+    $("fleet-prev").disabled = f.offset === 0;
+    $("fleet-next").disabled = f.offset + FLEET_PAGE >= f.total;
+    let note = "";
+    if (f.total === 0) note = f.prefix ? "No source starts with " + f.prefix + "." : "No sources yet.";
+    if (res.complete === false) note += (note ? " " : "") + "Not every source is counted (the broker's --fleet-sources bound).";
+    $("fleet-note").textContent = note;
+    if (typeof res.counted_since === "number" && typeof res.window_ms === "number") {
+      const young = Date.now() - res.counted_since < res.window_ms - 60e3;
+      $("fleet-since").textContent = young
+        ? "entries and errors counted since " + fmtTime(res.counted_since).slice(11, 19) + "Z (broker start)"
+        : "entries and errors of the last hour";
+    }
+  }
+
+  function refreshFleet() {
+    if (st.sel || st.fleet.missing || !st.client || !st.client.connected || document.hidden || $("app").hidden) return;
+    loadFleet();
+  }
+
+  // ---- streams ----
+
+  function noteStream(name) {
     if (!st.streams.has(name)) {
       st.streams.set(name, null);
       renderStreams();
@@ -455,10 +565,83 @@
     }
   }
 
-  // ---- the tail ----
+  // ---- the selection ----
 
   function validName(s) {
     return typeof s === "string" && s !== "" && !/[+#\u0000]/.test(s);
+  }
+
+  // toLocalInput renders ms for a datetime-local input.
+  function toLocalInput(ms) {
+    const d = new Date(ms);
+    const p = (n) => String(n).padStart(2, "0");
+    return d.getFullYear() + "-" + p(d.getMonth() + 1) + "-" + p(d.getDate()) + "T" + p(d.getHours()) + ":" + p(d.getMinutes()) + ":" + p(d.getSeconds());
+  }
+
+  // readQuery takes the form's values.
+  function readQuery() {
+    return {
+      search: $("search").value,
+      level: $("level").value,
+      range: $("range").value,
+      from: $("range").value === "custom" ? $("from").value : "",
+      to: $("range").value === "custom" ? $("to").value : "",
+    };
+  }
+
+  function writeQuery(q) {
+    $("search").value = q.search;
+    $("level").value = q.level;
+    $("range").value = q.range;
+    $("from").value = q.from;
+    $("to").value = q.to;
+    $("custom").hidden = q.range !== "custom";
+  }
+
+  // filtersOf turns the form into Log.List filter args (PROTOCOL §5),
+  // relative ranges counted back from now; it throws on a bad value.
+  function filtersOf(q) {
+    const f = {};
+    const s = q.search;
+    if (s.length > 2 && s.startsWith("/") && s.endsWith("/")) f.regex = s.slice(1, -1);
+    else if (s !== "") f.match = s;
+    if (q.level !== "") f.level = Number(q.level);
+    if (RANGES[q.range]) f.since = Date.now() - RANGES[q.range];
+    if (q.range === "custom") {
+      const from = q.from ? new Date(q.from).getTime() : NaN;
+      const to = q.to ? new Date(q.to).getTime() : NaN;
+      if (q.from && isNaN(from)) throw new Error("the start of the range is not a time");
+      if (q.to && isNaN(to)) throw new Error("the end of the range is not a time");
+      if (!isNaN(from)) f.since = Math.max(0, from);
+      if (!isNaN(to)) f.until = Math.max(0, to);
+      if (!isNaN(from) && !isNaN(to) && to <= from) throw new Error("the range ends before it starts");
+    }
+    return f;
+  }
+
+  function setHash() {
+    const h = { src: st.sel.src };
+    if (st.sel.stream) h.stream = st.sel.stream;
+    const q = st.query;
+    if (q.search) h.q = q.search;
+    if (q.level) h.level = q.level;
+    if (q.range) h.range = q.range;
+    if (q.from) h.from = q.from;
+    if (q.to) h.to = q.to;
+    history.replaceState(null, "", "#" + new URLSearchParams(h).toString());
+  }
+
+  // selArgs are Log.List args for the selection, with extra.
+  function selArgs(extra, unfiltered) {
+    const args = Object.assign({ src: st.sel.src }, unfiltered ? {} : st.filters, extra);
+    if (st.sel.stream) args.stream = st.sel.stream;
+    return args;
+  }
+
+  // live reports whether the selection can still gain entries: its range
+  // does not end in the past.
+  function live() {
+    return st.filters.until === undefined || st.filters.until > Date.now();
   }
 
   async function select(src, stream) {
@@ -467,52 +650,53 @@
       $("tail-note").textContent = "Not a valid source or stream name.";
       return;
     }
+    let filters;
+    try {
+      filters = filtersOf(st.query);
+    } catch (err) {
+      $("tail-note").textContent = "Time range: " + err.message + ".";
+      return;
+    }
     const gen = ++st.gen;
+    st.following = null;
+    cancelDownload();
     if (!st.sel || st.sel.src !== src) {
       st.streams = new Map();
       st.streamsFromServer = false;
     }
     st.sel = { src, stream: stream || "" };
-    history.replaceState(null, "", "#" + new URLSearchParams(stream ? { src, stream } : { src }).toString());
+    st.filters = filters;
+    st.after = "";
+    setHash();
+    $("fleet").hidden = true;
+    $("tail").hidden = false;
+    $("to-fleet").hidden = false;
     for (const [name, li] of st.known) li.classList.toggle("active", name === src);
     $("tail-title").textContent = src + (stream ? " / " + stream : "");
     $("tail-note").textContent = "";
     $("pause").disabled = false;
     $("older").disabled = false;
+    $("download").disabled = false;
     $("older").textContent = "Load older";
     setPaused(false);
     clearRows();
     renderStreams();
-    await resubscribe(gen);
-    if (gen !== st.gen) return;
+    // Where the log ends now, unfiltered: the follow starts there when
+    // nothing matches yet, and scans no further back.
+    const head = await fetchTail(gen, { last: 1 }, true);
+    if (gen !== st.gen || !head) return;
     const list = await fetchTail(gen, { last: PAGE });
-    if (gen !== st.gen) return;
-    if (list) insert(list);
+    if (gen !== st.gen || !list) return;
+    insert(list);
+    st.after = list.length ? list[list.length - 1].id : head.length ? head[0].id : "0000000000000000";
     scrollBottom();
     loadStreams(gen);
+    startFollow(gen);
   }
 
-  // resubscribe moves the live subscription to the selection.
-  async function resubscribe(gen) {
-    const c = st.client;
-    if (!c || !c.connected) return;
-    const filter = st.sel.src + "/log/" + (st.sel.stream || "+");
-    if (filter === st.liveFilter) return;
-    const old = st.liveFilter;
-    st.liveFilter = filter;
-    if (old) c.unsubscribe(old).catch(() => {});
+  async function fetchTail(gen, extra, unfiltered) {
     try {
-      await c.subscribe(filter, 0);
-    } catch (err) {
-      if (gen === st.gen) $("tail-note").textContent = "Live updates refused (" + err.message + "): showing stored entries only.";
-    }
-  }
-
-  async function fetchTail(gen, extra) {
-    const args = Object.assign({ src: st.sel.src }, extra);
-    if (st.sel.stream) args.stream = st.sel.stream;
-    try {
-      const list = await call("Log.List", args);
+      const list = await call("Log.List", selArgs(extra, unfiltered));
       if (gen !== st.gen) return null;
       if (!Array.isArray(list)) throw new RPCError(0, "Log.List: unexpected answer");
       return list;
@@ -522,23 +706,59 @@
     }
   }
 
-  // resume re-subscribes after a reconnect and fetches what was missed.
-  async function resume() {
-    const gen = st.gen;
-    await resubscribe(gen);
-    if (gen !== st.gen) return;
-    const last = st.rows.length ? st.rows[st.rows.length - 1].e.id : "";
-    const stick = nearBottom();
-    // Page forward from the newest held entry until caught up.
-    for (let after = last, i = 0; i < 20; i++) {
-      const list = await fetchTail(gen, after ? { after, limit: 1000 } : { last: PAGE });
-      if (!list || gen !== st.gen) return;
-      if (st.paused) st.pending.push(...list);
-      else insert(list);
-      if (!after || list.length < 1000) break;
-      after = list[list.length - 1].id;
+  // received takes entries of the follow: shown, or held while paused.
+  function received(list) {
+    if (!list.length) return;
+    st.after = list[list.length - 1].id;
+    const last = list[list.length - 1];
+    if (validEntry(last) && st.known.has(last.src)) addSource({ src: last.src, last_timestamp: last.timestamp }, false);
+    if (st.paused) {
+      for (const e of list) if (!st.ids.has(e.id)) st.pending.push(e);
+      while (st.pending.length > MAX_PENDING) st.pending.shift();
+      updateCount();
+      return;
     }
+    const stick = nearBottom();
+    insert(list);
     if (stick) scrollBottom();
+    refreshStreamsSoon();
+  }
+
+  // startFollow runs the follow loop of the selection: Log.List {after,
+  // follow} again and again; the server answers with the next matching
+  // entries, or [] when its wait ends. One loop at a time: a newer one, a
+  // new selection or a disconnect ends it.
+  async function startFollow(gen) {
+    const token = {};
+    st.following = token;
+    let failures = 0;
+    while (st.following === token && gen === st.gen && live()) {
+      if (!st.client || !st.client.connected) return;
+      let list;
+      try {
+        list = await call("Log.List", selArgs({ after: st.after, follow: true, limit: BULK }), FOLLOW_WAIT);
+      } catch (err) {
+        if (st.following !== token || gen !== st.gen || err.code === 0) return; // resume() starts again
+        $("tail-note").textContent = "Follow: " + err.message;
+        if (err.code === 400 || err.code === 403) return;
+        await sleep(Math.min(30, 2 ** failures++) * 1000);
+        continue;
+      }
+      if (st.following !== token || gen !== st.gen) return;
+      if (!Array.isArray(list)) return;
+      failures = 0;
+      received(list);
+    }
+  }
+
+  // resume starts the follow again after a reconnect: it catches up from
+  // the newest entry received.
+  function resume() {
+    if (!st.after) {
+      select(st.sel.src, st.sel.stream);
+      return;
+    }
+    startFollow(st.gen);
   }
 
   // loadOlder: see the file's comment. The window is last = held + extra
@@ -561,12 +781,12 @@
         if (older.length > 0) break;
         if (list.length === 0 || oldest === null || list[0].id === oldest) {
           // The window reached past the first entry (with last > the
-          // count, the answer starts at the source's very first entry).
+          // count, the answer starts at the selection's very first entry).
           st.olderDone = true;
           break;
         }
-        // The answer held only entries shown already: newer entries this
-        // page never saw (dropped QoS 0) shifted the window; widen it.
+        // The answer held only entries shown already: newer entries
+        // this page holds back (paused) shifted the window; widen it.
       }
     } finally {
       if (gen === st.gen) {
@@ -594,6 +814,179 @@
     updateCount();
   }
 
+  // ---- download ----
+
+  function cancelDownload() {
+    if (st.download) st.download.cancelled = true;
+    st.download = null;
+    const b = $("download");
+    b.textContent = "Download NDJSON";
+    b.classList.remove("on");
+  }
+
+  // download pages through the whole selection (not only what is shown)
+  // with after, and saves it as NDJSON: one entry object a line, in id
+  // order. A second click cancels.
+  async function download() {
+    if (st.download) {
+      cancelDownload();
+      $("tail-note").textContent = "Download cancelled.";
+      return;
+    }
+    const job = { cancelled: false };
+    st.download = job;
+    const gen = st.gen;
+    const sel = st.sel;
+    const btn = $("download");
+    btn.classList.add("on");
+    const parts = [];
+    let n = 0;
+    let after = "";
+    try {
+      for (;;) {
+        const extra = { limit: BULK };
+        if (after) extra.after = after;
+        const list = await call("Log.List", selArgs(extra));
+        if (job.cancelled || gen !== st.gen) return;
+        if (!Array.isArray(list)) throw new RPCError(0, "Log.List: unexpected answer");
+        for (const e of list) parts.push(JSON.stringify(e) + "\n");
+        n += list.length;
+        btn.textContent = "Downloading… " + n.toLocaleString("en-US") + " (cancel)";
+        if (list.length < BULK) break;
+        after = list[list.length - 1].id;
+      }
+    } catch (err) {
+      if (!job.cancelled && gen === st.gen) $("tail-note").textContent = "Download: " + err.message;
+      if (st.download === job) cancelDownload();
+      return;
+    }
+    if (st.download === job) cancelDownload();
+    const stamp = new Date().toISOString().replace(/[-:]/g, "").replace(/\..*/, "");
+    const name = (sel.src + (sel.stream ? "-" + sel.stream : "") + "-" + stamp).replace(/[^A-Za-z0-9._-]+/g, "_") + ".ndjson";
+    const url = URL.createObjectURL(new Blob(parts, { type: "application/x-ndjson" }));
+    const a = el("a");
+    a.href = url;
+    a.download = name;
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+    $("tail-note").textContent = "Downloaded " + n.toLocaleString("en-US") + (n === 1 ? " entry" : " entries") + " as " + name + ".";
+  }
+
+  // ---- the histogram ----
+
+  const SVGNS = "http://www.w3.org/2000/svg";
+  const STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800, 604800].map((s) => s * 1000);
+
+  function histoSoon() {
+    if (st.histoTimer) return;
+    st.histoTimer = setTimeout(() => {
+      st.histoTimer = null;
+      renderHisto();
+    }, 150);
+  }
+
+  function svg(tag, attrs, text) {
+    const n = document.createElementNS(SVGNS, tag);
+    for (const k in attrs) n.setAttribute(k, attrs[k]);
+    if (text !== undefined) n.textContent = text;
+    return n;
+  }
+
+  function fmtSpan(ms) {
+    if (ms < 60e3) return ms / 1000 + " s";
+    if (ms < 3600e3) return ms / 60e3 + " min";
+    if (ms < 86400e3) return ms / 3600e3 + " h";
+    return ms / 86400e3 + " d";
+  }
+
+  // renderHisto draws the entries shown per time bucket, stacked by level
+  // (error at the bottom, entries without a level on top). Each bar is a
+  // rect with data-level ("0".."4", "none"), data-count and data-start.
+  function renderHisto() {
+    const fig = $("histo");
+    const box = $("histo-svg");
+    if (!st.sel || st.rows.length === 0) {
+      fig.hidden = true;
+      box.replaceChildren();
+      return;
+    }
+    fig.hidden = false;
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (const r of st.rows) {
+      lo = Math.min(lo, r.e.timestamp);
+      hi = Math.max(hi, r.e.timestamp);
+    }
+    if (st.filters.since !== undefined) lo = Math.min(lo, st.filters.since);
+    if (st.filters.until !== undefined) hi = Math.max(hi, st.filters.until - 1);
+    else if (st.filters.since !== undefined) hi = Math.max(hi, Date.now());
+    const span = Math.max(1, hi - lo + 1);
+    const step = STEPS.find((s) => span / s <= 60) || Math.ceil(span / 60 / 86400e3) * 86400e3;
+    const start = Math.floor(lo / step) * step;
+    const n = Math.floor((hi - start) / step) + 1;
+    const keys = ["0", "1", "2", "3", "4", "none"];
+    const counts = keys.map(() => new Array(n).fill(0));
+    for (const r of st.rows) {
+      const b = Math.floor((r.e.timestamp - start) / step);
+      const lv = levelOf(r.e);
+      counts[lv >= 0 ? lv : 5][b]++;
+    }
+    const totals = new Array(n).fill(0);
+    for (const c of counts) c.forEach((v, i) => (totals[i] += v));
+    const peak = Math.max(1, ...totals);
+    const W = Math.max(200, box.clientWidth || box.parentNode.clientWidth || 600);
+    const H = 96;
+    const top = 14;
+    const bottom = 16;
+    const plot = H - top - bottom;
+    const bw = W / n;
+    box.setAttribute("viewBox", "0 0 " + W + " " + H);
+    box.setAttribute("width", W);
+    box.setAttribute("height", H);
+    const parts = [svg("line", { x1: 0, x2: W, y1: H - bottom + 0.5, y2: H - bottom + 0.5, class: "axis" })];
+    for (let i = 0; i < n; i++) {
+      let y = H - bottom;
+      const tip = [];
+      for (let k = 0; k < keys.length; k++) {
+        const v = counts[k][i];
+        if (!v) continue;
+        const h = Math.max(1, (v / peak) * plot);
+        y -= h;
+        const rect = svg("rect", {
+          x: (i * bw + 0.5).toFixed(1), y: y.toFixed(1), width: Math.max(1, bw - 1).toFixed(1), height: h.toFixed(1),
+          class: "bar lv-" + keys[k],
+        });
+        rect.dataset.level = keys[k];
+        rect.dataset.count = String(v);
+        rect.dataset.start = String(start + i * step);
+        tip.push(v + " " + (k < 5 ? LEVELS[k] : "no level"));
+        parts.push(rect);
+      }
+      if (tip.length) {
+        // One hover title for the whole bar.
+        const hit = svg("rect", { x: (i * bw).toFixed(1), y: top, width: bw.toFixed(1), height: plot, class: "hit" });
+        hit.append(svg("title", {}, fmtTime(start + i * step) + " +" + fmtSpan(step) + ": " + tip.join(", ")));
+        parts.push(hit);
+      }
+    }
+    parts.push(svg("text", { x: 2, y: 10, class: "lbl" }, String(peak)));
+    parts.push(svg("text", { x: 2, y: H - 3, class: "lbl" }, fmtTime(start).replace(".000Z", "Z")));
+    parts.push(svg("text", { x: W - 2, y: H - 3, class: "lbl end" }, fmtTime(start + n * step).replace(".000Z", "Z")));
+    box.replaceChildren(...parts);
+    // The caption is the legend: a colour key and a count per level.
+    const byLevel = counts.map((c) => c.reduce((a, b) => a + b, 0));
+    const caption = [document.createTextNode(st.rows.length + " entries shown, per " + fmtSpan(step) + ": ")];
+    keys.forEach((k, i) => {
+      if (!byLevel[i]) return;
+      const item = el("span", "key", byLevel[i] + " " + (i < 5 ? LEVELS[i] : "no level"));
+      item.prepend(el("i", "swatch lv-" + k));
+      caption.push(item);
+    });
+    $("histo-caption").replaceChildren(...caption);
+  }
+
   // ---- start ----
 
   function wire() {
@@ -612,20 +1005,23 @@
       clearTimeout(st.retryTimer);
       st.client = null;
       st.user = st.password = "";
-      st.liveFilter = "";
       st.discover = false;
       // Nothing the last user could read stays on the page.
       st.gen++;
       st.sel = null;
+      st.following = null;
+      cancelDownload();
       clearRows();
       st.known.clear();
       st.streams = new Map();
       $("sources").replaceChildren();
+      $("fleet-rows").replaceChildren();
+      $("fleet-page").textContent = "";
       $("sources-note").textContent = "";
       $("tail-note").textContent = "";
       $("tail-title").textContent = "Pick a source";
       $("src-input").value = "";
-      $("pause").disabled = $("older").disabled = true;
+      $("pause").disabled = $("older").disabled = $("download").disabled = true;
       renderStreams();
       history.replaceState(null, "", location.pathname + location.search);
       setStatus("disconnected", "signed out");
@@ -636,15 +1032,60 @@
       const v = $("src-input").value;
       if (v.trim()) select(v, "");
     });
+    $("to-fleet").addEventListener("click", showFleet);
     $("sources-refresh").addEventListener("click", () => loadSources(true));
     $("sources-more").addEventListener("click", () => loadSources(false));
     $("pause").addEventListener("click", () => setPaused(!st.paused));
     $("older").addEventListener("click", loadOlder);
-    $("filter").addEventListener("input", (ev) => {
-      st.filter = ev.target.value.trim().toLowerCase();
-      for (const r of st.rows) applyFilter(r);
-      updateCount();
+    $("download").addEventListener("click", download);
+    $("range").addEventListener("change", () => {
+      const custom = $("range").value === "custom";
+      $("custom").hidden = !custom;
+      if (custom && !$("from").value) {
+        $("from").value = toLocalInput(Date.now() - 3600e3);
+        $("to").value = toLocalInput(Date.now());
+      }
+      if (!custom) applyQuery();
     });
+    $("level").addEventListener("change", applyQuery);
+    $("query").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      applyQuery();
+    });
+    // An emptied search box (its clear button) applies at once.
+    $("search").addEventListener("input", () => {
+      if ($("search").value === "" && st.query.search !== "") applyQuery();
+    });
+    const fleet = st.fleet;
+    $("fleet-sort").addEventListener("change", () => {
+      fleet.sort = $("fleet-sort").value;
+      fleet.offset = 0;
+      loadFleet();
+    });
+    let prefixTimer = null;
+    $("fleet-prefix").addEventListener("input", () => {
+      clearTimeout(prefixTimer);
+      prefixTimer = setTimeout(() => {
+        fleet.prefix = $("fleet-prefix").value.trim();
+        fleet.offset = 0;
+        loadFleet();
+      }, 250);
+    });
+    $("fleet-prev").addEventListener("click", () => {
+      fleet.offset = Math.max(0, fleet.offset - FLEET_PAGE);
+      loadFleet();
+    });
+    $("fleet-next").addEventListener("click", () => {
+      if (fleet.offset + FLEET_PAGE < fleet.total) fleet.offset += FLEET_PAGE;
+      loadFleet();
+    });
+    window.addEventListener("resize", histoSoon);
+  }
+
+  // applyQuery makes the form the selection's filters and reloads it.
+  function applyQuery() {
+    st.query = readQuery();
+    if (st.sel) select(st.sel.src, st.sel.stream);
   }
 
   async function start() {
@@ -685,14 +1126,21 @@
     if (h.get("src")) {
       st.pendingSel = { src: h.get("src"), stream: h.get("stream") || "" };
       $("src-input").value = st.pendingSel.src;
+      const q = { search: h.get("q") || "", level: h.get("level") || "", range: h.get("range") || "", from: h.get("from") || "", to: h.get("to") || "" };
+      if (!["", "0", "1", "2", "3", "4"].includes(q.level)) q.level = "";
+      if (!["", "15m", "1h", "24h", "custom"].includes(q.range)) q.range = "";
+      st.query = q;
+      writeQuery(q);
     }
     setInterval(refreshSourceTimes, SOURCE_REFRESH);
+    setInterval(refreshFleet, FLEET_REFRESH);
     if (st.cfg.secured) {
       setStatus("disconnected", "not signed in");
       showLogin(warn);
       return;
     }
     $("tail-note").textContent = warn;
+    $("fleet-note").textContent = warn;
     await connect();
   }
 
