@@ -249,3 +249,24 @@ func TestCapture_RateLimit(t *testing.T) {
 		t.Errorf("limited %d, want 2", st.Limited)
 	}
 }
+
+// FuzzParseConsole: any payload parses or not without panicking; a parsed
+// one's text is the payload's tail after the first '|' following the
+// numbers, and n is within the 9 digits allowed.
+func FuzzParseConsole(f *testing.F) {
+	for _, s := range []string{"esp32_ABC 0 1764080000.123 1|boot ok\n", "d 7 3 -1|", "d 1 0.5 4|a|b c\n", "junk", "d 1 1.0 --1|x"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, p []byte) {
+		m, ok := parseConsole(p)
+		if !ok {
+			return
+		}
+		if !strings.HasSuffix(string(p), string(m.text)) {
+			t.Fatalf("text %q is not a tail of %q", m.text, p)
+		}
+		if m.n < -999999999 || m.n > 999999999 || m.secs < 0 {
+			t.Fatalf("parsed %+v from %q", m, p)
+		}
+	})
+}
