@@ -89,8 +89,13 @@ func (h *Capture) OnPublished(cl *mqtt.Client, pk packets.Packet) {
 func (a *Auth) AllowCapture(filters CaptureFilters) { a.capture = filters }
 
 // mayCapture reports whether u may publish to topic as console capture.
+// Never to a live topic (<src>/log/<stream>, which a filter such as
+// +/log/# matches): there a device would forge entries for dashboards.
 func (a *Auth) mayCapture(u User, topic string) bool {
 	if u.Role != rpc.RoleDevice || !validMQTTTopic(topic, true) {
+		return false
+	}
+	if levels := strings.Split(topic, "/"); len(levels) >= 3 && levels[len(levels)-2] == "log" {
 		return false
 	}
 	src, ok := a.capture.Source(topic)

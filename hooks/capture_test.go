@@ -59,4 +59,18 @@ func TestAuth_MayCapture(t *testing.T) {
 			t.Errorf("%s publishing %q: %v, want %v", c.u.Name, c.topic, got, c.want)
 		}
 	}
+	// A filter that covers live topics does not let a device forge them.
+	fs, _ = ParseCaptureFilters([]string{"+/log/#"})
+	a.AllowCapture(fs)
+	for _, c := range []struct {
+		u     User
+		topic string
+		want  bool
+	}{
+		{dev1, "dev1/log", true}, {dev1, "dev1/log/console", false}, {dev1, "dev1/log/a/b", true},
+	} {
+		if got := a.mayCapture(c.u, c.topic); got != c.want {
+			t.Errorf("%s publishing %q: %v, want %v", c.u.Name, c.topic, got, c.want)
+		}
+	}
 }

@@ -14,12 +14,23 @@
 // addressed to the service (which mochi publishes past OnPublish) is
 // consumed the same way in OnWill: it runs as the client's last call.
 //
+// Capture (console capture, PROTOCOL §8) provides OnPublished: a client's
+// message on a topic that a CaptureFilters filter matches is handed, after
+// mochi delivered it to its subscribers, to rpc.Capture with the source the
+// filter's first '+' names. The broker's own publishes are never captured.
+// In secured mode Auth lets a device publish to the capture topics of its
+// own identity (AllowCapture).
+//
+// Auth also owns the rule that makes the mos tool work with a device login:
+// a connection owns "<service>/rpc-resp/<its client id>" (rpc.Caller.Replies)
+// and may subscribe below it, and a client id belongs to one user at a time.
+//
 // Sender adapts a Publisher (the broker) to rpc.Publisher: responses at QoS 1
 // with any MQTT 5 Correlation Data, live entries at QoS 0.
 //
 // # Caveats
 //
-// OnPublish runs on the publishing client's read loop: it never waits for
-// storage. It waits only when that connection already has rpc.Config.QueueLen
+// OnPublish and OnPublished run on the publishing client's read loop: they
+// never wait for storage. It waits only when that connection already has rpc.Config.QueueLen
 // calls queued, which slows that client alone.
 package hooks

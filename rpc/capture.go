@@ -38,6 +38,12 @@ type CaptureConfig struct {
 	// sources; past it, a write's unfinished line is stored at once.
 	// Default 4096.
 	MaxPartials int
+	// Rate bounds the messages captured per second of one source (a token
+	// bucket of RateBurst); the sources past MaxSources share one bucket.
+	// Messages over it are dropped and counted. Zero: the service's
+	// Config.Rate and RateBurst (--rate, --rate-burst); negative: no limit.
+	Rate      float64
+	RateBurst int
 }
 
 // Defaults of CaptureConfig.
@@ -159,7 +165,9 @@ type Capture struct {
 	closed   bool                  // guarded by mu
 	appends  sync.WaitGroup
 
-	lines, lost, restarts, unparsed, untracked atomic.Int64
+	untrackedLimit *bucket // the shared bucket of untracked sources; nil: no limit
+
+	lines, lost, restarts, unparsed, untracked, limited atomic.Int64
 }
 
 // capSource is what Capture keeps of one source.
@@ -169,6 +177,7 @@ type capSource struct {
 	lost, restarts int64
 	lines          int64       // entries captured
 	parts          [2]*partial // partial lines: console (and levels), stderr
+	limit          *bucket     // nil: no rate limit
 }
 
 // partial is a line still waiting for its end.
@@ -186,22 +195,39 @@ type CaptureStats struct {
 	Restarts  int64 // device restarts (seq went back)
 	Unparsed  int64 // payloads not in the console format, stored whole
 	Untracked int64 // messages of sources past MaxSources (not counted, not joined)
+	Limited   int64 // messages dropped by the rate limit
 }
 
 // Capture starts console capture into s's store. Shutdown stores the
 // partial lines left.
 func (s *Service) Capture(cfg CaptureConfig) *Capture {
 	cfg.setDefaults()
+	if cfg.Rate == 0 {
+		cfg.Rate, cfg.RateBurst = s.cfg.Rate, s.cfg.RateBurst
+	}
 	c := &Capture{svc: s, cfg: cfg, srcs: map[string]*capSource{}}
+	c.untrackedLimit = c.newLimit()
 	s.capture.Store(c)
 	return c
+}
+
+// newLimit returns a token bucket of the configured rate, nil for none.
+func (c *Capture) newLimit() *bucket {
+	if c.cfg.Rate <= 0 {
+		return nil
+	}
+	burst := c.cfg.RateBurst
+	if burst <= 0 {
+		burst = int(max(1, c.cfg.Rate))
+	}
+	return newBucket(c.cfg.Rate, burst)
 }
 
 // Stats returns the capture's totals.
 func (c *Capture) Stats() CaptureStats {
 	return CaptureStats{
 		Lines: c.lines.Load(), Lost: c.lost.Load(), Restarts: c.restarts.Load(),
-		Unparsed: c.unparsed.Load(), Untracked: c.untracked.Load(),
+		Unparsed: c.unparsed.Load(), Untracked: c.untracked.Load(), Limited: c.limited.Load(),
 	}
 }
 
@@ -220,6 +246,16 @@ func (c *Capture) Write(src string, payload []byte) {
 		return
 	}
 	s := c.source(src)
+	limit := c.untrackedLimit
+	if s != nil {
+		limit = s.limit
+	}
+	if limit != nil && !limit.take(now) {
+		if n := c.limited.Add(1); n&(n-1) == 0 { // at 1, 2, 4, ... dropped: not a line each
+			c.svc.log.Warn("captured console over the rate limit: dropped", "src", src, "dropped", n)
+		}
+		return
+	}
 	if !ok {
 		c.unparsed.Add(1)
 		c.store(src, s, defaultStream, payload, now.UnixMilli(), noLevel)
@@ -281,7 +317,7 @@ func (c *Capture) source(src string) *capSource {
 		c.untracked.Add(1)
 		return nil
 	}
-	s = &capSource{}
+	s = &capSource{limit: c.newLimit()}
 	c.srcs[src] = s
 	return s
 }

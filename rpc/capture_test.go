@@ -227,3 +227,47 @@ func TestCapture_Sources(t *testing.T) {
 		t.Errorf("plain: %v, want no capture counts", got[1])
 	}
 }
+
+// TestCapture_RateLimit: a source's messages over its rate are dropped and
+// counted; another source has its own bucket.
+func TestCapture_RateLimit(t *testing.T) {
+	e := newEnv(t, Config{})
+	cp := e.svc.Capture(CaptureConfig{FlushAfter: time.Hour, Rate: 0.001, RateBurst: 2})
+	for i := range 4 {
+		cp.Write("flood", fmt.Appendf(nil, "flood %d 1.0 1|line %d\n", i, i))
+	}
+	cp.Write("calm", []byte("calm 0 1.0 1|ok\n"))
+	if err := cp.close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.captured("flood"); !slices.Equal(got, []string{"console:line 0", "console:line 1"}) {
+		t.Errorf("flood: %q, want the first two lines", got)
+	}
+	if got := e.captured("calm"); !slices.Equal(got, []string{"console:ok"}) {
+		t.Errorf("calm: %q", got)
+	}
+	if st := cp.Stats(); st.Limited != 2 {
+		t.Errorf("limited %d, want 2", st.Limited)
+	}
+}
+
+// FuzzParseConsole: any payload parses or not without panicking; a parsed
+// one's text is the payload's tail after the first '|' following the
+// numbers, and n is within the 9 digits allowed.
+func FuzzParseConsole(f *testing.F) {
+	for _, s := range []string{"esp32_ABC 0 1764080000.123 1|boot ok\n", "d 7 3 -1|", "d 1 0.5 4|a|b c\n", "junk", "d 1 1.0 --1|x"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, p []byte) {
+		m, ok := parseConsole(p)
+		if !ok {
+			return
+		}
+		if !strings.HasSuffix(string(p), string(m.text)) {
+			t.Fatalf("text %q is not a tail of %q", m.text, p)
+		}
+		if m.n < -999999999 || m.n > 999999999 || m.secs < 0 {
+			t.Fatalf("parsed %+v from %q", m, p)
+		}
+	})
+}

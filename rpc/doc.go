@@ -43,6 +43,17 @@
 // publishes live topics and wakes followers. Whoever claims a follower first
 // (wake, timer, disconnect, shutdown) answers it; the others do nothing.
 //
+// # Console capture
+//
+// Service.Capture starts a Capture: hooks hands it the console messages of
+// stock Mongoose OS devices ("<device_id> <seq> <time> <n>|<text>"), and it
+// joins the writes of each source and stream into lines, stored with
+// LogStore.AppendAsync like Log.Log's entries. A partial line waits for its
+// continuation under a time.AfterFunc (CaptureConfig.FlushAfter); seq gaps
+// and restarts are counted per source, in memory, and shown by Log.Sources.
+// Partial lines, tracked sources and each source's message rate are
+// bounded (CaptureConfig); Shutdown stores the partial lines left.
+//
 // # Caveats
 //
 // A connection's queue holds Config.QueueLen calls; past that, Submit waits,

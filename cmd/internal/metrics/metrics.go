@@ -159,12 +159,13 @@ var (
 	descCapRestarts  = desc("logbroker_capture_restarts_total", "Device restarts seen in captured consoles (seq went back).")
 	descCapUnparsed  = desc("logbroker_capture_unparsed_total", "Captured messages not in the console format, stored whole.")
 	descCapUntracked = desc("logbroker_capture_untracked_total", "Captured messages of sources past the tracked-sources bound: stored, not joined or counted.")
+	descCapLimited   = desc("logbroker_capture_rate_limited_total", "Captured messages dropped: their source published faster than --rate.")
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descDropped, descWaiting, descLive, descEntries, descBytes, descDeletes,
 		descExpired, descSyncs, descPerSync, descDisk, descTailHits, descTailMisses, descTailBytes, descClients, descMsgDropped, descInflDropped, descSlow, descMsgReceived, descMsgSent,
-		descCapLines, descCapLost, descCapRestarts, descCapUnparsed, descCapUntracked} {
+		descCapLines, descCapLost, descCapRestarts, descCapUnparsed, descCapUntracked, descCapLimited} {
 		ch <- d
 	}
 }
@@ -218,5 +219,6 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descCapRestarts, float64(st.Restarts))
 		counter(descCapUnparsed, float64(st.Unparsed))
 		counter(descCapUntracked, float64(st.Untracked))
+		counter(descCapLimited, float64(st.Limited))
 	}
 }
