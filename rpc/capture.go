@@ -388,17 +388,14 @@ func (c *Capture) expire(src string, s *capSource, slot int, stream string, p *p
 }
 
 // store appends one line as an entry whose msg is the line as a JSON
-// string. c.mu is held (appends keep the order of the writes).
-//
-// level is parsed but not stored yet: storage.Record has no level on this
-// branch (the Log.List filters branch adds it; set Record.Level there).
+// string, with the level of its first write (-1, or no --capture-levels:
+// none). c.mu is held (appends keep the order of the writes).
 func (c *Capture) store(src string, s *capSource, stream string, line []byte, ts int64, level int) {
-	_ = level
 	if s != nil {
 		s.lines++
 	}
 	c.lines.Add(1)
-	rec := storage.Record{Src: src, Stream: stream, Timestamp: ts, Msg: appendString(nil, string(line))}
+	rec := storage.Record{Src: src, Stream: stream, Timestamp: ts, Msg: appendString(nil, string(line)), Level: storage.LevelOf(level)}
 	c.appends.Add(1)
 	c.svc.store.AppendAsync(rec, func(_ storage.Entry, err error) {
 		defer c.appends.Done()

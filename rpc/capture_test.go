@@ -44,7 +44,8 @@ func TestParseConsole(t *testing.T) {
 	}
 }
 
-// captured is what a test reads back: stream:msg of each entry, in order.
+// captured is what a test reads back: stream:msg of each entry, in order,
+// stream[level]:msg for an entry with a level.
 func (e *env) captured(src string) []string {
 	e.t.Helper()
 	es, err := e.store.List(context.Background(), storageQuery(src))
@@ -56,6 +57,10 @@ func (e *env) captured(src string) []string {
 		var msg string
 		if err := json.Unmarshal(x.Msg, &msg); err != nil {
 			e.t.Fatalf("msg %s is not a string", x.Msg)
+		}
+		if n, ok := x.Level.Number(); ok {
+			out = append(out, fmt.Sprintf("%s[%d]:%s", x.Stream, n, msg))
+			continue
 		}
 		out = append(out, x.Stream+":"+msg)
 	}
@@ -92,7 +97,7 @@ func TestCapture_Join(t *testing.T) {
 		{"UnparsedKeepsPartial", CaptureConfig{}, []string{w(0, 1, "par"), "junk", w(1, 1, "tial\n")},
 			[]string{"console:junk", "console:partial"}, 0, 0},
 		{"Levels", CaptureConfig{Levels: true}, []string{w(0, 2, "info "), w(1, 0, "line\n"), w(2, -1, "x\n")},
-			[]string{"console:info line", "console:x"}, 0, 0},
+			[]string{"console[2]:info line", "console:x"}, 0, 0},
 		{"MaxLine", CaptureConfig{MaxLine: 8}, []string{w(0, 1, "0123"), w(1, 1, "4567"), w(2, 1, "89\n"), w(3, 1, "0123456789")},
 			[]string{"console:01234567", "console:89", "console:0123456789"}, 0, 0},
 	}
