@@ -26,6 +26,10 @@ import (
 // session of another user, since a takeover would disconnect that client
 // and could inherit its subscriptions. Only admins may retain messages.
 //
+// A non-admin's publish or will on an RPC topic of another client
+// (<x>/rpc, <x>/rpc/...) must be a frame whose src is the publisher's own
+// (trust.go): nobody but the broker speaks as the service.
+//
 // Reload swaps the users file in place: connections of removed users, and
 // of users whose role or password hash changed, are closed at once; all
 // other connections stay.
@@ -36,7 +40,8 @@ type Auth struct {
 	maxConns int
 	log      *slog.Logger
 
-	users atomic.Pointer[Users]
+	users   atomic.Pointer[Users]
+	refused refusals
 
 	mu     sync.Mutex
 	conns  map[string]map[*mqtt.Client]struct{} // identity -> its connections
@@ -78,9 +83,9 @@ func (a *Auth) user(cl *mqtt.Client) (User, bool) {
 func (a *Auth) Caller(cl *mqtt.Client) rpc.Caller {
 	u, ok := a.user(cl)
 	if !ok {
-		return rpc.Caller{Identity: string(cl.Properties.Username), Role: rpc.RoleNone, Secured: true}
+		return rpc.Caller{Identity: string(cl.Properties.Username), ClientID: cl.ID, Role: rpc.RoleNone, Secured: true}
 	}
-	return rpc.Caller{Identity: u.Name, Role: u.Role, Secured: true}
+	return rpc.Caller{Identity: u.Name, ClientID: cl.ID, Role: u.Role, Secured: true}
 }
 
 // refuse sends a refusing CONNACK itself, because mochi would send a 3.1.1
@@ -112,8 +117,9 @@ func (a *Auth) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		a.log.Info("connection refused", "client", cl.ID, "user", name, "remote", cl.Net.Remote, "err", "bad username or password")
 		return a.refuse(cl, packets.ErrNotAuthorized)
 	}
-	if pk.Connect.WillFlag && !a.willAllowed(u, pk.Connect.WillTopic) {
-		a.log.Warn("connection refused", "client", cl.ID, "user", name, "remote", cl.Net.Remote, "err", "will topic not allowed", "topic", pk.Connect.WillTopic)
+	if why := a.willRefusal(u, cl.ID, pk.Connect); pk.Connect.WillFlag && why != "" {
+		a.refused.wills.Add(1)
+		a.log.Warn("connection refused", "client", cl.ID, "user", name, "remote", cl.Net.Remote, "err", why, "topic", pk.Connect.WillTopic)
 		return a.refuse(cl, packets.ErrNotAuthorized)
 	}
 	if other, ok := a.srv.Clients.Get(cl.ID); ok && string(other.Properties.Username) != name {
@@ -226,15 +232,25 @@ func (a *Auth) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	return false
 }
 
-// OnPublish delivers a non-admin's retained publish as an ordinary one: the
-// topics a device or reader may publish to are <id>/rpc topics, where a
-// retained message would be a standing forged reply for whoever subscribes
-// next.
+// OnPublish refuses a non-admin's frame with a foreign src on another
+// client's RPC topic (forgedFrame), and delivers a non-admin's retained
+// publish as an ordinary one: the topics a device or reader may publish to
+// are <id>/rpc topics, where a retained message would be a standing forged
+// reply for whoever subscribes next.
 func (a *Auth) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if !pk.FixedHeader.Retain || cl.Net.Inline {
+	if cl.Net.Inline {
 		return pk, nil
 	}
-	if u, ok := a.user(cl); ok && u.Role == rpc.RoleAdmin {
+	u, ok := a.user(cl)
+	if ok && u.Role == rpc.RoleAdmin {
+		return pk, nil
+	}
+	if why := a.forgedFrame(u.Name, cl.ID, pk.TopicName, pk.Payload); why != "" {
+		a.refused.frames.Add(1)
+		a.log.Info("publish refused", "client", cl.ID, "user", string(cl.Properties.Username), "topic", pk.TopicName, "qos", pk.FixedHeader.Qos, "err", why)
+		return pk, a.refusePublish(cl, pk)
+	}
+	if !pk.FixedHeader.Retain {
 		return pk, nil
 	}
 	a.log.Debug("retain flag dropped", "client", cl.ID, "user", string(cl.Properties.Username), "topic", pk.TopicName)

@@ -27,6 +27,13 @@ func newMetrics(n *node) *metrics.Metrics {
 				MessagesSent:     atomic.LoadInt64(&info.MessagesSent),
 			}
 		},
+		Refused: func() metrics.Refused {
+			if n.auth == nil {
+				return metrics.Refused{}
+			}
+			r := n.auth.Refusals()
+			return metrics.Refused{Frames: r.Frames, Wills: r.Wills}
+		},
 	})
 }
 

@@ -164,6 +164,7 @@ type node struct {
 	store    logStore // Pebble, or JetStream with --nats
 	broker   *broker.Broker
 	svc      *rpc.Service
+	auth     *hooks.Auth  // secured mode; nil in open mode
 	hs       *http.Server // nil when --http is empty
 	httpAddr string       // the bound HTTP address; "" when disabled
 	mode     string       // "open" or "secured"
@@ -260,6 +261,7 @@ func startNode(c *serveConfig, log *slog.Logger) (_ *node, err error) {
 	if users != nil {
 		n.mode = "secured"
 		auth := hooks.NewAuth(n.broker.Server(), users, n.svc.Names(), c.maxConns, log)
+		n.auth = auth
 		identify = auth.Caller
 		if err := n.broker.AddHook(auth, nil); err != nil {
 			return nil, err

@@ -20,6 +20,14 @@ type Sources struct {
 	Service func() rpc.Stats
 	Store   func() storage.Stats
 	MQTT    func() MQTT
+	Refused func() Refused // secured mode only
+}
+
+// Refused counts what secured mode refused because a client would have
+// spoken as someone else (hooks.Refusals).
+type Refused struct {
+	Frames int64 // publishes to <x>/rpc with a src not the publisher's
+	Wills  int64 // CONNECTs refused for their will
 }
 
 // MQTT are the broker's numbers.
@@ -139,11 +147,13 @@ var (
 	descSlow        = desc("logbroker_mqtt_slow_consumers_total", "Clients disconnected because too many bytes waited for their socket.")
 	descMsgReceived = desc("logbroker_mqtt_messages_received_total", "PUBLISH packets received from clients.")
 	descMsgSent     = desc("logbroker_mqtt_messages_sent_total", "PUBLISH packets sent to clients.")
+	descForged      = desc("logbroker_auth_forged_frames_total", "Publishes to an RPC topic (<x>/rpc, <x>/rpc/...) refused: not a frame whose src is the publisher's own (secured mode).")
+	descWills       = desc("logbroker_auth_wills_refused_total", "Connections refused for their will: retained, on a forbidden topic, or a frame with a foreign src (secured mode).")
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descDropped, descWaiting, descLive, descEntries, descBytes, descDeletes,
-		descExpired, descSyncs, descPerSync, descDisk, descTailHits, descTailMisses, descTailBytes, descClients, descMsgDropped, descInflDropped, descSlow, descMsgReceived, descMsgSent} {
+		descExpired, descSyncs, descPerSync, descDisk, descTailHits, descTailMisses, descTailBytes, descClients, descMsgDropped, descInflDropped, descSlow, descMsgReceived, descMsgSent, descForged, descWills} {
 		ch <- d
 	}
 }
@@ -189,5 +199,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descSlow, float64(st.SlowConsumers))
 		counter(descMsgReceived, float64(st.MessagesReceived))
 		counter(descMsgSent, float64(st.MessagesSent))
+	}
+	if c.src.Refused != nil {
+		st := c.src.Refused()
+		counter(descForged, float64(st.Frames))
+		counter(descWills, float64(st.Wills))
 	}
 }
