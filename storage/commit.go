@@ -17,6 +17,7 @@ const (
 	opDelete           // delete every entry of rec.Src in rec.Stream
 	opTrim             // retention: delete the entries of rec.Src in rec.Stream up to seq
 	opTrimMarks        // retention: delete the age marks of rec.Src below minute seq
+	opDuplicate        // an append whose rec.Dedup names the entry seq, stored before: nothing to write
 )
 
 // op is one queued call. Exactly one of done and w is set for appends; w is
@@ -272,6 +273,9 @@ func (s *Store) commit(ops []op) {
 	minute := s.minute()
 	touched := s.touched[:0]
 	b := s.db.NewBatch()
+	if s.dd != nil {
+		s.dd.begin(b, s.now().UnixMilli(), minute)
+	}
 	n, deletes := 0, false
 	for i := range ops {
 		o := &ops[i]
@@ -280,6 +284,9 @@ func (s *Store) commit(ops []op) {
 			if low != nil {
 				o.err = low
 				continue
+			}
+			if s.dd != nil && s.dd.duplicate(o) {
+				continue // answered with the entry's seq once this batch is delivered
 			}
 			st, err := s.sourceFor(o.rec.Src)
 			if err != nil {
@@ -297,6 +304,9 @@ func (s *Store) commit(ops []op) {
 			putEntryKey(d.Key, r.Src, r.Stream, o.seq)
 			putValue(d.Value, r.Timestamp, r.Msg)
 			_ = d.Finish() // only indexed batches can fail
+			if s.dd != nil {
+				s.dd.record(b, o)
+			}
 		case opDelete:
 			r := &o.rec
 			d := b.DeleteRangeDeferred(entryKeyLen(r.Src, r.Stream)-seqLen, entryKeyLen(r.Src, r.Stream)-seqLen)
@@ -438,6 +448,8 @@ func (s *Store) deliver(ops []op) {
 			if entries != nil {
 				entries = append(entries, e)
 			}
+		} else if o.kind == opDuplicate {
+			e = Entry{Seq: o.seq, Src: o.rec.Src, Stream: o.rec.Stream, Timestamp: o.rec.Timestamp, Msg: o.rec.Msg, Duplicate: true}
 		}
 		if o.done != nil {
 			o.done(e, err)

@@ -20,7 +20,15 @@ type Record struct {
 	Stream    string // the stream within the source; never empty, never contains NUL
 	Timestamp int64  // milliseconds since the Unix epoch, UTC
 	Msg       []byte // the logged JSON value, kept byte for byte
+	// Dedup, when not zero, names the call that made the record: a record
+	// with the Dedup of one stored within the store's de-duplication
+	// window is not stored again (doc.go, De-duplication). It must be a
+	// strong hash of everything that identifies the call, src included.
+	Dedup DedupKey
 }
+
+// DedupKey names a record for de-duplication; the zero key names none.
+type DedupKey [16]byte
 
 // Entry is a stored record with its id.
 type Entry struct {
@@ -29,6 +37,10 @@ type Entry struct {
 	Stream    string
 	Timestamp int64
 	Msg       []byte
+	// Duplicate is set on what Append returns for a record whose Dedup
+	// matched an entry stored before: nothing was stored, Seq is that
+	// entry's (durable by then) and the other fields are the record's.
+	Duplicate bool
 }
 
 // ID returns the entry's wire token (see FormatID).

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/logbroker/logbroker/storage"
 )
@@ -21,6 +22,10 @@ type Harness struct {
 	// same data (checking ids and entries across a restart). It calls open
 	// only while no other store of that location is open.
 	Fresh func(t testing.TB) (open func() (Store, error))
+	// Dedup is Fresh for a store whose de-duplication window
+	// (storage.Options.DedupWindow or the backend's twin) is window; 0
+	// turns de-duplication off. The window runs on the real clock.
+	Dedup func(t testing.TB, window time.Duration) (open func() (Store, error))
 }
 
 // Run runs the conformance suite. Beyond the Store interface, it expects:
@@ -44,6 +49,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("Close", func(t *testing.T) { testClose(t, h) })
 	t.Run("Msg", func(t *testing.T) { testMsg(t, h) })
 	t.Run("Names", func(t *testing.T) { testNames(t, h) })
+	t.Run("Dedup", func(t *testing.T) { testDedup(t, h) })
 }
 
 // listFixture is the log testList queries: source "dev" gets these
