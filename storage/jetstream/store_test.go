@@ -31,6 +31,9 @@ func harness(opts Options) storetest.Harness {
 		Dedup: func(_ testing.TB, window time.Duration) func() (storetest.Store, error) {
 			o := opts
 			o.DedupWindow = window
+			if window > 0 {
+				o.Duplicates = window
+			}
 			return fresh(o)
 		},
 	}
