@@ -48,6 +48,7 @@ type serveConfig struct {
 	tailCacheBytes             int64
 	gcHeapFloor                uint64
 	retentionInterval          time.Duration
+	dedupWindow                time.Duration
 	nats                       natsConfig // --nats: JetStream instead of Pebble
 }
 
@@ -55,6 +56,8 @@ type serveConfig struct {
 const (
 	defaultRate     = 5000 // calls/s per connection; bench peaks near 2000 per client
 	defaultMaxConns = 100  // connections per identity (secured mode)
+
+	defaultDedupWindow = 10 * time.Minute // longer than any device's retry
 )
 
 func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
@@ -91,6 +94,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.DurationVar(&c.retentionInterval, "retention-interval", storage.DefaultRetentionInterval, "how often the retention limits are applied (in the background)")
 	fs.Int64Var(&c.tailCacheBytes, "tail-cache-bytes", storage.DefaultTailCacheBytes, "memory for the newest entries of the streams clients list, so that Log.List and follows near a stream's end read no disk; -1 = off")
 	fs.Uint64Var(&c.gcHeapFloor, "gc-heap-floor", defaultGCHeapFloor, "bytes of garbage the Go heap may gather before a collection while the live heap is smaller (less CPU spent collecting a small heap); 0 = Go's default pacing; ignored if GOGC is set")
+	fs.DurationVar(&c.dedupWindow, "dedup-window", defaultDedupWindow, "a Log.Log frame with an id whose src, id and bytes equal those of one stored this recently is answered with the first entry's id, not stored again (exactly-once across resends, reconnects and restarts); 0 = off")
 	fs.Int64Var(&c.minFreeBytes, "min-free-bytes", storage.DefaultMinFreeBytes, "free space kept on the --data volume: with less, appends are refused (error 500) until space is freed; -1 = no check")
 	return fs, c
 }
@@ -207,6 +211,9 @@ func startNode(c *serveConfig, log *slog.Logger) (_ *node, err error) {
 	if c.retentionAge < 0 || c.maxEntriesPerStream < 0 || c.maxBytesPerSource < 0 {
 		return nil, errors.New("--retention-age, --max-entries-per-stream, --max-bytes-per-source: must not be negative (0 = off)")
 	}
+	if c.dedupWindow < 0 {
+		return nil, errors.New("--dedup-window: must not be negative (0 = off)")
+	}
 	if c.retentionInterval <= 0 {
 		return nil, errors.New("--retention-interval: must be positive")
 	}
@@ -256,6 +263,7 @@ func startNode(c *serveConfig, log *slog.Logger) (_ *node, err error) {
 		RateBurst:     c.rateBurst,
 		Logger:        log,
 		Observe:       m.Observe,
+		Dedup:         c.dedupWindow > 0,
 	})
 	var identify func(*mqtt.Client) rpc.Caller
 	if users != nil {

@@ -93,6 +93,9 @@ func (o *Options) setDefaults() {
 	if o.Duplicates <= 0 {
 		o.Duplicates = max(DefaultDuplicates, o.DedupWindow)
 	}
+	if o.MaxAge > 0 && o.Duplicates > o.MaxAge {
+		o.Duplicates = o.MaxAge // JetStream refuses a longer window; nothing older is kept anyway
+	}
 	if o.AckWait <= 0 {
 		o.AckWait = DefaultAckWait
 	}
