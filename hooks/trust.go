@@ -86,14 +86,14 @@ func (a *Auth) forgedFrame(identity, clientID, topic string, payload []byte) str
 // for publishes is checked here, once, at CONNECT. A retained will would be
 // a standing message for every later subscriber, and only admins retain.
 func (a *Auth) willRefusal(u User, clientID string, c packets.ConnectParams) string {
+	if !a.willAllowed(u, c.WillTopic) {
+		return "will topic not allowed" // admins included: never on the service's request topics
+	}
 	if u.Role == rpc.RoleAdmin {
 		return ""
 	}
 	if c.WillRetain {
 		return "will has the retain flag: only admins may retain"
-	}
-	if !a.willAllowed(u, c.WillTopic) {
-		return "will topic not allowed"
 	}
 	if why := a.forgedFrame(u.Name, clientID, c.WillTopic, c.WillPayload); why != "" {
 		return "will on an rpc topic: " + why
