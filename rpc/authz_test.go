@@ -213,3 +213,24 @@ func TestOwnsSource(t *testing.T) {
 		}
 	}
 }
+
+func TestDedupKey(t *testing.T) {
+	p := []byte(`{"id":1,"src":"a","method":"Log.Log","args":{"msg":"x"}}`)
+	k := DedupKey("a", []byte("1"), p)
+	if k == (storage.DedupKey{}) || k != DedupKey("a", []byte("1"), p) {
+		t.Fatalf("DedupKey is zero or not deterministic: %x", k)
+	}
+	for _, other := range []storage.DedupKey{
+		DedupKey("a", []byte("2"), p),
+		DedupKey("b", []byte("1"), p),
+		DedupKey("a", []byte("1"), append(p[:len(p):len(p)], ' ')),
+		DedupKey("a1", nil, p), // the length prefixes keep the parts apart
+	} {
+		if other == k {
+			t.Errorf("another call has the same key %x", k)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { DedupKey("a", []byte("1"), p) }); n != 0 {
+		t.Errorf("DedupKey allocates %v times", n)
+	}
+}

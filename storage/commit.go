@@ -305,7 +305,7 @@ func (s *Store) commit(ops []op) {
 			putValue(d.Value, r.Timestamp, r.Msg)
 			_ = d.Finish() // only indexed batches can fail
 			if s.dd != nil {
-				s.dd.record(b, o)
+				s.dd.record(o)
 			}
 		case opDelete:
 			r := &o.rec
@@ -324,6 +324,9 @@ func (s *Store) commit(ops []op) {
 			_ = b.DeleteRange(appendAgePrefix(nil, o.rec.Src), appendAgeKey(nil, o.rec.Src, o.seq), nil)
 		}
 		n++
+	}
+	if s.dd != nil {
+		s.dd.finish(b) // the de-duplication records, in the same batch as their entries
 	}
 	// The sequences, in the same batch as the entries: whatever of it is on
 	// disk, no entry's sequence is above its source's stored one. And the

@@ -10,8 +10,11 @@ import (
 // DefaultDedupMax is the default of Options.DedupMax.
 const DefaultDedupMax = 1 << 18
 
-// dedupKeyLen is the length of a 'd' key: kind, ms[8], key[16].
-const dedupKeyLen = 1 + 8 + len(DedupKey{})
+// dedupKeyLen is the length of a 'd' key: kind, ms[8], n[8].
+const dedupKeyLen = 1 + 8 + 8
+
+// dedupRecLen is the length of one record in a 'd' value: key[16], seq[8].
+const dedupRecLen = len(DedupKey{}) + seqLen
 
 // dedup is the store's memory of the records with a Dedup key stored
 // within the window (doc.go, De-duplication). The committer alone uses
@@ -25,6 +28,8 @@ type dedup struct {
 	head   int
 	now    int64  // ms, the clock of the batch being built
 	swept  uint64 // the minute whose expired keys were last deleted from disk
+	n      uint64 // the last n of a 'd' key (distinguishes batches of one ms)
+	batch  []byte // the records of the batch being built: key[16] seq[8] each
 }
 
 type dedupSlot struct {
@@ -52,7 +57,7 @@ func (d *dedup) begin(b *pebble.Batch, now int64, minute uint64) {
 	d.expire()
 	if minute != d.swept {
 		d.swept = minute
-		_ = b.DeleteRange([]byte{dedupPrefix}, appendDedupKey(nil, d.now-d.window, DedupKey{}), nil)
+		_ = b.DeleteRange([]byte{dedupPrefix}, appendDedupKey(nil, d.now-d.window, 0), nil)
 	}
 }
 
@@ -71,18 +76,34 @@ func (d *dedup) duplicate(o *op) bool {
 	return true
 }
 
-// record remembers o (just given its sequence) and writes its key into b,
-// the batch that stores its entry.
-func (d *dedup) record(b *pebble.Batch, o *op) {
+// record remembers o (just given its sequence), for the 'd' key that
+// finish writes into the batch that stores its entry.
+func (d *dedup) record(o *op) {
 	k := o.rec.Dedup
 	if k == (DedupKey{}) {
 		return
 	}
 	d.add(k, dedupSlot{seq: o.seq, at: d.now})
-	kv := b.SetDeferred(dedupKeyLen, seqLen)
-	appendDedupKey(kv.Key[:0], d.now, k)
-	binary.BigEndian.PutUint64(kv.Value, o.seq)
+	d.batch = append(d.batch, k[:]...)
+	d.batch = binary.BigEndian.AppendUint64(d.batch, o.seq)
+}
+
+// finish writes the batch's records into b as one 'd' key: one memtable
+// insert per batch rather than one per entry.
+func (d *dedup) finish(b *pebble.Batch) {
+	if len(d.batch) == 0 {
+		return
+	}
+	d.n++
+	kv := b.SetDeferred(dedupKeyLen, len(d.batch))
+	appendDedupKey(kv.Key[:0], d.now, d.n)
+	copy(kv.Value, d.batch)
 	_ = kv.Finish()
+	if cap(d.batch) > 64<<10 {
+		d.batch = nil // a burst's buffer is not kept
+	} else {
+		d.batch = d.batch[:0]
+	}
 }
 
 func (d *dedup) add(k DedupKey, s dedupSlot) {
@@ -119,9 +140,9 @@ func (d *dedup) pop() {
 // load forgets everything, then reads the keys of the window from db.
 func (d *dedup) load(db *pebble.DB, now int64) error {
 	clear(d.m)
-	d.fifo, d.head, d.now, d.swept = d.fifo[:0], 0, now, 0
+	d.fifo, d.head, d.now, d.swept, d.batch = d.fifo[:0], 0, now, 0, d.batch[:0]
 	it, err := db.NewIter(&pebble.IterOptions{
-		LowerBound: appendDedupKey(nil, now-d.window, DedupKey{}),
+		LowerBound: appendDedupKey(nil, now-d.window, 0),
 		UpperBound: []byte{dedupPrefix + 1},
 	})
 	if err != nil {
@@ -129,12 +150,16 @@ func (d *dedup) load(db *pebble.DB, now int64) error {
 	}
 	for ok := it.First(); ok; ok = it.Next() {
 		k, v := it.Key(), it.Value()
-		if len(k) != dedupKeyLen || len(v) != seqLen {
+		if len(k) != dedupKeyLen || len(v)%dedupRecLen != 0 {
 			continue
 		}
-		var key DedupKey
-		copy(key[:], k[9:])
-		d.add(key, dedupSlot{seq: binary.BigEndian.Uint64(v), at: int64(binary.BigEndian.Uint64(k[1:9]))})
+		at := int64(binary.BigEndian.Uint64(k[1:9]))
+		d.n = max(d.n, binary.BigEndian.Uint64(k[9:]))
+		for ; len(v) > 0; v = v[dedupRecLen:] {
+			var key DedupKey
+			copy(key[:], v)
+			d.add(key, dedupSlot{seq: binary.BigEndian.Uint64(v[len(key):]), at: at})
+		}
 	}
 	if err := it.Error(); err != nil {
 		_ = it.Close()
@@ -143,9 +168,9 @@ func (d *dedup) load(db *pebble.DB, now int64) error {
 	return it.Close()
 }
 
-// appendDedupKey appends 'd' ms[8] key[16]; a negative ms counts as 0.
-func appendDedupKey(dst []byte, ms int64, k DedupKey) []byte {
+// appendDedupKey appends 'd' ms[8] n[8]; a negative ms counts as 0.
+func appendDedupKey(dst []byte, ms int64, n uint64) []byte {
 	dst = append(dst, dedupPrefix)
 	dst = binary.BigEndian.AppendUint64(dst, uint64(max(ms, 0)))
-	return append(dst, k[:]...)
+	return binary.BigEndian.AppendUint64(dst, n)
 }

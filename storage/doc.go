@@ -60,7 +60,7 @@ unambiguous.
 	'e' src 0x00 stream 0x00 seq[8 BE]  ->  uvarint(timestamp) msg
 	'q' src                             ->  seq[8 BE], last sequence assigned
 	't' src 0x00 minute[8 BE]           ->  seq[8 BE], an age mark
-	'd' ms[8 BE] key[16]                ->  seq[8 BE], a record with Dedup key
+	'd' ms[8 BE] n[8 BE]                ->  (key[16] seq[8 BE])..., one batch's Dedup records
 	'm'                                 ->  "logbroker/1", the format marker
 
 An entry's value is the uvarint of its timestamp followed by the raw JSON
@@ -96,11 +96,13 @@ queue order, so a duplicate is never answered before the first is durable:
 it is in the same batch as the first, or a later one, and a batch is
 delivered only once synced. Concurrent duplicates all get the first's Seq.
 
-The 'd' key of a record is written in the same batch as its entry, so the
-memory survives kill -9 and power loss exactly as the entry does: Open
-(and a recovery) reads the keys of the last window back. Keys are ordered
-by append time in ms, so what aged out is one range: once a minute a
-batch carries a DeleteRange of the keys older than the window.
+The records (key and sequence) of a batch's keyed entries are written as
+one 'd' key in that same batch (one memtable insert per batch, not per
+entry; n tells apart batches of one ms), so the memory survives kill -9
+and power loss exactly as the entries do: Open (and a recovery) reads the
+keys of the last window back. Keys are ordered by append time in ms, so
+what aged out is one range: once a minute a batch carries a DeleteRange of
+the keys older than the window.
 
 In memory: a map from key to (seq, ms) and a queue of the keys in append
 order: 64 bytes a record, at most about 150 with the map's and the
