@@ -1,6 +1,7 @@
 package hooks
 
 import (
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -58,7 +59,7 @@ func (h *codeHook) OnPublish(_ *mqtt.Client, pk packets.Packet) (packets.Packet,
 // client (at QoS 0 and 1 alike). Should this test fail after a mochi
 // upgrade, OnPublish may return the code itself.
 func TestMochiOnPublishCodeStillDelivers(t *testing.T) {
-	srv := mqtt.New(&mqtt.Options{InlineClient: true})
+	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
 		t.Fatal(err)
 	}
