@@ -66,7 +66,9 @@ func (a *Auth) serviceTopic(topic string) bool {
 
 // forgedFrame reports why a non-admin's payload may not go to topic: on an
 // RPC topic other than the service's, it must be one JSON object whose src
-// is one of the publisher's own sources (rpc.OwnsSource). "" means it may.
+// is one of the publisher's own sources (rpc.OwnsSource), and not a name of
+// the service (nor under one), even for a user who happens to be named like
+// it. "" means it may.
 func (a *Auth) forgedFrame(identity, clientID, topic string, payload []byte) string {
 	if !rpcTopic(topic) || a.serviceTopic(topic) {
 		return ""
@@ -77,6 +79,11 @@ func (a *Auth) forgedFrame(identity, clientID, topic string, payload []byte) str
 	}
 	if !rpc.OwnsSource(identity, clientID, src) {
 		return "src " + src + " is not the publisher's"
+	}
+	for _, s := range a.services {
+		if src == s || strings.HasPrefix(src, s+"/") {
+			return "src " + src + " is the service's"
+		}
 	}
 	return ""
 }

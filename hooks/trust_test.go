@@ -114,3 +114,28 @@ func TestMochiOnPublishCodeStillDelivers(t *testing.T) {
 		}
 	}
 }
+
+// TestForgedFrame: the frame rule, for a device, a device named like the
+// service, and the service's own request topics (left to the service).
+func TestForgedFrame(t *testing.T) {
+	a := &Auth{services: []string{"logbroker", "lb2"}}
+	for _, c := range []struct {
+		identity, topic, payload string
+		forged                   bool
+	}{
+		{"devA", "devB/rpc", `{"id":1,"src":"devA","method":"Sys.Ping"}`, false},
+		{"devA", "devB/rpc", `{"id":1,"src":"devA/x","result":1}`, false},
+		{"devA", "devB/rpc", `{"id":1,"src":"logbroker","result":1}`, true},
+		{"devA", "devB/rpc", `{"id":1,"src":"devB","result":1}`, true},
+		{"devA", "devB/rpc", `not json`, true},
+		{"devA", "devB/log", `not json`, false}, // not an RPC topic
+		{"devA", "logbroker/rpc", `{"id":1,"src":"devB","method":"Log.List"}`, false}, // the service answers 403
+		{"devA", "lb2/rpc/Log.List", `{"src":"devB"}`, false},
+		{"logbroker", "devB/rpc", `{"id":1,"src":"logbroker","result":1}`, true},
+		{"lb2", "devB/rpc", `{"id":1,"src":"lb2/x","result":1}`, true},
+	} {
+		if got := a.forgedFrame(c.identity, "cid", c.topic, []byte(c.payload)) != ""; got != c.forged {
+			t.Errorf("%s publishing %s to %s: forged %v, want %v", c.identity, c.payload, c.topic, got, c.forged)
+		}
+	}
+}
