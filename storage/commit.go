@@ -281,12 +281,12 @@ func (s *Store) commit(ops []op) {
 		o := &ops[i]
 		switch o.kind {
 		case opAppend:
+			if s.dd != nil && s.dd.duplicate(o) {
+				continue // answered with the entry's seq once this batch is delivered; stores nothing, so a full disk is fine
+			}
 			if low != nil {
 				o.err = low
 				continue
-			}
-			if s.dd != nil && s.dd.duplicate(o) {
-				continue // answered with the entry's seq once this batch is delivered
 			}
 			st, err := s.sourceFor(o.rec.Src)
 			if err != nil {
