@@ -83,9 +83,9 @@ func (a *Auth) user(cl *mqtt.Client) (User, bool) {
 func (a *Auth) Caller(cl *mqtt.Client) rpc.Caller {
 	u, ok := a.user(cl)
 	if !ok {
-		return rpc.Caller{Identity: string(cl.Properties.Username), ClientID: cl.ID, Role: rpc.RoleNone, Secured: true}
+		return rpc.Caller{Identity: string(cl.Properties.Username), Role: rpc.RoleNone, Secured: true}
 	}
-	return rpc.Caller{Identity: u.Name, ClientID: cl.ID, Role: u.Role, Secured: true}
+	return rpc.Caller{Identity: u.Name, Role: u.Role, Secured: true}
 }
 
 // refuse sends a refusing CONNACK itself, because mochi would send a 3.1.1
@@ -117,7 +117,7 @@ func (a *Auth) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		a.log.Info("connection refused", "client", cl.ID, "user", name, "remote", cl.Net.Remote, "err", "bad username or password")
 		return a.refuse(cl, packets.ErrNotAuthorized)
 	}
-	if why := a.willRefusal(u, cl.ID, pk.Connect); pk.Connect.WillFlag && why != "" {
+	if why := a.willRefusal(u, a.Caller(cl), pk.Connect); pk.Connect.WillFlag && why != "" {
 		a.refused.wills.Add(1)
 		a.log.Warn("connection refused", "client", cl.ID, "user", name, "remote", cl.Net.Remote, "err", why, "topic", pk.Connect.WillTopic)
 		return a.refuse(cl, packets.ErrNotAuthorized)
@@ -245,7 +245,7 @@ func (a *Auth) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	if ok && u.Role == rpc.RoleAdmin {
 		return pk, nil
 	}
-	if why := a.forgedFrame(u.Name, cl.ID, pk.TopicName, pk.Payload); why != "" {
+	if why := a.forgedFrame(a.Caller(cl), pk.TopicName, pk.Payload); why != "" {
 		a.refused.frames.Add(1)
 		a.log.Info("publish refused", "client", cl.ID, "user", string(cl.Properties.Username), "topic", pk.TopicName, "qos", pk.FixedHeader.Qos, "err", why)
 		return pk, a.refusePublish(cl, pk)

@@ -66,10 +66,10 @@ func (a *Auth) serviceTopic(topic string) bool {
 
 // forgedFrame reports why a non-admin's payload may not go to topic: on an
 // RPC topic other than the service's, it must be one JSON object whose src
-// is one of the publisher's own sources (rpc.OwnsSource), and not a name of
+// is one of the publisher's own sources (rpc.Caller.Owns), and not a name of
 // the service (nor under one), even for a user who happens to be named like
 // it. "" means it may.
-func (a *Auth) forgedFrame(identity, clientID, topic string, payload []byte) string {
+func (a *Auth) forgedFrame(c rpc.Caller, topic string, payload []byte) string {
 	if !rpcTopic(topic) || a.serviceTopic(topic) {
 		return ""
 	}
@@ -77,7 +77,7 @@ func (a *Auth) forgedFrame(identity, clientID, topic string, payload []byte) str
 	if err != nil {
 		return err.Error()
 	}
-	if !rpc.OwnsSource(identity, clientID, src) {
+	if !c.Owns(src) {
 		return "src " + src + " is not the publisher's"
 	}
 	for _, s := range a.services {
@@ -92,7 +92,7 @@ func (a *Auth) forgedFrame(identity, clientID, topic string, payload []byte) str
 // may): mochi publishes a will past OnPublish, so what OnPublish enforces
 // for publishes is checked here, once, at CONNECT. A retained will would be
 // a standing message for every later subscriber, and only admins retain.
-func (a *Auth) willRefusal(u User, clientID string, c packets.ConnectParams) string {
+func (a *Auth) willRefusal(u User, caller rpc.Caller, c packets.ConnectParams) string {
 	if !a.willAllowed(u, c.WillTopic) {
 		return "will topic not allowed" // admins included: never on the service's request topics
 	}
@@ -102,7 +102,7 @@ func (a *Auth) willRefusal(u User, clientID string, c packets.ConnectParams) str
 	if c.WillRetain {
 		return "will has the retain flag: only admins may retain"
 	}
-	if why := a.forgedFrame(u.Name, clientID, c.WillTopic, c.WillPayload); why != "" {
+	if why := a.forgedFrame(caller, c.WillTopic, c.WillPayload); why != "" {
 		return "will on an rpc topic: " + why
 	}
 	return ""

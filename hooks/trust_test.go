@@ -11,6 +11,8 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/logbroker/logbroker/rpc"
 )
 
 func TestRPCTopic(t *testing.T) {
@@ -128,13 +130,14 @@ func TestForgedFrame(t *testing.T) {
 		{"devA", "devB/rpc", `{"id":1,"src":"logbroker","result":1}`, true},
 		{"devA", "devB/rpc", `{"id":1,"src":"devB","result":1}`, true},
 		{"devA", "devB/rpc", `not json`, true},
-		{"devA", "devB/log", `not json`, false}, // not an RPC topic
+		{"devA", "devB/log", `not json`, false},                                       // not an RPC topic
 		{"devA", "logbroker/rpc", `{"id":1,"src":"devB","method":"Log.List"}`, false}, // the service answers 403
 		{"devA", "lb2/rpc/Log.List", `{"src":"devB"}`, false},
 		{"logbroker", "devB/rpc", `{"id":1,"src":"logbroker","result":1}`, true},
 		{"lb2", "devB/rpc", `{"id":1,"src":"lb2/x","result":1}`, true},
 	} {
-		if got := a.forgedFrame(c.identity, "cid", c.topic, []byte(c.payload)) != ""; got != c.forged {
+		caller := rpc.Caller{Identity: c.identity, Role: rpc.RoleDevice, Secured: true}
+		if got := a.forgedFrame(caller, c.topic, []byte(c.payload)) != ""; got != c.forged {
 			t.Errorf("%s publishing %s to %s: forged %v, want %v", c.identity, c.payload, c.topic, got, c.forged)
 		}
 	}

@@ -50,25 +50,22 @@ func ParseRole(s string) (Role, bool) {
 // The zero Caller is open mode's anonymous admin.
 type Caller struct {
 	Identity string
-	ClientID string // the MQTT client id of the connection
 	Role     Role
 	Secured  bool // false: open mode, every call allowed
 }
 
-// owns reports whether src is one of the caller's own sources (OwnsSource).
+// owns reports whether src is one of the caller's own sources: its identity
+// or a path under it.
 func (c Caller) owns(src string) bool {
-	return OwnsSource(c.Identity, c.ClientID, src)
+	return c.Identity != "" && (src == c.Identity || strings.HasPrefix(src, c.Identity+"/"))
 }
 
-// OwnsSource reports whether src is one of the own sources of the client
-// with this identity and client id: its identity or a path under it. It is
-// the one rule for "who may speak as src": the service's 403 (PROTOCOL §6)
+// Owns reports whether src is one of the caller's own sources (owns). It is
+// the one rule for who may speak as src: the service's 403 (PROTOCOL §6)
 // and the broker's check of frames published to other clients' <x>/rpc
-// topics (hooks) both use it, so that a source added here counts for both.
-// No rule names the client id yet.
-func OwnsSource(identity, clientID string, src string) bool {
-	return identity != "" && (src == identity || strings.HasPrefix(src, identity+"/"))
-}
+// topics (hooks) both use it, so that a source added to owns counts for
+// both.
+func (c Caller) Owns(src string) bool { return c.owns(src) }
 
 // access is what a method does to the source it names.
 type access int

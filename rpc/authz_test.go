@@ -196,7 +196,7 @@ func TestFrameSrc(t *testing.T) {
 	}
 }
 
-func TestOwnsSource(t *testing.T) {
+func TestCallerOwns(t *testing.T) {
 	for _, c := range []struct {
 		identity, src string
 		want          bool
@@ -208,8 +208,8 @@ func TestOwnsSource(t *testing.T) {
 		{"", "/x", false},
 		{"", "", false},
 	} {
-		if got := OwnsSource(c.identity, "client", c.src); got != c.want {
-			t.Errorf("OwnsSource(%q, %q) = %v, want %v", c.identity, c.src, got, c.want)
+		if got := (Caller{Identity: c.identity, Role: RoleDevice, Secured: true}).Owns(c.src); got != c.want {
+			t.Errorf("%q owns %q: %v, want %v", c.identity, c.src, got, c.want)
 		}
 	}
 }

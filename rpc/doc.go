@@ -17,7 +17,7 @@
 // answers a resent frame with the first entry (Entry.Duplicate), which is
 // answered as the first was and not published live again.
 //
-// FrameSrc and OwnsSource serve package hooks, which checks frames that
+// FrameSrc and Caller.Owns serve package hooks, which checks frames that
 // clients publish to one another: the src a receiver would read, and
 // whether it is one of the publisher's own sources (the rule the service's
 // 403 uses too).
