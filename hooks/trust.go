@@ -67,8 +67,8 @@ func (a *Auth) serviceTopic(topic string) bool {
 // forgedFrame reports why a non-admin's payload may not go to topic: on an
 // RPC topic other than the service's, it must be one JSON object whose src
 // is one of the publisher's own sources (rpc.Caller.Owns), and not a name of
-// the service (nor under one), even for a user who happens to be named like
-// it. "" means it may.
+// the service, even for a user who happens to be named like it. "" means it
+// may.
 func (a *Auth) forgedFrame(c rpc.Caller, topic string, payload []byte) string {
 	if !rpcTopic(topic) || a.serviceTopic(topic) {
 		return ""
@@ -81,7 +81,10 @@ func (a *Auth) forgedFrame(c rpc.Caller, topic string, payload []byte) string {
 		return "src " + src + " is not the publisher's"
 	}
 	for _, s := range a.services {
-		if src == s || strings.HasPrefix(src, s+"/") {
+		// Only the broker speaks as the service; a user named like it
+		// owns nothing under that name either (other clients' sources
+		// under it, such as mos reply roots, are owned only as Owns says).
+		if src == s || (c.Identity == s && strings.HasPrefix(src, s+"/")) {
 			return "src " + src + " is the service's"
 		}
 	}

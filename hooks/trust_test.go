@@ -135,6 +135,7 @@ func TestForgedFrame(t *testing.T) {
 		{"devA", "lb2/rpc/Log.List", `{"src":"devB"}`, false},
 		{"logbroker", "devB/rpc", `{"id":1,"src":"logbroker","result":1}`, true},
 		{"lb2", "devB/rpc", `{"id":1,"src":"lb2/x","result":1}`, true},
+		{"devA", "devB/rpc", `{"id":1,"src":"logbroker/rpc-resp/x","result":1}`, true}, // not devA's (in this version)
 	} {
 		caller := rpc.Caller{Identity: c.identity, Role: rpc.RoleDevice, Secured: true}
 		if got := a.forgedFrame(caller, c.topic, []byte(c.payload)) != ""; got != c.forged {
