@@ -26,6 +26,10 @@ import (
 // session of another user, since a takeover would disconnect that client
 // and could inherit its subscriptions. Only admins may retain messages.
 //
+// A non-admin's publish or will on an RPC topic of another client
+// (<x>/rpc, <x>/rpc/...) must be a frame whose src is the publisher's own
+// (trust.go): nobody but the broker speaks as the service.
+//
 // Reload swaps the users file in place: connections of removed users, and
 // of users whose role or password hash changed, are closed at once; all
 // other connections stay.
@@ -37,7 +41,8 @@ type Auth struct {
 	capture  CaptureFilters // topics a device may publish its console to (AllowCapture)
 	log      *slog.Logger
 
-	users atomic.Pointer[Users]
+	users   atomic.Pointer[Users]
+	refused refusals
 
 	mu     sync.Mutex
 	conns  map[string]map[*mqtt.Client]struct{} // identity -> its connections
@@ -125,8 +130,9 @@ func (a *Auth) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		a.log.Info("connection refused", "client", cl.ID, "user", name, "remote", cl.Net.Remote, "err", "bad username or password")
 		return a.refuse(cl, packets.ErrNotAuthorized)
 	}
-	if pk.Connect.WillFlag && !a.willAllowed(u, pk.Connect.WillTopic) {
-		a.log.Warn("connection refused", "client", cl.ID, "user", name, "remote", cl.Net.Remote, "err", "will topic not allowed", "topic", pk.Connect.WillTopic)
+	if why := a.willRefusal(u, a.Caller(cl), pk.Connect); pk.Connect.WillFlag && why != "" {
+		a.refused.wills.Add(1)
+		a.log.Warn("connection refused", "client", cl.ID, "user", name, "remote", cl.Net.Remote, "err", why, "topic", pk.Connect.WillTopic)
 		return a.refuse(cl, packets.ErrNotAuthorized)
 	}
 	a.mu.Lock()
@@ -259,15 +265,25 @@ func (a *Auth) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	return false
 }
 
-// OnPublish delivers a non-admin's retained publish as an ordinary one: the
-// topics a device or reader may publish to are <id>/rpc topics, where a
-// retained message would be a standing forged reply for whoever subscribes
-// next.
+// OnPublish refuses a non-admin's frame with a foreign src on another
+// client's RPC topic (forgedFrame), and delivers a non-admin's retained
+// publish as an ordinary one: the topics a device or reader may publish to
+// are <id>/rpc topics, where a retained message would be a standing forged
+// reply for whoever subscribes next.
 func (a *Auth) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if !pk.FixedHeader.Retain || cl.Net.Inline {
+	if cl.Net.Inline {
 		return pk, nil
 	}
-	if u, ok := a.user(cl); ok && u.Role == rpc.RoleAdmin {
+	u, ok := a.user(cl)
+	if ok && u.Role == rpc.RoleAdmin {
+		return pk, nil
+	}
+	if why := a.forgedFrame(a.Caller(cl), pk.TopicName, pk.Payload); why != "" {
+		a.refused.frames.Add(1)
+		a.log.Info("publish refused", "client", cl.ID, "user", string(cl.Properties.Username), "topic", pk.TopicName, "qos", pk.FixedHeader.Qos, "err", why)
+		return pk, a.refusePublish(cl, pk)
+	}
+	if !pk.FixedHeader.Retain {
 		return pk, nil
 	}
 	a.log.Debug("retain flag dropped", "client", cl.ID, "user", string(cl.Properties.Username), "topic", pk.TopicName)

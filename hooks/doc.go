@@ -30,6 +30,13 @@
 //
 // # Caveats
 //
+// In secured mode Auth refuses a non-admin's frame on another client's RPC
+// topic whose src is not the publisher's (trust.go), and does the refusal
+// itself (drop, negative acknowledgement or disconnection, as mochi's ACL
+// refusal does): mochi v2.7.9 would deliver a publish whose OnPublish
+// returned an error code at QoS 0 and from 3.1.1 clients
+// (TestMochiOnPublishCodeStillDelivers).
+//
 // OnPublish and OnPublished run on the publishing client's read loop: they
 // never wait for storage. It waits only when that connection already has rpc.Config.QueueLen
 // calls queued, which slows that client alone.

@@ -93,6 +93,8 @@ type dialOpts struct {
 	clientID       string      // "" picks a fresh one
 	tls            *tls.Config // for ssl:// and wss://
 	willTopic      string      // "" : no will
+	willPayload    string      // "": a frame with src "forged"
+	willNoRetain   bool        // the will is retained unless this is set
 }
 
 // dialAs connects a paho MQTT 3.1.1 client to broker as user (password
@@ -131,7 +133,11 @@ func tryDial(t testing.TB, broker string, o dialOpts) (*client, error) {
 			opts.SetTLSConfig(o.tls)
 		}
 		if o.willTopic != "" {
-			opts.SetWill(o.willTopic, `{"id":"0000000000000001","src":"forged","msg":"forged"}`, 0, true)
+			payload := o.willPayload
+			if payload == "" {
+				payload = `{"id":"0000000000000001","src":"forged","msg":"forged"}`
+			}
+			opts.SetWill(o.willTopic, payload, 0, !o.willNoRetain)
 		}
 	})
 }

@@ -389,7 +389,7 @@ func TestSecured_WillTopic(t *testing.T) {
 		{"dev1", "logbroker/rpc/Log.Delete", false},
 		{"dash", "dev1/log/console", false},
 		{"ops", "logbroker/rpc", false},
-		{"dev1", "dev2/rpc", true}, // a device may publish there (device-to-device RPC)
+		{"dev1", "dev2/rpc", false}, // a device may publish there, but not retain, nor as src "forged" (trust_test.go)
 		{"ops", "fleet/status/ops", true},
 	} {
 		_, err := tryDial(t, url, dialOpts{user: c.user, password: password(c.user), willTopic: c.topic})
@@ -413,8 +413,10 @@ func TestSecured_NoRetainedForgery(t *testing.T) {
 	s := start(t, "--auth", writeUsers(t, secFleet...), "--ws", "", "--http", "")
 	url := "tcp://" + s.MQTT
 	dev1 := dialAs(t, url, "dev1")
-	dev1.publish("dev2/rpc", 1, true, []byte(`{"id":1,"src":"logbroker","dst":"dev2","result":{"forged":true}}`))
-	dev1.publish("dash/rpc", 1, true, []byte(`{"id":1,"src":"logbroker","dst":"dash","result":[]}`))
+	// Frames with dev1's own src: a foreign one is refused outright
+	// (TestTrust_ForgedFrames).
+	dev1.publish("dev2/rpc", 1, true, []byte(`{"id":1,"src":"dev1","dst":"dev2","result":{"forged":true}}`))
+	dev1.publish("dash/rpc", 1, true, []byte(`{"id":1,"src":"dev1","dst":"dash","result":[]}`))
 	ops := dialAs(t, url, "ops")
 	ops.publish("fleet/config", 1, true, []byte(`{"interval":60}`))
 	ops.pingBarrier()

@@ -73,10 +73,17 @@ func (c Caller) owns(src string) bool {
 	return false
 }
 
-// under reports whether src is root or a path below it.
+// under reports whether src is root or a path below it; nothing is under "".
 func under(src, root string) bool {
-	return src == root || (strings.HasPrefix(src, root) && len(src) > len(root) && src[len(root)] == '/')
+	return root != "" && strings.HasPrefix(src, root) && (len(src) == len(root) || src[len(root)] == '/')
 }
+
+// Owns reports whether src is one of the caller's own sources (owns). It is
+// the one rule for who may speak as src: the service's 403 (PROTOCOL §6)
+// and the broker's check of frames published to other clients' <x>/rpc
+// topics (hooks) both use it, so that a source added to owns counts for
+// both.
+func (c Caller) Owns(src string) bool { return c.owns(src) }
 
 // access is what a method does to the source it names.
 type access int

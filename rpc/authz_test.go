@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -166,4 +167,81 @@ func TestBucket(t *testing.T) {
 			t.Fatal("no token after 2s at 0.5/s")
 		}
 	})
+}
+
+// TestFrameSrc: the src the broker checks on other clients' RPC topics is
+// the one every receiver reads, or the frame is refused.
+func TestFrameSrc(t *testing.T) {
+	for _, c := range []struct {
+		name, payload, want string // want "": refused
+	}{
+		{"Plain", `{"id":1,"src":"devA","method":"Sys.Ping"}`, "devA"},
+		{"Path", `{"src":"devA/rpc-resp/mos-1","result":1}`, "devA/rpc-resp/mos-1"},
+		{"EscapedValue", `{"src":"dev\u0041"}`, "devA"},
+		{"EscapedKey", `{"\u0073rc":"devA"}`, "devA"},
+		{"NotObject", `["src","devA"]`, ""},
+		{"TwoObjects", `{"src":"devA"}{"src":"logbroker"}`, ""},
+		{"Invalid", `{"src":"devA"`, ""},
+		{"NoSrc", `{"id":1}`, ""},
+		{"SrcNumber", `{"src":1}`, ""},
+		{"Duplicate", `{"src":"devA","src":"logbroker"}`, ""},
+		{"OtherCase", `{"src":"devA","SRC":"logbroker"}`, ""},
+		{"OnlyOtherCase", `{"Src":"logbroker"}`, ""},
+		{"Dollar", `{"src":"$SYS"}`, ""},
+		{"Wildcard", `{"src":"dev+"}`, ""},
+		{"BadUTF8", "{\"src\":\"devA\",\"m\":\"\xff\"}", ""},
+		{"Empty", ``, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := FrameSrc([]byte(c.payload))
+			if c.want == "" {
+				if err == nil || !errors.Is(err, ErrDropped) {
+					t.Fatalf("FrameSrc(%s) = %q, %v; want an ErrDropped", c.payload, got, err)
+				}
+				return
+			}
+			if err != nil || got != c.want {
+				t.Fatalf("FrameSrc(%s) = %q, %v; want %q", c.payload, got, err, c.want)
+			}
+		})
+	}
+}
+
+func TestCallerOwns(t *testing.T) {
+	for _, c := range []struct {
+		identity, src string
+		want          bool
+	}{
+		{"devA", "devA", true},
+		{"devA", "devA/sub", true},
+		{"devA", "devAB", false},
+		{"devA", "logbroker", false},
+		{"", "/x", false},
+		{"", "", false},
+	} {
+		if got := (Caller{Identity: c.identity, Role: RoleDevice, Secured: true}).Owns(c.src); got != c.want {
+			t.Errorf("%q owns %q: %v, want %v", c.identity, c.src, got, c.want)
+		}
+	}
+}
+
+func TestDedupKey(t *testing.T) {
+	p := []byte(`{"id":1,"src":"a","method":"Log.Log","args":{"msg":"x"}}`)
+	k := DedupKey("a", []byte("1"), p)
+	if k == (storage.DedupKey{}) || k != DedupKey("a", []byte("1"), p) {
+		t.Fatalf("DedupKey is zero or not deterministic: %x", k)
+	}
+	for _, other := range []storage.DedupKey{
+		DedupKey("a", []byte("2"), p),
+		DedupKey("b", []byte("1"), p),
+		DedupKey("a", []byte("1"), append(p[:len(p):len(p)], ' ')),
+		DedupKey("a1", nil, p), // the length prefixes keep the parts apart
+	} {
+		if other == k {
+			t.Errorf("another call has the same key %x", k)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { DedupKey("a", []byte("1"), p) }); n != 0 {
+		t.Errorf("DedupKey allocates %v times", n)
+	}
 }

@@ -12,6 +12,16 @@
 // for the connection's earlier Log.Log calls, so a connection always reads
 // its own writes; Delete is ordered after them by the store.
 //
+// With Config.Dedup, a Log.Log call with an id gives its record a Dedup key
+// (DedupKey: SHA-256 of src, id and payload): a store that de-duplicates
+// answers a resent frame with the first entry (Entry.Duplicate), which is
+// answered as the first was and not published live again.
+//
+// FrameSrc and Caller.Owns serve package hooks, which checks frames that
+// clients publish to one another: the src a receiver would read, and
+// whether it is one of the publisher's own sources (the rule the service's
+// 403 uses too).
+//
 // # Methods
 //
 // Log.Log, Log.List (with follow) and Log.Delete run against LogStore;

@@ -49,6 +49,45 @@ func DecodeFrame(payload []byte) (*Frame, error) {
 	return f, nil
 }
 
+// FrameSrc returns the src of a frame that a receiver can only read one
+// way: valid UTF-8, one JSON object, with exactly one member whose key is
+// "src" in any case (a decoder that matches keys case-insensitively, as
+// encoding/json does, or keeps the first duplicate rather than the last,
+// must not find another src), that key spelled "src", and its value a
+// string ValidSrc accepts. Anything else is an error wrapping ErrDropped.
+// It only splits the object: the other members are not decoded.
+func FrameSrc(payload []byte) (string, error) {
+	if !utf8.Valid(payload) {
+		return "", fmt.Errorf("frame src: %w: not valid UTF-8", ErrDropped)
+	}
+	var buf [16]member
+	ms, err := members(payload, buf[:])
+	if err != nil {
+		return "", fmt.Errorf("frame src: %w: %w", ErrDropped, err)
+	}
+	var raw []byte
+	for _, m := range ms {
+		if len(m.key) != len("src") || !strings.EqualFold(string(m.key), "src") {
+			continue
+		}
+		if raw != nil || string(m.key) != "src" {
+			return "", fmt.Errorf("frame src: %w: more than one src, or src spelled %q", ErrDropped, m.key)
+		}
+		raw = m.val
+	}
+	if raw == nil {
+		return "", fmt.Errorf("frame src: %w: no src", ErrDropped)
+	}
+	src, ok := decodeString(raw)
+	if !ok {
+		return "", fmt.Errorf("frame src: %w: src is %s, not a string", ErrDropped, jsonKind(raw))
+	}
+	if err := ValidSrc(src); err != nil {
+		return "", fmt.Errorf("frame src: %w: %w", ErrDropped, err)
+	}
+	return src, nil
+}
+
 // decodeFrame is DecodeFrame into f, which the service keeps inside its
 // request: one allocation per call instead of two. A src equal to lastSrc
 // (the one the connection's previous call had) is taken from it rather

@@ -158,6 +158,9 @@ func (c *Conn) logLog(r *request) {
 	// msg points into the call's payload, which nobody modifies (Call):
 	// the store copies it into its batch and nothing keeps it after done.
 	rec := storage.Record{Src: src, Stream: stream, Timestamp: ts, Msg: msg, Level: level}
+	if s.cfg.Dedup && r.f.ID != nil {
+		rec.Dedup = DedupKey(r.f.Src, r.f.ID, r.call.Payload)
+	}
 	c.appends.Add(1)
 	s.store.AppendAsync(rec, func(e storage.Entry, err error) {
 		defer c.appends.Done()
@@ -165,7 +168,9 @@ func (c *Conn) logLog(r *request) {
 			c.fail(r, err)
 			return
 		}
-		s.unpublished.Add(1) // until onCommit has it: see Shutdown
+		if !e.Duplicate { // a duplicate stored nothing: onCommit never has it
+			s.unpublished.Add(1) // until onCommit has it: see Shutdown
+		}
 		if r.f.Notification() {
 			c.observe(r, 0) // respond would, but the result is not needed
 			return

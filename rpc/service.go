@@ -71,6 +71,10 @@ type Config struct {
 	RateBurst     int           // bucket size; default max(1, Rate)
 	Logger        *slog.Logger
 	Observe       Observer // told of every call's end (metrics); nil: nobody
+	// Dedup gives each Log.Log call with an id a storage.Record.Dedup key
+	// (DedupKey), for a store that de-duplicates (--dedup-window).
+	Dedup bool
+
 	// FleetMax is the number of sources Log.Fleet tracks (see fleet);
 	// 0: DefaultFleetMax; negative: Log.Fleet is not served.
 	FleetMax int

@@ -17,6 +17,7 @@ const (
 	opDelete           // delete every entry of rec.Src in rec.Stream
 	opTrim             // retention: delete the entries of rec.Src in rec.Stream up to seq
 	opTrimMarks        // retention: delete the age marks of rec.Src below minute seq
+	opDuplicate        // an append whose rec.Dedup names the entry seq, stored before: nothing to write
 )
 
 // op is one queued call. Exactly one of done and w is set for appends; w is
@@ -249,11 +250,17 @@ func (s *Store) commit(ops []op) {
 	minute := s.minute()
 	touched := s.touched[:0]
 	b := s.db.NewBatch()
+	if s.dd != nil {
+		s.dd.begin(b, s.now().UnixMilli(), minute)
+	}
 	n, deletes := 0, false
 	for i := range ops {
 		o := &ops[i]
 		switch o.kind {
 		case opAppend:
+			if s.dd != nil && s.dd.duplicate(o) {
+				continue // answered with the entry's seq once this batch is delivered; stores nothing, so a full disk is fine
+			}
 			if low != nil {
 				o.err = low
 				continue
@@ -275,6 +282,9 @@ func (s *Store) commit(ops []op) {
 			putEntryKey(d.Key, r.Src, r.Stream, o.seq)
 			PutValue(d.Value, r.Timestamp, r.Level, r.Msg)
 			_ = d.Finish() // only indexed batches can fail
+			if s.dd != nil {
+				s.dd.record(o)
+			}
 		case opDelete:
 			r := &o.rec
 			d := b.DeleteRangeDeferred(entryKeyLen(r.Src, r.Stream)-seqLen, entryKeyLen(r.Src, r.Stream)-seqLen)
@@ -292,6 +302,9 @@ func (s *Store) commit(ops []op) {
 			_ = b.DeleteRange(appendAgePrefix(nil, o.rec.Src), appendAgeKey(nil, o.rec.Src, o.seq), nil)
 		}
 		n++
+	}
+	if s.dd != nil {
+		s.dd.finish(b) // the de-duplication records, in the same batch as their entries
 	}
 	// The sequences, in the same batch as the entries: whatever of it is on
 	// disk, no entry's sequence is above its source's stored one. And the
@@ -417,6 +430,8 @@ func (s *Store) deliver(ops []op) {
 			if entries != nil {
 				entries = append(entries, e)
 			}
+		} else if o.kind == opDuplicate {
+			e = Entry{Seq: o.seq, Src: o.rec.Src, Stream: o.rec.Stream, Timestamp: o.rec.Timestamp, Msg: o.rec.Msg, Duplicate: true}
 		}
 		if o.done != nil {
 			o.done(e, err)

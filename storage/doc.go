@@ -60,6 +60,7 @@ unambiguous.
 	'e' src 0x00 stream 0x00 seq[8 BE]  ->  uvarint(timestamp) [level] msg
 	'q' src                             ->  seq[8 BE], last sequence assigned
 	't' src 0x00 minute[8 BE]           ->  seq[8 BE], an age mark
+	'd' ms[8 BE] n[8 BE]                ->  (key[16] seq[8 BE])..., one batch's Dedup records
 	'm'                                 ->  "logbroker/2", the format marker
 
 An entry's value is the uvarint of its timestamp, then a header byte if
@@ -93,6 +94,39 @@ stale), then merges one iterator per stream, all cloned from one view, by
 sequence in a heap. Delete is a single DeleteRange over the stream's
 prefix, so its cost does not depend on the stream's size. A source's
 streams are not listed anywhere else: a deleted stream simply has no keys.
+
+# De-duplication
+
+With Options.DedupWindow > 0, a Record whose Dedup key is not zero is
+stored once per window: an append with the key of a record stored less
+than the window ago (by the store's clock) stores nothing and returns that
+record's entry (its Seq; Entry.Duplicate set). The committer decides, in
+queue order, so a duplicate is never answered before the first is durable:
+it is in the same batch as the first, or a later one, and a batch is
+delivered only once synced. Concurrent duplicates all get the first's Seq.
+
+The records (key and sequence) of a batch's keyed entries are written as
+one 'd' key in that same batch (one memtable insert per batch, not per
+entry; n tells apart batches of one ms), so the memory survives kill -9
+and power loss exactly as the entries do: Open (and a recovery) reads the
+keys of the last window back. Keys are ordered by append time in ms, so
+what aged out is one range: once a minute a batch carries a DeleteRange of
+the keys older than the window.
+
+In memory: a map from key to (seq, ms) and a queue of the keys in append
+order: 64 bytes a record, at most about 150 with the map's and the
+queue's growth slack. Records older than the window leave the queue's head
+at each batch; past Options.DedupMax records (DefaultDedupMax, 262,144:
+under 40 MiB) the oldest are forgotten early,
+so under a sustained rate above DedupMax/window keyed appends a second the
+effective window shrinks to the last DedupMax appends. Open reads at most
+the window's keys from disk, keeping the newest DedupMax.
+
+The key is the caller's: package rpc uses the first 128 bits of the
+SHA-256 of the call's src, id and payload. Two different calls collide
+with probability about n²/2^129 for n records in the window: below 10^-27
+at the DedupMax bound. A collision would answer a new call with the other
+call's entry id, storing nothing.
 
 # Tail cache
 

@@ -22,7 +22,15 @@ type Record struct {
 	Timestamp int64  // milliseconds since the Unix epoch, UTC
 	Msg       []byte // the logged JSON value, kept byte for byte
 	Level     Level  // the severity; NoLevel (the zero value) for none
+	// Dedup, when not zero, names the call that made the record: a record
+	// with the Dedup of one stored within the store's de-duplication
+	// window is not stored again (doc.go, De-duplication). It must be a
+	// strong hash of everything that identifies the call, src included.
+	Dedup DedupKey
 }
+
+// DedupKey names a record for de-duplication; the zero key names none.
+type DedupKey [16]byte
 
 // Entry is a stored record with its id.
 type Entry struct {
@@ -32,6 +40,10 @@ type Entry struct {
 	Timestamp int64
 	Msg       []byte
 	Level     Level
+	// Duplicate is set on what Append returns for a record whose Dedup
+	// matched an entry stored before: nothing was stored, Seq is that
+	// entry's (durable by then) and the other fields are the record's.
+	Duplicate bool
 }
 
 // Level is an entry's severity (PROTOCOL §4), or NoLevel. The zero value

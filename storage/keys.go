@@ -12,6 +12,7 @@ const (
 	entryPrefix = 'e' // 'e' src 0x00 stream 0x00 seq[8] -> uvarint(timestamp) msg
 	seqPrefix   = 'q' // 'q' src -> seq[8]: the last sequence assigned to src
 	agePrefix   = 't' // 't' src 0x00 minute[8] -> seq[8]: entries <= seq were appended before the end of that minute
+	dedupPrefix = 'd' // 'd' ms[8] n[8] -> (key[16] seq[8])...: the records with a Dedup key one batch stored at ms
 	blockPrefix = 'b' // 'b' src 0x00 block[8] -> minTs[8] maxTs[8]: the timestamps of src's entries with seq>>blockShift == block
 	sep         = 0x00
 	seqLen      = 8

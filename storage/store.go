@@ -83,6 +83,14 @@ type Options struct {
 	// doc.go, Tail cache). 0 means DefaultTailCacheBytes; < 0 turns the
 	// cache off.
 	TailCacheBytes int64
+	// DedupWindow is how long a record with a Dedup key is remembered: a
+	// record with the same key within it is answered with the first
+	// entry's sequence and not stored again (doc.go, De-duplication).
+	// 0 turns de-duplication off.
+	DedupWindow time.Duration
+	// DedupMax bounds how many records the window remembers (the oldest
+	// are forgotten first); 0 means DefaultDedupMax.
+	DedupMax int
 }
 
 // Store is the Pebble-backed durable log. It is safe for concurrent use.
@@ -163,6 +171,10 @@ type Store struct {
 	// The newest entries of recently listed streams (tailcache.go); nil
 	// when turned off.
 	tail *tailCache
+
+	// Records with a Dedup key within the window (dedup.go); nil when
+	// de-duplication is off. Committer only, while failed is nil.
+	dd *dedup
 
 	// Committer-private scratch.
 	batchNo uint64
@@ -279,6 +291,13 @@ func Open(dir string, opts Options) (s *Store, err error) {
 		loopDone:     make(chan struct{}),
 		sources:      make(map[string]*source),
 		tail:         newTailCache(opts.TailCacheBytes),
+	}
+	if opts.DedupWindow > 0 {
+		s.dd = newDedup(opts.DedupWindow.Milliseconds(), opts.DedupMax)
+		if err := s.dd.load(db, now().UnixMilli()); err != nil {
+			_ = catch(db.Close)
+			return nil, fmt.Errorf("open %q: %w", dir, err)
+		}
 	}
 	if minFree > 0 && s.checkDisk() {
 		s.goBackground(s.diskLoop)
@@ -522,6 +541,13 @@ func (s *Store) tryRecover() error {
 	if err := catch(db.Flush); err != nil {
 		_ = catch(db.Close)
 		return fmt.Errorf("reopen: flush: %w", err)
+	}
+	if s.dd != nil {
+		// The failed batch's keys may or may not be on disk: the truth is.
+		if err := s.dd.load(db, s.now().UnixMilli()); err != nil {
+			_ = catch(db.Close)
+			return fmt.Errorf("reopen: %w", err)
+		}
 	}
 	s.smu.Lock()
 	s.sources = make(map[string]*source)

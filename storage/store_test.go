@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -22,13 +23,20 @@ var _ storetest.Store = (*storage.Store)(nil)
 // vfs.NewMem per test when fs is nil, else a fresh directory of fs), and
 // after each test checks the raw keys the store left behind.
 func harness(opts storage.Options, newFS func(t testing.TB) (vfs.FS, string)) storetest.Harness {
-	return storetest.Harness{Fresh: func(t testing.TB) func() (storetest.Store, error) {
+	fresh := func(t testing.TB, o storage.Options) func() (storetest.Store, error) {
 		fs, dir := newFS(t)
-		o := opts
 		o.FS = fs
 		t.Cleanup(func() { checkRaw(t, fs, dir) })
 		return func() (storetest.Store, error) { return storage.Open(dir, o) }
-	}}
+	}
+	return storetest.Harness{
+		Fresh: func(t testing.TB) func() (storetest.Store, error) { return fresh(t, opts) },
+		Dedup: func(t testing.TB, window time.Duration) func() (storetest.Store, error) {
+			o := opts
+			o.DedupWindow = window
+			return fresh(t, o)
+		},
+	}
 }
 
 func memFS(testing.TB) (vfs.FS, string) { return vfs.NewMem(), "db" }
@@ -58,6 +66,7 @@ type rawStats struct {
 	seqs    map[string]uint64 // the 'q' key of each source
 	maxSeq  map[string]uint64 // the highest entry of each source
 	marks   map[string]uint64 // the highest age mark of each source
+	dedups  int               // dedup keys
 }
 
 // checkRaw opens the Pebble directory of a closed store and walks every
@@ -136,6 +145,11 @@ func checkRaw(t testing.TB, fs vfs.FS, dir string) rawStats {
 			}
 			st.entries++
 			st.maxSeq[src] = max(st.maxSeq[src], seq)
+		case 'd':
+			if len(k) != 1+8+8 || len(v) == 0 || len(v)%24 != 0 {
+				t.Errorf("raw check: bad dedup key %q = %x", k, v)
+			}
+			st.dedups++
 		default:
 			t.Errorf("raw check: unknown key %q", k)
 		}

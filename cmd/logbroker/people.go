@@ -28,6 +28,13 @@ func newMetrics(n *node) *metrics.Metrics {
 				MessagesSent:     atomic.LoadInt64(&info.MessagesSent),
 			}
 		},
+		Refused: func() metrics.Refused {
+			if n.auth == nil {
+				return metrics.Refused{}
+			}
+			r := n.auth.Refusals()
+			return metrics.Refused{Frames: r.Frames, Wills: r.Wills}
+		},
 		Capture: func() rpc.CaptureStats {
 			if n.capture == nil {
 				return rpc.CaptureStats{}

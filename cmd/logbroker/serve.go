@@ -51,6 +51,7 @@ type serveConfig struct {
 	tailCacheBytes             int64
 	gcHeapFloor                uint64
 	retentionInterval          time.Duration
+	dedupWindow                time.Duration
 	nats                       natsConfig // --nats: JetStream instead of Pebble
 	limits                     limitFlags // limits.go
 	capture                    captureFlag
@@ -61,6 +62,8 @@ type serveConfig struct {
 const (
 	defaultRate     = 5000 // calls/s per connection; bench peaks near 2000 per client
 	defaultMaxConns = 100  // connections per identity (secured mode)
+
+	defaultDedupWindow = 10 * time.Minute // longer than any device's retry
 )
 
 func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
@@ -100,6 +103,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.DurationVar(&c.retentionInterval, "retention-interval", storage.DefaultRetentionInterval, "how often the retention limits are applied (in the background); must be positive")
 	fs.Int64Var(&c.tailCacheBytes, "tail-cache-bytes", storage.DefaultTailCacheBytes, fmt.Sprintf("memory for the newest entries of the streams clients list, so that Log.List and follows near a stream's end read no disk; -1 = off; 0 = not off: the default, %d", storage.DefaultTailCacheBytes))
 	fs.Uint64Var(&c.gcHeapFloor, "gc-heap-floor", defaultGCHeapFloor, "bytes of garbage the Go heap may gather before a collection while the live heap is smaller (less CPU spent collecting a small heap); 0 = Go's default pacing; ignored if GOGC is set")
+	fs.DurationVar(&c.dedupWindow, "dedup-window", defaultDedupWindow, "a Log.Log frame with an id whose src, id and bytes equal those of one stored this recently is answered with the first entry's id, not stored again (exactly-once across resends, reconnects and restarts); 0 = off")
 	fs.Int64Var(&c.minFreeBytes, "min-free-bytes", storage.DefaultMinFreeBytes, fmt.Sprintf("free space kept on the --data volume: with less, appends are refused (error 500) until space is freed; -1 = no check; 0 = not off: the default, %d", storage.DefaultMinFreeBytes))
 	c.capture = captureFlag{filters: []string{"+/log"}}
 	fs.Var(&c.capture, "capture", "topic filter of stock Mongoose OS consoles to store (PROTOCOL §8); its first '+' level names the source.\nRepeatable; given, it replaces the default; an empty value turns capture off")
@@ -200,6 +204,7 @@ type node struct {
 	store    logStore // Pebble, or JetStream with --nats
 	broker   *broker.Broker
 	svc      *rpc.Service
+	auth     *hooks.Auth  // secured mode; nil in open mode
 	capture  *rpc.Capture // console capture; nil when --capture is off
 	hs       *http.Server // nil when --http is empty
 	httpAddr string       // the bound HTTP address; "" when disabled
@@ -245,6 +250,9 @@ func startNode(c *serveConfig, log *slog.Logger) (_ *node, err error) {
 	}
 	if err := c.limits.check(); err != nil {
 		return nil, err
+	}
+	if c.dedupWindow < 0 {
+		return nil, errors.New("--dedup-window: must not be negative (0 = off)")
 	}
 	if c.retentionInterval <= 0 {
 		return nil, errors.New("--retention-interval: must be positive")
@@ -302,12 +310,14 @@ func startNode(c *serveConfig, log *slog.Logger) (_ *node, err error) {
 		RateBurst:     c.rateBurst,
 		Logger:        log,
 		Observe:       m.Observe,
+		Dedup:         c.dedupWindow > 0,
 	})
 	var identify func(*mqtt.Client) rpc.Caller
 	if users != nil {
 		n.mode = "secured"
 		auth := hooks.NewAuth(n.broker.Server(), users, n.svc.Names(), c.maxConns, log)
 		auth.AllowCapture(capture)
+		n.auth = auth
 		identify = auth.Caller
 		if err := n.broker.AddHook(auth, nil); err != nil {
 			return nil, err

@@ -31,6 +31,7 @@ func openPebble(c *serveConfig, log *slog.Logger) (logStore, error) {
 		Logger:         log.With("component", "storage"),
 		MinFreeBytes:   c.minFreeBytes,
 		TailCacheBytes: c.tailCacheBytes,
+		DedupWindow:    c.dedupWindow,
 		Retention: storage.Retention{
 			MaxAge:              c.retentionAge,
 			MaxEntriesPerStream: c.maxEntriesPerStream,
@@ -123,6 +124,7 @@ func openNATSStore(ctx context.Context, sc *serveConfig, log *slog.Logger) (logS
 		Partitions:   c.partitions,
 		MaxAge:       sc.retentionAge,
 		MaxPerStream: sc.maxEntriesPerStream,
+		DedupWindow:  sc.dedupWindow,
 		Logger:       storeLog,
 	})
 	if err != nil {

@@ -2,6 +2,7 @@ package jetstream
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,6 +22,9 @@ import (
 // errCodeDupInProcess is JetStream's error for a publish whose message id
 // is being stored right now (a resend racing its original).
 const errCodeDupInProcess = 10158
+
+// dedupIDPrefix starts the message id of a record with a Dedup key.
+const dedupIDPrefix = "logbroker-dedup-"
 
 // closeWait is the least Close waits for the acknowledgements of appends
 // already published (2 × Options.AckWait if longer).
@@ -154,7 +158,13 @@ func (p *publisher) publish(part *partition, rec storage.Record, done func(stora
 	t := p.next
 	m := nats.NewMsg(part.entrySubject(rec.Src, rec.Stream))
 	m.Reply = p.inbox + "." + strconv.FormatUint(t, 10)
-	m.Header.Set(nats.MsgIdHdr, p.idBase+strconv.FormatUint(t, 10))
+	if p.s.opts.DedupWindow > 0 && rec.Dedup != (storage.DedupKey{}) {
+		// The record's own key: JetStream stores one message per key
+		// within the Duplicates window (doc.go, De-duplication).
+		m.Header.Set(nats.MsgIdHdr, dedupIDPrefix+hex.EncodeToString(rec.Dedup[:]))
+	} else {
+		m.Header.Set(nats.MsgIdHdr, p.idBase+strconv.FormatUint(t, 10))
+	}
 	m.Header.Set("Nats-Expected-Stream", part.name)
 	m.Data = encodeValue(rec.Timestamp, rec.Level, rec.Msg)
 	now := time.Now()
@@ -212,8 +222,11 @@ func (p *publisher) onAck(m *nats.Msg) {
 	if ack.Error != nil {
 		switch {
 		case ack.Error.ErrCode == errCodeDupInProcess:
-			// The first publish is still being stored; its
-			// acknowledgement comes to the same reply subject.
+			// The first publish of the message id is still being
+			// stored. If it was this op's, its acknowledgement comes to
+			// the same reply subject; if another op's (a record with the
+			// same Dedup key), the resend loop publishes this one again
+			// after AckWait and gets the first's sequence then.
 			return
 		case ack.Error.Code == 503 || ack.Error.Code == 408:
 			o.sent = time.Time{} // temporarily unavailable: publish again
@@ -223,9 +236,15 @@ func (p *publisher) onAck(m *nats.Msg) {
 		return
 	}
 	r := o.rec
-	p.entries.Add(1)
-	p.bytes.Add(uint64(len(r.Msg)))
-	p.completeLocked(o, storage.Entry{Seq: ack.Seq, Src: r.Src, Stream: r.Stream, Timestamp: r.Timestamp, Msg: r.Msg, Level: r.Level}, nil)
+	// A duplicate of a keyed record: JetStream stored the first (on a
+	// quorum) before it answers so. (A resend of this very op after a
+	// lost acknowledgement is marked too: it is indistinguishable.)
+	dup := ack.Duplicate && p.s.opts.DedupWindow > 0 && r.Dedup != (storage.DedupKey{})
+	if !dup {
+		p.entries.Add(1)
+		p.bytes.Add(uint64(len(r.Msg)))
+	}
+	p.completeLocked(o, storage.Entry{Seq: ack.Seq, Src: r.Src, Stream: r.Stream, Timestamp: r.Timestamp, Msg: r.Msg, Level: r.Level, Duplicate: dup}, nil)
 }
 
 // completeLocked records o's outcome and hands every complete op at the

@@ -60,6 +60,25 @@ with the first sequence. Done callbacks run in publish order on one
 goroutine. Delete first waits until every append issued before it through
 the store is complete.
 
+# De-duplication
+
+With Options.DedupWindow > 0, a record with a Dedup key (storage.Record)
+is published with the key as its message id ("logbroker-dedup-<hex>")
+instead of one of its own, and the streams' duplicate window is at least
+DedupWindow (Open raises it on existing streams). JetStream then stores
+one message per key within the window, on any node, and acknowledges a
+duplicate with the first's sequence: the Entry it returns has that Seq
+and Duplicate set. The leader answers so only once the first is stored
+on a quorum (stored and synced, with sync_interval always), so the answer
+never comes before the first is durable; a duplicate that arrives while
+the first is still being stored is refused by JetStream as "in process"
+and published again after AckWait, when it gets the first's sequence.
+The memory of the window is JetStream's, on the servers (one msg id per
+message within the window; the servers rebuild it from the stored
+messages' headers after a restart). Entry.Duplicate is also set on an
+append whose own first publish was stored but whose acknowledgement was
+lost: the two are indistinguishable, and both stored exactly one entry.
+
 # Reads
 
 Head asks the stream leader for the source's last message ("last by
@@ -112,8 +131,8 @@ List's fence makes them listable by the time subscribers run.
 
 Only appends issued through the same Store are ordered: an append lost in
 a leader change is published again and may then be stored after appends
-issued later. A device that retries a Log.Log itself makes a new append
-(the message id is the store's, not the device's). Head does not count an
+issued later. Without DedupWindow, a device that retries a Log.Log itself
+makes a new append (the message id is the store's, not the device's). Head does not count an
 entry appended to a stream concurrently with its Delete and purged by it.
 Entries removed by the stream limits leave no tombstone: Head goes back if
 the limits remove a source's newest entries. If an entry is appended to a stream

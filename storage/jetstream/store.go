@@ -57,8 +57,14 @@ type Options struct {
 	// (the stream's MaxMsgsPerSubject; a Delete's tombstone counts as one).
 	MaxPerStream int64
 	// Duplicates is the stream's duplicate window: a publish retried with
-	// the same message id within it is stored once. Default 2 minutes.
+	// the same message id within it is stored once. Default 2 minutes, or
+	// DedupWindow if that is longer.
 	Duplicates time.Duration
+	// DedupWindow > 0 turns on de-duplication of records with a Dedup key
+	// (storage.Record): the key is their message id, so JetStream stores
+	// one per Duplicates window and acknowledges the others with the
+	// first's sequence. 0: off (each append has a message id of its own).
+	DedupWindow time.Duration
 	// AckWait is how long an append waits for its acknowledgement before
 	// publishing it again (same message id). Default 2 s.
 	AckWait time.Duration
@@ -86,7 +92,10 @@ func (o *Options) setDefaults() {
 		o.Partitions = DefaultPartitions
 	}
 	if o.Duplicates <= 0 {
-		o.Duplicates = DefaultDuplicates
+		o.Duplicates = max(DefaultDuplicates, o.DedupWindow)
+	}
+	if o.MaxAge > 0 && o.Duplicates > o.MaxAge {
+		o.Duplicates = o.MaxAge // JetStream refuses a longer window; nothing older is kept anyway
 	}
 	if o.AckWait <= 0 {
 		o.AckWait = DefaultAckWait
@@ -189,6 +198,11 @@ func (s *Store) ensureStream(ctx context.Context, p *partition) (uint64, error) 
 		st, err = s.js.Stream(ctx, p.name)
 		if err == nil {
 			err = s.checkStream(st.CachedInfo().Config, cfg)
+		}
+		if have := st.CachedInfo().Config; err == nil && have.Duplicates < cfg.Duplicates {
+			// A longer de-duplication window than the stream was made with.
+			have.Duplicates = cfg.Duplicates
+			st, err = s.js.UpdateStream(ctx, have)
 		}
 	}
 	if err != nil {

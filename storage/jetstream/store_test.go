@@ -16,17 +16,27 @@ var _ storetest.Store = (*Store)(nil)
 // harness opens stores on the shared cluster: each fresh location is a new
 // set of stream names, reopened by a new Store on a new connection.
 func harness(opts Options) storetest.Harness {
-	return storetest.Harness{Fresh: func(t testing.TB) func() (storetest.Store, error) {
-		o := opts
-		fresh := freshOptions()
-		o.Name, o.Subject = fresh.Name, fresh.Subject
+	fresh := func(o Options) func() (storetest.Store, error) {
+		f := freshOptions()
+		o.Name, o.Subject = f.Name, f.Subject
 		return func() (storetest.Store, error) {
 			nc := shared.Connect(int(storeNo.Load() % 3))
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			return Open(ctx, nc, o)
 		}
-	}}
+	}
+	return storetest.Harness{
+		Fresh: func(testing.TB) func() (storetest.Store, error) { return fresh(opts) },
+		Dedup: func(_ testing.TB, window time.Duration) func() (storetest.Store, error) {
+			o := opts
+			o.DedupWindow = window
+			if window > 0 {
+				o.Duplicates = window
+			}
+			return fresh(o)
+		},
+	}
 }
 
 func TestStore_Conformance(t *testing.T) {

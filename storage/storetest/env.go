@@ -215,7 +215,7 @@ func (e *env) appendEnd(rec storage.Record, en storage.Entry, err error) {
 		st.unsure = true
 		return
 	}
-	if _, dup := st.acked[en.Seq]; dup {
+	if prev, dup := st.acked[en.Seq]; dup && (rec.Dedup == storage.DedupKey{} || !sameEntry(prev, storage.Entry{Seq: en.Seq, Src: rec.Src, Stream: rec.Stream, Timestamp: rec.Timestamp, Msg: rec.Msg})) {
 		e.t.Errorf("append %q/%q: id %d acknowledged twice", rec.Src, rec.Stream, en.Seq)
 	}
 	st.acked[en.Seq] = storage.Entry{Seq: en.Seq, Src: rec.Src, Stream: rec.Stream, Timestamp: rec.Timestamp, Msg: rec.Msg, Level: rec.Level}

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/logbroker/logbroker/integration/await"
 	"github.com/logbroker/logbroker/storage"
@@ -22,6 +23,10 @@ type Harness struct {
 	// same data (checking ids and entries across a restart). It calls open
 	// only while no other store of that location is open.
 	Fresh func(t testing.TB) (open func() (Store, error))
+	// Dedup is Fresh for a store whose de-duplication window
+	// (storage.Options.DedupWindow or the backend's twin) is window; 0
+	// turns de-duplication off. The window runs on the real clock.
+	Dedup func(t testing.TB, window time.Duration) (open func() (Store, error))
 }
 
 // Run runs the conformance suite. Beyond the Store interface, it expects:
@@ -47,6 +52,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("Level", func(t *testing.T) { testLevel(t, h) })
 	t.Run("Filter", func(t *testing.T) { testFilter(t, h) })
 	t.Run("Names", func(t *testing.T) { testNames(t, h) })
+	t.Run("Dedup", func(t *testing.T) { testDedup(t, h) })
 }
 
 // listFixture is the log testList queries: source "dev" gets these

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/url"
 	"strconv"
 	"sync"
@@ -244,6 +245,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	for i := range r.pad {
 		r.pad[i] = alphabet[i%len(alphabet)]
 	}
+	// A random tag starts the padding: a run's Log.Log frames differ from
+	// every earlier run's with the same srcs and ids, which a broker's
+	// de-duplication window (--dedup-window) would answer from memory
+	// without storing anything.
+	copy(r.pad, strconv.FormatUint(rand.Uint64(), 36)+" ")
 	res := &Result{
 		Method: cfg.Method, Broker: cfg.Broker, Clients: cfg.Clients, Inflight: cfg.Inflight,
 		QoS: int(cfg.QoS), Errors: map[string]int64{},

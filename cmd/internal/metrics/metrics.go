@@ -22,6 +22,7 @@ type Sources struct {
 	MQTT    func() MQTT
 	Limits  func() Limits
 	Capture func() rpc.CaptureStats // console capture; nil when it is off
+	Refused func() Refused          // secured mode only
 }
 
 // Limits count what the broker's limits refused or ended.
@@ -31,6 +32,13 @@ type Limits struct {
 	SubsRefused      int64 // filters refused over --max-subs-per-client
 	SessionsExpired  int64 // persistent sessions ended by their expiry
 	KeepaliveRefused int64 // 3.1.1 CONNECTs refused over --max-keepalive
+}
+
+// Refused counts what secured mode refused because a client would have
+// spoken as someone else (hooks.Refusals).
+type Refused struct {
+	Frames int64 // publishes to <x>/rpc with a src not the publisher's
+	Wills  int64 // CONNECTs refused for their will
 }
 
 // MQTT are the broker's numbers.
@@ -153,6 +161,8 @@ var (
 	descSlow        = desc("logbroker_mqtt_slow_consumers_total", "Clients disconnected because too many bytes waited for their socket.")
 	descMsgReceived = desc("logbroker_mqtt_messages_received_total", "PUBLISH packets received from clients.")
 	descMsgSent     = desc("logbroker_mqtt_messages_sent_total", "PUBLISH packets sent to clients.")
+	descForged      = desc("logbroker_auth_forged_frames_total", "Publishes to an RPC topic (<x>/rpc, <x>/rpc/...) refused: not a frame whose src is the publisher's own (secured mode).")
+	descWills       = desc("logbroker_auth_wills_refused_total", "Connections refused for their will: retained, on a forbidden topic, or a frame with a foreign src (secured mode).")
 
 	descCapLines     = desc("logbroker_capture_lines_total", "Entries stored from captured device consoles (--capture).")
 	descCapLost      = desc("logbroker_capture_lost_total", "Console messages lost on the way from devices, by the gaps in their seq.")
@@ -165,7 +175,7 @@ var (
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descDropped, descWaiting, descLive, descEntries, descBytes, descDeletes,
 		descExpired, descSyncs, descPerSync, descDisk, descTailHits, descTailMisses, descTailBytes, descClients, descMsgDropped, descInflDropped, descSlow, descMsgReceived, descMsgSent,
-		descCapLines, descCapLost, descCapRestarts, descCapUnparsed, descCapUntracked, descCapLimited} {
+		descCapLines, descCapLost, descCapRestarts, descCapUnparsed, descCapUntracked, descCapLimited, descForged, descWills} {
 		ch <- d
 	}
 }
@@ -220,5 +230,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descCapUnparsed, float64(st.Unparsed))
 		counter(descCapUntracked, float64(st.Untracked))
 		counter(descCapLimited, float64(st.Limited))
+	}
+	if c.src.Refused != nil {
+		st := c.src.Refused()
+		counter(descForged, float64(st.Frames))
+		counter(descWills, float64(st.Wills))
 	}
 }
