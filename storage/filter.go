@@ -47,9 +47,9 @@ func (f *Filter) Empty() bool {
 // timed reports whether f bounds timestamps.
 func (f *Filter) timed() bool { return f.Since > 0 || f.HasUntil }
 
-// prepared returns f, or a prepared copy of it if it was not made by
-// NewFilter; nil if it passes everything.
-func (f *Filter) prepared() *Filter {
+// Prepared returns f, or a prepared copy of it if it was not made by
+// NewFilter; nil if it passes everything. A backend calls it once per List.
+func (f *Filter) Prepared() *Filter {
 	if f.Empty() {
 		return nil
 	}

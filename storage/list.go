@@ -48,7 +48,7 @@ func (s *Store) list(ctx context.Context, q Query, shared bool) ([]Entry, error)
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("list: %w", err)
 	}
-	q.Filter = q.Filter.prepared()
+	q.Filter = q.Filter.Prepared()
 	s.life.RLock()
 	defer s.life.RUnlock()
 	if err := s.readable(); err != nil {
