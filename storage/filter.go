@@ -44,6 +44,9 @@ func (f *Filter) Empty() bool {
 	return f == nil || (f.Level == NoLevel && f.Match == "" && f.Regex == nil && f.Since <= 0 && !f.HasUntil)
 }
 
+// none reports whether f can pass no entry at all (until <= since).
+func (f *Filter) none() bool { return f.HasUntil && f.Until <= f.Since }
+
 // timed reports whether f bounds timestamps.
 func (f *Filter) timed() bool { return f.Since > 0 || f.HasUntil }
 

@@ -55,6 +55,9 @@ func (s *Store) listCounting(ctx context.Context, q Query, shared bool, read *ui
 		return nil, fmt.Errorf("list: %w", err)
 	}
 	q.Filter = q.Filter.Prepared()
+	if q.Filter != nil && q.Filter.none() {
+		return nil, nil // nothing to scan for (until <= since)
+	}
 	s.life.RLock()
 	defer s.life.RUnlock()
 	if err := s.readable(); err != nil {
