@@ -269,6 +269,7 @@ type entry struct {
 	Src       string          `json:"src"`
 	Stream    string          `json:"stream"`
 	Timestamp int64           `json:"timestamp"`
+	Level     *int            `json:"level"` // nil: no level
 	Msg       json.RawMessage `json:"msg"`
 }
 

@@ -44,6 +44,19 @@
 // byte, so 7, 7.0 and "7" come back as sent. testdata/frames holds the
 // codec's cases, one rule each.
 //
+// # Filters
+//
+// Log.Log's level and Log.List's filters (level, match, regex, since,
+// until) are parsed here into a storage.Filter, made once per call; the
+// store applies it while it scans, and a waiting follower tests each new
+// entry with it (Filter.Keep), so a non-matching entry does not answer it.
+// A filtered List's scan is bounded by the frame's timeout or deadline
+// (capped at Config.FollowMax), else Config.ScanTimeout: when it runs out
+// the call is answered 504, never with a part of the result. The scan runs
+// on the connection's goroutine: it holds up that connection's later calls,
+// not other connections'. Followers with filters never share an encoded
+// answer (followers at the same position without filters do).
+//
 // # Follow
 //
 // A Log.List with follow that finds nothing registers a follower in the hub,

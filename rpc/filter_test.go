@@ -89,6 +89,7 @@ func TestLogList_Filters(t *testing.T) {
 		{"MatchNull", `{"match":null}`, "match must be a string"},
 		{"RegexInvalid", `{"regex":"a("}`, "regex is not valid RE2"},
 		{"RegexBackref", `{"regex":"(a)\\1"}`, "regex is not valid RE2"},
+		{"RegexHugeRepeat", `{"regex":"((a{1000}){1000}){1000}"}`, "regex is not valid RE2"},
 		{"RegexLong", `{"regex":"` + strings.Repeat("a", 257) + `"}`, "regex must be 1 to 256 bytes"},
 		{"RegexObject", `{"regex":{}}`, "regex must be a string"},
 		{"SinceNegative", `{"since":-1}`, "since must be an integer"},

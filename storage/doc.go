@@ -61,6 +61,7 @@ unambiguous.
 	'q' src                             ->  seq[8 BE], last sequence assigned
 	't' src 0x00 minute[8 BE]           ->  seq[8 BE], an age mark
 	'd' ms[8 BE] n[8 BE]                ->  (key[16] seq[8 BE])..., one batch's Dedup records
+	'b' src 0x00 block[8 BE]            ->  minTs[8 BE] maxTs[8 BE], a block summary
 	'm'                                 ->  "logbroker/2", the format marker
 
 An entry's value is the uvarint of its timestamp, then a header byte if
@@ -127,6 +128,54 @@ SHA-256 of the call's src, id and payload. Two different calls collide
 with probability about n²/2^129 for n records in the window: below 10^-27
 at the DedupMax bound. A collision would answer a new call with the other
 call's entry id, storing nothing.
+
+# Filters
+
+A Query with a Filter (PROTOCOL §5: level, match, regex, since, until)
+selects among the entries that pass it: List applies it while it scans,
+to each value as Pebble holds it (decoded in place, nothing copied for an
+entry that fails), and returns only the entries that pass, with the same
+after, last and limit rules. Such a List may scan far: it checks its ctx
+every 1024 entries (the caller bounds it: the rpc layer answers 504 when
+it runs out), holds only the read side of the store's life lock and no
+lock of the committer, and gives way (ErrClosed) when Close or a recovery
+waits for that lock, so that no other read queues behind it. Filtered
+queries are never served from or seeded into the tail cache.
+
+An entry's text, for match and regex, is its msg decoded if it is a JSON
+string, else its msg as stored (Text). It is decoded only when the raw
+string holds a backslash. match folds case by Unicode simple case folding
+(unicode.SimpleFold orbits), without copying: an ASCII needle looks for its
+rarest byte in both cases with bytes.IndexByte and compares there; since
+the only non-ASCII runes that fold to ASCII letters are U+212A (Kelvin,
+k) and U+017F (long s), a needle with k or s whose byte search fails looks
+again rune by rune when the text holds their lead bytes. Filter.Keep is
+the same test for one entry (the follow of a filtered List uses it), and
+the JetStream backend filters in its read loop with it: the matching code
+is written once, here.
+
+# Time ranges
+
+since and until would scan a whole source if timestamps were all the
+store knew: they are the devices', in no particular order. So the
+committer keeps, per source, a summary of each block of 256 sequences
+(seq >> 8): the smallest and largest timestamp of its entries, in a 'b'
+key written in the same batch as the entries (one 24-byte key per source
+per batch, next to its 'q' key; a batch that crosses a block boundary
+writes both blocks'). A List with a time range reads the summaries along
+with the entries and skips, with one seek of each stream's iterator, every
+run of blocks whose range does not meet [since, until): the entries and
+the Pebble blocks holding them are never read. It is exact whatever the
+order of the timestamps: a summary covers every entry ever appended to its
+block (an entry's summary is durable no later than the entry itself, and a
+process that restarts inside a block widens the stored summary, never
+replaces it), so a skipped block holds no entry in the range; the entries
+of kept blocks are still checked one by one. Out-of-order timestamps only
+cost speed: a block holding a stray timestamp (a device whose clock was
+not yet set) has a wide range and is read by every time range. A block
+without a summary (entries of a logbroker/1 store) may hold anything and
+is always read. Deletes and retention leave summaries in place (wider than
+needed, never too narrow); they cost under a quarter of a byte per entry.
 
 # Tail cache
 

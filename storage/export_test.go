@@ -98,3 +98,40 @@ func CheckTailCache(s *Store) error {
 	}
 	return nil
 }
+
+// ListReadBytes is List, returning also the bytes of the Pebble blocks the
+// List's iterators loaded (from the block cache or the disk).
+func ListReadBytes(s *Store, q Query) ([]Entry, uint64, error) {
+	var n uint64
+	out, err := s.listCounting(context.Background(), q, false, &n)
+	return out, n, err
+}
+
+// ScanRaw is a bare Pebble iteration over every key and value of src's
+// stream (touching each value's bytes), the reference a filtered scan is
+// measured against. It returns the entries it saw.
+func ScanRaw(s *Store, src, stream string) (int, error) {
+	s.life.RLock()
+	defer s.life.RUnlock()
+	if err := s.readable(); err != nil {
+		return 0, err
+	}
+	it, err := s.db.NewIter(&pebble.IterOptions{
+		LowerBound: appendStreamPrefix(nil, src, stream),
+		UpperBound: appendStreamEnd(nil, src, stream),
+	})
+	if err != nil {
+		return 0, err
+	}
+	n, sum := 0, 0
+	for valid := it.First(); valid; valid = it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return 0, errors.Join(err, it.Close())
+		}
+		sum += int(v[len(v)-1])
+		n++
+	}
+	_ = sum
+	return n, errors.Join(it.Error(), it.Close())
+}

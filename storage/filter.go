@@ -44,12 +44,15 @@ func (f *Filter) Empty() bool {
 	return f == nil || (f.Level == NoLevel && f.Match == "" && f.Regex == nil && f.Since <= 0 && !f.HasUntil)
 }
 
+// none reports whether f can pass no entry at all (until <= since).
+func (f *Filter) none() bool { return f.HasUntil && f.Until <= f.Since }
+
 // timed reports whether f bounds timestamps.
 func (f *Filter) timed() bool { return f.Since > 0 || f.HasUntil }
 
-// prepared returns f, or a prepared copy of it if it was not made by
-// NewFilter; nil if it passes everything.
-func (f *Filter) prepared() *Filter {
+// Prepared returns f, or a prepared copy of it if it was not made by
+// NewFilter; nil if it passes everything. A backend calls it once per List.
+func (f *Filter) Prepared() *Filter {
 	if f.Empty() {
 		return nil
 	}
@@ -210,7 +213,7 @@ type folder struct {
 	needle []byte // ASCII: lowercased
 	rare   int    // ASCII: index of the needle's rarest byte
 	lo, up byte   // that byte in lower and upper case (equal if no letter)
-	ks     bool   // ASCII needle with k or s: fold through U+212A, U+017F
+	k, s   bool   // ASCII needle with k (folds with U+212A), with s (U+017F)
 	runes  []rune // the needle's runes, each folded (foldRune)
 }
 
@@ -230,9 +233,8 @@ func newFolder(needle string) *folder {
 	for i, c := range f.needle {
 		c = lower(c)
 		f.needle[i] = c
-		if c == 'k' || c == 's' {
-			f.ks = true
-		}
+		f.k = f.k || c == 'k'
+		f.s = f.s || c == 's'
 		if best < 0 || byteRank(c) < byteRank(f.needle[best]) {
 			best = i
 		}
@@ -250,7 +252,8 @@ func (f *folder) contains(text []byte) bool {
 	if f.containsASCII(text) {
 		return true
 	}
-	return f.ks && (bytes.IndexByte(text, 0xe2) >= 0 || bytes.IndexByte(text, 0xc5) >= 0) && f.containsRunes(text)
+	// U+212A is e2 84 aa, U+017F c5 bf in UTF-8.
+	return ((f.k && bytes.IndexByte(text, 0xe2) >= 0) || (f.s && bytes.IndexByte(text, 0xc5) >= 0)) && f.containsRunes(text)
 }
 
 // containsASCII searches an ASCII needle byte by byte.

@@ -39,6 +39,12 @@ func (s *Store) ListShared(ctx context.Context, q Query) ([]Entry, error) {
 }
 
 func (s *Store) list(ctx context.Context, q Query, shared bool) ([]Entry, error) {
+	return s.listCounting(ctx, q, shared, nil)
+}
+
+// listCounting is list; if read is not nil, it adds the bytes of the
+// Pebble blocks the List loaded (from the cache or the disk) to it.
+func (s *Store) listCounting(ctx context.Context, q Query, shared bool, read *uint64) ([]Entry, error) {
 	if !validName(q.Src) {
 		return nil, fmt.Errorf("list: %w: source %q", ErrInvalid, q.Src)
 	}
@@ -48,7 +54,10 @@ func (s *Store) list(ctx context.Context, q Query, shared bool) ([]Entry, error)
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("list: %w", err)
 	}
-	q.Filter = q.Filter.prepared()
+	q.Filter = q.Filter.Prepared()
+	if q.Filter != nil && q.Filter.none() {
+		return nil, nil // nothing to scan for (until <= since)
+	}
 	s.life.RLock()
 	defer s.life.RUnlock()
 	if err := s.readable(); err != nil {
@@ -78,7 +87,7 @@ func (s *Store) list(ctx context.Context, q Query, shared bool) ([]Entry, error)
 	}
 	r, release := s.reader()
 	defer release()
-	l := lister{db: r, q: q, head: head, limit: limit, f: q.Filter, yield: &s.lifeWanted}
+	l := lister{db: r, q: q, head: head, limit: limit, f: q.Filter, yield: &s.lifeWanted, read: read}
 	out, err := l.run(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list: %w", err)
@@ -189,6 +198,7 @@ type lister struct {
 	// yield is the store's count of goroutines waiting to lock it
 	// (Close, a recovery): a filtered scan gives up for them.
 	yield *atomic.Int32
+	read  *uint64 // if not nil: add the block bytes the iterators loaded
 
 	want int // how many entries the result will likely hold (0: unknown)
 	out  []Entry
@@ -202,9 +212,15 @@ const maxReserve = 1024
 func (l *lister) run(ctx context.Context) (out []Entry, err error) {
 	defer func() {
 		for _, c := range l.cursors {
+			if l.read != nil {
+				*l.read += c.it.Stats().InternalStats.BlockBytes
+			}
 			err = errors.Join(err, c.it.Error(), c.it.Close())
 		}
 		if l.blocks != nil {
+			if l.read != nil {
+				*l.read += l.blocks.it.Stats().InternalStats.BlockBytes
+			}
 			err = errors.Join(err, l.blocks.it.Error(), l.blocks.it.Close())
 		}
 		if err != nil {

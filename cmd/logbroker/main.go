@@ -42,7 +42,10 @@ Usage:
   logbroker call METHOD [ARGS_JSON]
                              call the log service, print the result
   logbroker log MSG...       log MSG (or each line of stdin) as --src
-  logbroker tail [SRC]       print the last entries of SRC; -f follows
+  logbroker tail [SRC]       print the last entries of SRC; -f follows;
+                             --level, --match, --regex, --since, --until filter
+  logbroker export SRC       write the entries of SRC as NDJSON (same filters);
+                             --resume FILE continues an interrupted export
   logbroker simulate         run a demo fleet: --devices N --rate R
   logbroker help             show this text
 
@@ -69,6 +72,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return logCmd(ctx, args[1:], os.Stdin, stdout, stderr)
 	case "tail":
 		return tail(ctx, args[1:], stdout, stderr)
+	case "export":
+		return export(ctx, args[1:], stdout, stderr)
 	case "simulate":
 		return simulate(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":

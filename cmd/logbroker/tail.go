@@ -44,6 +44,7 @@ func tail(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&follow, "follow", false, "follow: wait for new entries")
 	fs.IntVar(&last, "last", 10, "print the last N entries first (0: none, only new ones with -f)")
 	fs.BoolVar(&asJSON, "json", false, "print each entry as its JSON object, one a line")
+	ff := addFilterFlags(fs)
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return helpIsNoError(err)
@@ -64,6 +65,10 @@ func tail(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if last < 0 {
 		return fmt.Errorf("--last %d: must be 0 or more", last)
 	}
+	filters, err := ff.args(time.Now())
+	if err != nil {
+		return err
+	}
 
 	cl, err := c.dial(ctx, stderr)
 	if err != nil {
@@ -74,6 +79,7 @@ func tail(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		cl:      cl,
 		timeout: c.timeout,
 		base:    map[string]any{},
+		filters: filters,
 		out:     bufio.NewWriter(stdout),
 		json:    asJSON,
 		color:   !asJSON && isTerminal(stdout) && os.Getenv("NO_COLOR") == "",
@@ -103,17 +109,25 @@ type tailer struct {
 	cl      *rpcclient.Client
 	timeout time.Duration
 	base    map[string]any // src and stream of every Log.List
+	filters map[string]any // the filters of every Log.List but the one that finds the position
 	pos     string         // id of the last entry seen; "" before the first
 	out     *bufio.Writer
 	json    bool
 	color   bool
 }
 
-// list calls Log.List with the base selection plus extra.
+// list calls Log.List with the base selection and the filters plus extra.
 func (t *tailer) list(ctx context.Context, extra map[string]any, opts ...rpcclient.CallOption) ([]json.RawMessage, error) {
-	args := make(map[string]any, len(t.base)+len(extra))
+	args := make(map[string]any, len(t.base)+len(t.filters)+len(extra))
 	for k, v := range t.base {
 		args[k] = v
+	}
+	for k, v := range t.filters {
+		args[k] = v
+	}
+	if len(t.filters) > 0 && extra["follow"] == nil {
+		// The scan of a filtered List ends (504) before the call times out.
+		opts = append(opts, rpcclient.Wait(followWait(t.timeout)))
 	}
 	for k, v := range extra {
 		args[k] = v
@@ -138,7 +152,12 @@ func (t *tailer) initial(ctx context.Context, n int, follow bool) error {
 		}
 		cctx, cancel := context.WithTimeout(ctx, t.timeout)
 		defer cancel()
+		// The newest entry of the selection, whether or not it passes the
+		// filters: the follow waits for what comes after it.
+		filters := t.filters
+		t.filters = nil
 		raws, err := t.list(cctx, map[string]any{"last": 1})
+		t.filters = filters
 		if err != nil {
 			return err
 		}

@@ -98,6 +98,12 @@ size before the fence may still hold entries a purge removed: List asks
 the leader for the first message of each subject in it (at or after the
 query's start) and drops what lies below. Tombstones are never returned.
 
+A List with a Filter (storage.Filter: level, match, regex, since, until)
+reads forward from after up to the fence in batches of 1000, keeping what
+passes (Filter.Keep, the Pebble store's own matcher): the first Limit, or
+the final Last. There are no block summaries here: a time range reads the
+whole range of sequences, bounded by the caller's ctx.
+
 Last has no reverse scan in the direct get API: List bisects the sequence
 range on the pending counts batch gets report (about log2(range) small
 requests), then reads forward from there.

@@ -46,7 +46,7 @@ func (s *Store) List(ctx context.Context, q storage.Query) ([]storage.Entry, err
 	ctx, cancel := s.readContext(ctx)
 	defer cancel()
 	p := s.partitionFor(q.Src)
-	r := reader{s: s, p: p, filter: p.sourceFilter(q.Src), from: q.After + 1}
+	r := reader{s: s, p: p, filter: p.sourceFilter(q.Src), from: q.After + 1, keep: q.Filter.Prepared()}
 	if q.Stream != "" {
 		r.filter = p.entrySubject(q.Src, q.Stream)
 	}
@@ -59,6 +59,26 @@ func (s *Store) List(ctx context.Context, q storage.Query) ([]storage.Entry, err
 		return nil, nil
 	}
 	r.fence = last.Seq
+	if r.keep != nil {
+		// Filtered: one pass forward over (After, fence], keeping what
+		// passes: the first Limit, or the final Last (there is no reverse
+		// scan to find them from the end).
+		want := q.Limit
+		if q.Last > 0 {
+			want, r.last = 0, q.Last
+		}
+		out, err := r.read(ctx, r.from, want)
+		if err != nil {
+			return nil, wrapRead("list", err)
+		}
+		if q.Last > 0 && len(out) > q.Last {
+			out = out[len(out)-q.Last:]
+		}
+		if q.Limit > 0 && len(out) > q.Limit {
+			out = out[:q.Limit]
+		}
+		return out, nil
+	}
 	if q.Last < 0 {
 		out, err := r.read(ctx, r.from, q.Limit)
 		return out, wrapRead("list", err)
@@ -98,6 +118,37 @@ type reader struct {
 	// The leader's first message at or after from, per subject: what a
 	// lagging replica lists below it was purged (by Delete or the limits).
 	first map[string]uint64
+	// keep, if not nil, filters the entries read (Query.Filter); with
+	// last > 0, read keeps only about the final last of them.
+	keep *storage.Filter
+	last int
+}
+
+// cut returns the first want of out (all if want <= 0).
+func (r *reader) cut(out []storage.Entry, want int) []storage.Entry {
+	if want > 0 && len(out) > want {
+		return out[:want]
+	}
+	return out
+}
+
+// filterInto appends the entries of got that r keeps to out, and drops
+// all but the final r.last of out now and then.
+func (r *reader) filterInto(out, got []storage.Entry) []storage.Entry {
+	if r.keep == nil {
+		return append(out, got...)
+	}
+	for i := range got {
+		if r.keep.Keep(&got[i]) {
+			out = append(out, got[i])
+		}
+	}
+	if r.last > 0 && len(out) > 2*r.last+maxBatch {
+		n := copy(out, out[len(out)-r.last:])
+		clear(out[n:])
+		out = out[:n]
+	}
+	return out
 }
 
 // read returns the entries of r.filter from sequence seq on (at most want;
@@ -112,7 +163,7 @@ func (r *reader) read(ctx context.Context, seq uint64, want int) ([]storage.Entr
 	wait, behind := time.Millisecond, 0
 	for want <= 0 || len(out) < want {
 		n := maxBatch
-		if want > 0 {
+		if want > 0 && r.keep == nil {
 			n = min(n, want-len(out))
 		}
 		msgs, more, err := r.s.directBatch(ctx, r.p, dgRequest{Seq: seq, NextFor: r.filter, Batch: n})
@@ -137,11 +188,11 @@ func (r *reader) read(ctx context.Context, seq uint64, want int) ([]storage.Entr
 				return nil, err
 			}
 		}
-		out = append(out, got...)
+		out = r.filterInto(out, got)
 		ended := len(msgs) < n || more == 0
 		switch {
 		case ended && reached:
-			return out, nil
+			return r.cut(out, want), nil
 		case ended && behind < leaderAfter:
 			// This replica is behind the fence: ask again.
 			behind++
@@ -152,13 +203,17 @@ func (r *reader) read(ctx context.Context, seq uint64, want int) ([]storage.Entr
 			// Still behind (the replica this node reaches may be catching
 			// up after a restart): take the rest up to the fence from the
 			// leader, one message per request.
-			got, next, err := r.fromLeader(ctx, seq, want-len(out))
+			rest := want - len(out)
+			if r.keep != nil {
+				rest = 0 // want counts entries that pass: read up to the fence
+			}
+			got, next, err := r.fromLeader(ctx, seq, rest)
 			if err != nil {
 				return nil, err
 			}
-			out, seq = append(out, got...), next
+			out, seq = r.filterInto(out, got), next
 			if seq <= r.fence {
-				return out, nil // the leader has no more, or want is met
+				return r.cut(out, want), nil // the leader has no more, or want is met
 			}
 		}
 	}

@@ -63,7 +63,8 @@ func testFilter(t *testing.T, h Harness) {
 	_, s := newEnv(t, h)
 	const n = 700
 	base := int64(1764080000000)
-	var all []storage.Entry
+	all := make([]storage.Entry, n)
+	errs := make(chan error, n)
 	streams := []string{"console", "app", "console", "sys"}
 	for i := range n {
 		ts := base + int64(i)
@@ -77,14 +78,28 @@ func testFilter(t *testing.T, h Harness) {
 			Src: "flt", Stream: streams[i%len(streams)], Timestamp: ts,
 			Msg: []byte(filterMsgs[i%len(filterMsgs)]), Level: storage.Level(i % 7 % 6),
 		}
-		all = append(all, mustAppendRec(t, s, rec))
+		// Queued from one goroutine: stored in this order.
+		s.AppendAsync(rec, func(e storage.Entry, err error) {
+			all[i] = e
+			errs <- err
+		})
 		if i%50 == 0 {
-			mustAppend(t, s, "flt2", "console", `"timeout elsewhere"`)
+			s.AppendAsync(storage.Record{Src: "flt2", Stream: "console", Msg: []byte(`"timeout elsewhere"`)}, nil)
 		}
 	}
-	ctx := testCtx(t)
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatalf("append: %v", err)
+		}
+	}
+	for i := 1; i < n; i++ {
+		if all[i].Seq <= all[i-1].Seq {
+			t.Fatalf("entries %d and %d: seqs %d, %d out of order", i-1, i, all[i-1].Seq, all[i].Seq)
+		}
+	}
 	failures := 0
 	for fi, fc := range filterCases(base) {
+		ctx := testCtx(t) // each case its own time: a remote backend is slower
 		f := storage.NewFilter(fc)
 		var kept []storage.Entry
 		for i := range all {
@@ -99,22 +114,29 @@ func testFilter(t *testing.T, h Harness) {
 		if fi > 0 && (len(kept) == 0 || len(kept) == len(all)) && fc.Match != "no such text" {
 			t.Errorf("filter %d %+v keeps %d of %d entries: a weak case", fi, fc, len(kept), len(all))
 		}
-		for _, stream := range []string{"", "console"} {
-			for _, after := range []uint64{0, all[n/3].Seq, all[n-5].Seq} {
-				for _, last := range []int{-1, 0, 3, 1000} {
-					for _, limit := range []int{2, 1000} {
-						q := storage.Query{Src: "flt", Stream: stream, After: after, Last: last, Limit: limit, Filter: f}
-						got, err := s.List(ctx, q)
-						if err != nil {
-							t.Fatalf("list %+v: %v", q, err)
-						}
-						if d := diffEntries(got, selectRef(kept, q)); d != "" {
-							t.Errorf("filter %d %+v, list %+v: %s", fi, fc, q, d)
-							if failures++; failures > 10 {
-								t.Fatal("too many failures")
-							}
-						}
-					}
+		// Each of after, last, limit and stream, alone and together.
+		mid, end := all[n/3].Seq, all[n-5].Seq
+		qs := []storage.Query{
+			{Last: -1, Limit: 1000},
+			{Last: 1000, Limit: 1000},
+			{After: end, Last: -1, Limit: 1000},
+			{Stream: "console", Last: -1, Limit: 1000},
+			{Last: 3, Limit: 1000},
+			{After: mid, Last: -1, Limit: 2},
+			{Stream: "console", After: mid, Last: 3, Limit: 2},
+			{Stream: "console", Last: 5, Limit: 1000},
+			{After: mid, Last: 3, Limit: 1000},
+		}
+		for _, q := range qs {
+			q.Src, q.Filter = "flt", f
+			got, err := s.List(ctx, q)
+			if err != nil {
+				t.Fatalf("list %+v: %v", q, err)
+			}
+			if d := diffEntries(got, selectRef(kept, q)); d != "" {
+				t.Errorf("filter %d %+v, list %+v: %s", fi, fc, q, d)
+				if failures++; failures > 10 {
+					t.Fatal("too many failures")
 				}
 			}
 		}
