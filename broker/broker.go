@@ -27,20 +27,21 @@ type Config struct {
 	PlainAddr   string      // with TLS set: an extra MQTT listener without TLS; "" none
 	TLS         *tls.Config // when set, both listeners speak TLS
 	MaxPacket   uint32      // largest MQTT packet accepted, bytes; 0 = no limit
-	ClientQueue int32       // QoS 1 and 2 messages queued per client before drops; 0 = DefaultClientQueue
-	// MaxPending is how many bytes may wait to be sent to one client; a
-	// client that reads slower is disconnected rather than stalling the
-	// publishers to its topics (ErrSlowConsumer). 0 = 32 MiB.
+	ClientQueue int32       // messages of other clients (mochi's path) queued per client before drops; 0 = DefaultClientQueue
+	// MaxPending is how many bytes may wait for one client, in its
+	// outbox and, apart, for its socket; a client that falls further
+	// behind is disconnected as a slow consumer rather than stalling
+	// anyone. 0 = 32 MiB.
 	MaxPending int
 	// DrainTimeout bounds how long Close waits for clients to acknowledge
-	// the QoS 1 and 2 messages sent to them; 0 = 2 s, negative = no wait.
+	// what was published to them; 0 = 2 s, negative = no wait.
 	DrainTimeout time.Duration
 	Logger       *slog.Logger
 }
 
-// DefaultClientQueue is the per-client outbound queue when Config.ClientQueue
-// is 0. It holds responses, follow answers and messages of other clients at
-// QoS 1 and 2 (live messages skip it: live.go), each slot 8 bytes of every
+// DefaultClientQueue is mochi's per-client outbound queue when
+// Config.ClientQueue is 0. Only messages of other clients use it (the
+// broker's own go through its outboxes), each slot 8 bytes of every
 // connection's memory; mochi's own default is 8192.
 const DefaultClientQueue = 256
 

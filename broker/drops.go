@@ -31,8 +31,8 @@ type Drops struct {
 // Drops returns the broker's drop counters, for metrics.
 func (b *Broker) Drops() Drops {
 	return Drops{
-		Messages:      atomic.LoadInt64(&b.srv.Info.MessagesDropped),
-		Inflight:      atomic.LoadInt64(&b.srv.Info.InflightDropped) + b.inflightDrops.Load(),
+		Messages:      b.mochi.dropped(),
+		Inflight:      b.mochi.inflightDropped() + b.inflightDrops.Load(),
 		SlowConsumers: b.slow.Load() + b.drops.slow.Load(),
 		TooLarge:      b.tooLarge.Load(),
 	}
@@ -70,7 +70,7 @@ func (h *dropLog) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 		dropped = n.(*atomic.Int64).Load()
 	}
 	slow := false
-	if q := queuedConnOf(cl.Net.Conn); q != nil {
+	if q := queuedConnOf(connOf(cl)); q != nil {
 		q.mu.Lock()
 		slow = errors.Is(q.err, ErrSlowConsumer)
 		q.mu.Unlock()

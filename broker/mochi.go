@@ -8,6 +8,7 @@ package broker
 
 import (
 	"net"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -91,6 +92,25 @@ func (m mochiServer) disconnect(cl *mqtt.Client, code packets.Code) {
 	_ = m.srv.DisconnectClient(cl, code)
 }
 
+// dropped is mochi's count of messages dropped for a full client queue.
+func (m mochiServer) dropped() int64 { return atomic.LoadInt64(&m.srv.Info.MessagesDropped) }
+
+// inflightDropped is mochi's count of QoS 1 and 2 messages it dropped at
+// a client's limit of unacknowledged ones.
+func (m mochiServer) inflightDropped() int64 { return atomic.LoadInt64(&m.srv.Info.InflightDropped) }
+
+// online reports whether cl's connection is open.
+func online(cl *mqtt.Client) bool { return !cl.Closed() }
+
+// isInline reports whether cl is the broker's own inline client.
+func isInline(cl *mqtt.Client) bool { return cl.Net.Inline }
+
+// connOf is cl's connection as the listener accepted it.
+func connOf(cl *mqtt.Client) net.Conn { return cl.Net.Conn }
+
+// takenOver reports whether a new connection took cl's session over.
+func takenOver(cl *mqtt.Client) bool { return cl.IsTakenOver() }
+
 // receiveMaximum is how many QoS 1 messages of the broker's own cl may
 // have unacknowledged: its MQTT 5 Receive Maximum (mochi caps it at its
 // MaximumInflight), or MaximumInflight for a client that set none.
@@ -155,7 +175,7 @@ func noSendQuota(cl *mqtt.Client) { cl.State.Inflight.ResetSendQuota(0) }
 // hair it removes the new client, which then gets no message and makes
 // Server.Close wait for ever. TestMochiQuirk_CleanTakeoverRemovesNewClient.
 func (m mochiServer) endOld(old *mqtt.Client) bool {
-	q := queuedConnOf(old.Net.Conn)
+	q := queuedConnOf(connOf(old))
 	if q == nil {
 		return true
 	}
@@ -195,7 +215,7 @@ func (l safeClose) Serve(establish listeners.EstablishFn) {
 func (l safeClose) Close(listeners.CloseFn) {
 	l.Listener.Close(func(id string) {
 		for _, cl := range l.b.srv.Clients.GetAll() {
-			if cl.Net.Listener == id && !cl.Closed() {
+			if cl.Net.Listener == id && online(cl) {
 				_ = l.b.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
 			}
 		}

@@ -213,9 +213,9 @@ func (o *outbox) step() bool {
 	out.PacketID = id
 	o.pop(id)
 	switch {
-	case cl.Closed() && persistent(cl):
+	case !online(cl) && persistent(cl):
 		// Kept in the session: mochi resends it when the client is back.
-	case cl.Closed():
+	case !online(cl):
 		o.forget(cl, id)
 	default:
 		if err := o.b.write(cl, out); errors.Is(err, packets.ErrPacketTooLarge) || (err != nil && !persistent(cl)) {
@@ -286,7 +286,7 @@ func (b *Broker) onAck(clientID string, id uint16) bool {
 // read the topic (the read ACL of the
 // hooks added with AddHook, asked as mochi asks them).
 func (b *Broker) packetFor(cl *mqtt.Client, ok bool, e entry) (packets.Packet, bool) {
-	if !ok || cl.Net.Inline {
+	if !ok || isInline(cl) {
 		return packets.Packet{}, false
 	}
 	if !b.hooks.allowed(cl, e.m.topic) {
@@ -320,7 +320,7 @@ func (b *Broker) write(cl *mqtt.Client, pk packets.Packet) error {
 func (b *Broker) slowConsumer(id string, dropped int64) {
 	b.slow.Add(1)
 	connected := false
-	if cl, ok := b.mochi.client(id); ok && !cl.Closed() {
+	if cl, ok := b.mochi.client(id); ok && online(cl) {
 		connected = true
 		b.mochi.disconnect(cl, packets.ErrQuotaExceeded)
 	}

@@ -41,7 +41,7 @@ func (h *events) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packe
 // connection of a persistent session (cl is then marked taken over) are
 // still in flight there.
 func (h *events) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
-	if cl.IsTakenOver() {
+	if takenOver(cl) {
 		return
 	}
 	if v, ok := h.b.outboxes.Load(cl.ID); ok {
@@ -79,7 +79,7 @@ func (h *events) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
 // loop starts.
 func (h *events) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	noSendQuota(cl)
-	if q := queuedConnOf(cl.Net.Conn); q != nil {
+	if q := queuedConnOf(connOf(cl)); q != nil {
 		if id := q.takeHolds(); id != "" {
 			h.b.releaseOutbox(id, cl)
 		}
@@ -105,7 +105,7 @@ func (h *events) OnClientExpired(cl *mqtt.Client) {
 // holdOutbox holds the outbox of cl's client id until cl is established
 // (releaseOutbox), and waits for a send under way to end.
 func (b *Broker) holdOutbox(cl *mqtt.Client) {
-	q := queuedConnOf(cl.Net.Conn)
+	q := queuedConnOf(connOf(cl))
 	if q == nil || !q.setHolds(cl.ID) {
 		return
 	}

@@ -78,7 +78,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.IntVar(&c.maxMsg, "max-msg", rpc.DefaultMaxMsg, "largest msg of Log.Log in bytes (larger: error 413)")
 	fs.IntVar(&c.maxFrame, "max-frame", rpc.DefaultMaxFrame, "largest request frame in bytes (larger: error 413)")
 	fs.IntVar(&c.maxPacket, "max-packet", 4<<20, "largest MQTT packet in bytes; a client sending more is disconnected")
-	fs.IntVar(&c.clientQueue, "client-queue", broker.DefaultClientQueue, "QoS 1 and 2 messages (responses) queued per client before messages to it are dropped; 8 bytes of memory per slot per connection (live log messages do not use it)")
+	fs.IntVar(&c.clientQueue, "client-queue", broker.DefaultClientQueue, "messages of other clients (device to device, mochi's path) queued per client before messages to it are dropped; 8 bytes of memory per slot per connection (the broker's answers and live entries use their own outbox)")
 	fs.DurationVar(&c.followTimeout, "follow-timeout", rpc.DefaultFollowTimeout, "how long a Log.List follow waits when the frame sets no timeout")
 	fs.DurationVar(&c.followMax, "follow-max", rpc.DefaultFollowMax, "longest any Log.List follow may wait")
 	fs.IntVar(&c.maxFollows, "max-follows", rpc.DefaultMaxFollows, "waiting follow calls per connection (more: error 429)")
