@@ -46,9 +46,11 @@
 // and an in-flight record in mochi's map of the client (mochi's own
 // deliveries take theirs there, so ids never clash, and mochi resends the
 // records to a persistent session that reconnects). It honours the
-// client's MQTT 5 Receive Maximum: at that many of its messages
-// unacknowledged it stops, and the PUBACK (seen in OnPacketRead) starts it
-// again, so none is lost. A packet larger than the client's Maximum Packet
+// client's MQTT 5 Receive Maximum, and sends at most 64 unacknowledged in
+// any case (inflightWindow: mochi copies and resends a session's records
+// at every reconnect, which a client reconnecting in a loop would
+// multiply): at that many of its messages unacknowledged it stops, and
+// the PUBACK (seen in OnPacketRead) starts it again, so none is lost. A packet larger than the client's Maximum Packet
 // Size is discarded as if sent ([MQTT-3.1.2-25]) and counted
 // (Drops.TooLarge). An outbox that passes Config.MaxPending bytes drops
 // what it holds, and the client is disconnected as a slow consumer
@@ -99,7 +101,9 @@
 //     mochi's own deliveries (one client's publish to another's
 //     subscription) are held back only at mochi's limit of 8192
 //     unacknowledged messages per client: its own quota is disabled
-//     because of the deadlock above. Those deliveries also go through
+//     because of the deadlock above. A client that never acknowledges
+//     them and reconnects in a loop has mochi copy and resend them all
+//     each time. Those deliveries also go through
 //     mochi's per-client queue of Config.ClientQueue packets, which drops
 //     (Drops.Messages) rather than waits.
 //   - mochi's Info.Inflight ($SYS in-flight count) does not count the

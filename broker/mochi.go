@@ -112,18 +112,23 @@ func connOf(cl *mqtt.Client) net.Conn { return cl.Net.Conn }
 func takenOver(cl *mqtt.Client) bool { return cl.IsTakenOver() }
 
 // receiveMaximum is how many QoS 1 messages of the broker's own cl may
-// have unacknowledged: its MQTT 5 Receive Maximum (mochi caps it at its
-// MaximumInflight), or MaximumInflight for a client that set none.
+// have unacknowledged: its MQTT 5 Receive Maximum, at most inflightWindow.
 func receiveMaximum(cl *mqtt.Client) int {
 	if n := int(cl.Properties.Props.ReceiveMaximum); n > 0 && cl.Properties.ProtocolVersion == 5 {
-		return min(n, int(maxInflight))
+		return min(n, inflightWindow)
 	}
-	return int(maxInflight)
+	return inflightWindow
 }
 
-// maxInflight is mochi's limit of unacknowledged QoS 1 and 2 messages per
-// client; New keeps its default.
-var maxInflight = mqtt.NewDefaultServerCapabilities().MaximumInflight
+// inflightWindow bounds the broker's own QoS 1 messages unacknowledged by
+// one client, whatever Receive Maximum it set (MQTT 3 clients set none).
+// mochi copies a persistent session's records at every takeover and
+// resends them all at every reconnect: a client that reconnects in a loop
+// and never acknowledges would otherwise have the broker copy and write
+// up to 8192 of them each time. A client that acknowledges as messages
+// arrive is not slowed: it has at most its calls in flight.
+const inflightWindow = 64
+
 
 // persistent reports whether cl's session outlives its connection. It
 // reads only the fields set at CONNECT: copying all of cl.Properties

@@ -126,23 +126,35 @@ func (b *Broker) holdOutbox(cl *mqtt.Client) {
 
 // releaseOutbox ends a hold of client id's outbox. cl is the connection
 // now established (nil if it failed): the outbox stops waiting for ids that
-// are not in flight on cl (mochi dropped them with the old session).
+// are not in flight on cl (mochi dropped them with the old session). mochi
+// is asked without o.mu held (Publish takes it); while the outbox is held
+// nothing else sends from it.
 func (b *Broker) releaseOutbox(id string, cl *mqtt.Client) {
 	v, ok := b.outboxes.Load(id)
 	if !ok {
 		return // a held outbox is never retired; expire may have dropped it
 	}
 	o := v.(*outbox)
-	o.mu.Lock()
-	defer o.mu.Unlock()
+	var gone []uint16
 	if cl != nil {
+		o.mu.Lock()
+		ids := make([]uint16, 0, len(o.inflight))
 		for pid := range o.inflight {
+			ids = append(ids, pid)
+		}
+		o.mu.Unlock()
+		for _, pid := range ids {
 			if !b.mochi.recorded(cl, pid) {
-				delete(o.inflight, pid)
+				gone = append(gone, pid)
 			}
 		}
-		o.settleLocked()
 	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, pid := range gone {
+		delete(o.inflight, pid)
+	}
+	o.settleLocked()
 	if o.held > 0 {
 		o.held--
 	}
