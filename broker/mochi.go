@@ -129,7 +129,6 @@ func receiveMaximum(cl *mqtt.Client) int {
 // arrive is not slowed: it has at most its calls in flight.
 const inflightWindow = 64
 
-
 // persistent reports whether cl's session outlives its connection. It
 // reads only the fields set at CONNECT: copying all of cl.Properties
 // would race with mochi clearing the Will when the connection ends.

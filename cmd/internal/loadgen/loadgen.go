@@ -47,10 +47,10 @@ type Config struct {
 	ListStream string // Log.List's stream; "": all streams of the source
 	ListLast   int    // Log.List's last; default 100
 
-	Followers  int // clients keeping a Log.List follow waiting on a logged source
-	Dashboards int // clients subscribed to +/log/# at QoS 0, counting live messages
-	Idle       int // idle MQTT connections held open during the run (tcp:// only)
-	BrokerPID  int // the broker's process: its CPU time per call, and its VmRSS around the idle connections; 0: none
+	Followers  int    // clients keeping a Log.List follow waiting on a logged source
+	Dashboards int    // clients subscribed to +/log/# at QoS 0, counting live messages
+	Idle       int    // idle MQTT connections held open during the run (tcp:// only)
+	BrokerPID  int    // the broker's process: its CPU time per call, and its VmRSS around the idle connections; 0: none
 	Attack     string // one of Attacks, run beside the callers (tcp:// only); "": none
 
 	Progress func(Progress)       // called about once a second while calls run; nil: never
