@@ -43,12 +43,12 @@ type Config struct {
 // Config.ClientQueue is 0. Only messages of other clients use it (the
 // broker's own go through its outboxes), each slot 8 bytes of every
 // connection's memory; mochi's own default is 8192.
-const DefaultClientQueue = 256
+const DefaultClientQueue = 64
 
-// readBufferSize is the read buffer of each connection (mochi's default):
-// an idle connection costs it, and a request larger than it is read
-// straight into its packet.
-const readBufferSize = 2048
+// readBufferSize is the read buffer of each connection (mochi's default
+// is 2048): an idle connection costs it, and a request larger than it is
+// read straight into its packet.
+const readBufferSize = 512
 
 // DefaultDrainTimeout is Config.DrainTimeout when it is 0.
 const DefaultDrainTimeout = 2 * time.Second

@@ -188,12 +188,13 @@ func (o *outbox) step() bool {
 	cl, ok := o.b.mochi.client(o.id)
 	out, deliver := o.b.packetFor(cl, ok, e)
 	if !deliver {
-		o.pop(0)
+		o.pop(e.seq, 0)
 		return true
 	}
 	if out.FixedHeader.Qos == 0 {
-		o.pop(0)
-		o.b.write(cl, out)
+		if o.pop(e.seq, 0) {
+			_ = o.b.write(cl, out)
+		}
 		return true
 	}
 
@@ -207,11 +208,14 @@ func (o *outbox) step() bool {
 	id, err := o.b.mochi.reserve(cl, out, e.seq)
 	if err != nil { // every packet id in use: mochi's own deliveries hold them
 		o.b.inflightDrops.Add(1)
-		o.pop(0)
+		o.pop(e.seq, 0)
 		return true
 	}
 	out.PacketID = id
-	o.pop(id)
+	if !o.pop(e.seq, id) {
+		o.b.mochi.release(cl, id) // the queue was dropped meanwhile (slow consumer, expiry)
+		return true
+	}
 	switch {
 	case !online(cl) && persistent(cl):
 		// Kept in the session: mochi resends it when the client is back.
@@ -225,11 +229,16 @@ func (o *outbox) step() bool {
 	return true
 }
 
-// pop takes the oldest entry off the queue; a QoS 1 message sent with
-// packet id id (not 0) is in flight from now on.
-func (o *outbox) pop(id uint16) {
+// pop takes the oldest entry, seq, off the queue; a QoS 1 message sent
+// with packet id id (not 0) is in flight from now on. It reports false if
+// the entry is no longer there: the queue was dropped (a slow consumer,
+// an expired session) while run looked at it.
+func (o *outbox) pop(seq uint64, id uint16) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if o.head == len(o.queue) || o.queue[o.head].seq != seq {
+		return false
+	}
 	e := o.queue[o.head]
 	o.queue[o.head] = entry{}
 	o.head++
@@ -247,6 +256,7 @@ func (o *outbox) pop(id uint16) {
 		o.inflight[id] = e.seq
 	}
 	o.settleLocked()
+	return true
 }
 
 // forget drops the in-flight record of a message that will never be

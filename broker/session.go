@@ -82,7 +82,11 @@ func (h *events) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	if q := queuedConnOf(connOf(cl)); q != nil {
 		if id := q.takeHolds(); id != "" {
 			h.b.releaseOutbox(id, cl)
+			return
 		}
+	}
+	if v, ok := h.b.outboxes.Load(cl.ID); ok {
+		v.(*outbox).reconcile(cl)
 	}
 }
 
@@ -124,30 +128,46 @@ func (b *Broker) holdOutbox(cl *mqtt.Client) {
 	}
 }
 
-// releaseOutbox ends a hold of client id's outbox. cl is the connection
-// now established (nil if it failed): the outbox stops waiting for ids that
-// are not in flight on cl (mochi dropped them with the old session). mochi
-// is asked without o.mu held (Publish takes it); while the outbox is held
-// nothing else sends from it.
+// releaseOutbox ends a hold of client id's outbox; cl is the connection
+// now established (nil if it failed).
 func (b *Broker) releaseOutbox(id string, cl *mqtt.Client) {
 	v, ok := b.outboxes.Load(id)
 	if !ok {
 		return // a held outbox is never retired; expire may have dropped it
 	}
 	o := v.(*outbox)
-	var gone []uint16
 	if cl != nil {
-		o.mu.Lock()
-		ids := make([]uint16, 0, len(o.inflight))
-		for pid := range o.inflight {
-			ids = append(ids, pid)
+		o.reconcile(cl)
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.held > 0 {
+		o.held--
+	}
+	o.startLocked()
+	o.retireLocked()
+}
+
+// reconcile stops the outbox waiting for ids that are not in flight on
+// cl, the connection just established: mochi dropped them with the old
+// session (a clean start, an expiry). An id is recorded in mochi before
+// the outbox counts it, so none sent meanwhile is dropped. mochi is asked
+// without o.mu held (Publish takes it).
+func (o *outbox) reconcile(cl *mqtt.Client) {
+	o.mu.Lock()
+	ids := make([]uint16, 0, len(o.inflight))
+	for pid := range o.inflight {
+		ids = append(ids, pid)
+	}
+	o.mu.Unlock()
+	var gone []uint16
+	for _, pid := range ids {
+		if !o.b.mochi.recorded(cl, pid) {
+			gone = append(gone, pid)
 		}
-		o.mu.Unlock()
-		for _, pid := range ids {
-			if !b.mochi.recorded(cl, pid) {
-				gone = append(gone, pid)
-			}
-		}
+	}
+	if len(gone) == 0 {
+		return
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -155,10 +175,10 @@ func (b *Broker) releaseOutbox(id string, cl *mqtt.Client) {
 		delete(o.inflight, pid)
 	}
 	o.settleLocked()
-	if o.held > 0 {
-		o.held--
+	if o.parked {
+		o.parked = false
+		o.startLocked()
 	}
-	o.startLocked()
 	o.retireLocked()
 }
 
