@@ -115,16 +115,17 @@ func (b *Broker) holdOutbox(cl *mqtt.Client) {
 	}
 	for {
 		o := b.outboxFor(cl.ID)
-		o.mu.Lock()
-		if o.dead {
-			o.mu.Unlock()
-			continue
-		}
-		o.held++
-		o.mu.Unlock()
 		o.sending.Lock() // a send to the old connection under way ends first
+		o.mu.Lock()
+		dead := o.dead
+		if !dead {
+			o.held++
+		}
+		o.mu.Unlock()
 		o.sending.Unlock()
-		return
+		if !dead {
+			return
+		}
 	}
 }
 
