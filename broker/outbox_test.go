@@ -623,3 +623,45 @@ func TestPublishAsksOnPublishHooks(t *testing.T) {
 		t.Errorf("got %q on %q, want only the message the hook let through", pk.Payload, pk.TopicName)
 	}
 }
+
+// TestCloseDrains: Close waits for the acknowledgement of what was
+// published before it, and stops waiting for a client that goes.
+func TestCloseDrains(t *testing.T) {
+	for _, leave := range []bool{false, true} {
+		t.Run(map[bool]string{false: "Acknowledged", true: "ClientLeaves"}[leave], func(t *testing.T) {
+			b := New(Config{MQTTAddr: "127.0.0.1:0", DrainTimeout: time.Minute})
+			if err := b.AddHook(new(auth.AllowHook), nil); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Start(); err != nil {
+				t.Fatal(err)
+			}
+			dev := dialClient(t, b, "dev", 4, packets.Properties{})
+			dev.subscribe(1, packets.Subscription{Filter: "dev/rpc", Qos: 1})
+			if err := b.Publish(response("dev/rpc", 1)); err != nil {
+				t.Fatal(err)
+			}
+			pk := dev.read()
+			closed := make(chan error, 1)
+			go func() { closed <- b.Close() }()
+			select {
+			case err := <-closed:
+				t.Fatalf("Close returned (%v) before the answer was acknowledged", err)
+			case <-time.After(300 * time.Millisecond):
+			}
+			if leave {
+				dev.conn.Close()
+			} else {
+				dev.ack(pk)
+			}
+			select {
+			case err := <-closed:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(waitFor):
+				t.Fatal("Close still waiting after the acknowledgement (or the client left)")
+			}
+		})
+	}
+}
