@@ -64,6 +64,7 @@ type Broker struct {
 	drops  *dropLog
 	hold   *readHold
 	hooks  userHooks // hooks added with AddHook that Publish and the outboxes ask
+	qos    *inflightLog
 
 	outboxes      sync.Map // client id -> *outbox
 	live          gauge    // outboxes in outboxes
@@ -115,6 +116,7 @@ func New(cfg Config) *Broker {
 		hold:   newReadHold(),
 	}
 	b.subs = &interest{mochi: b.mochi}
+	b.qos = &inflightLog{draining: &b.draining}
 	return b
 }
 
@@ -135,7 +137,7 @@ func (b *Broker) Start() error {
 	if b.started.Load() || b.closed {
 		return errors.New("start: already started")
 	}
-	for _, h := range []mqtt.Hook{&events{b: b}, b.subs, b.drops} {
+	for _, h := range []mqtt.Hook{&events{b: b}, b.subs, b.drops, b.qos} {
 		if err := b.srv.AddHook(h, nil); err != nil {
 			return fmt.Errorf("start: %w", err)
 		}
@@ -271,7 +273,8 @@ func (b *Broker) Server() *mqtt.Server { return b.srv }
 
 // Close disconnects every client and stops the listeners. It first waits,
 // up to Config.DrainTimeout, until what the outboxes held when Close began
-// is sent and, at QoS 1, acknowledged by clients still connected, so that
+// is sent and, at QoS 1, acknowledged by clients still connected (and the
+// QoS 1 and 2 messages of mochi's own path then in flight: inflightLog), so that
 // the answers published just before (to waiting calls at shutdown) are
 // delivered rather than cut off with the connection; later messages do
 // not prolong it. Then it stops reading from clients (a call read now
@@ -292,6 +295,10 @@ func (b *Broker) Close() error {
 			b.outboxes.Range(func(_, v any) bool {
 				v.(*outbox).markDrain()
 				return true
+			})
+			b.qos.markDrain(func(id string) bool {
+				cl, ok := b.mochi.client(id)
+				return ok && online(cl)
 			})
 			waitZero(&b.draining, d)
 		}

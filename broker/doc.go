@@ -75,7 +75,9 @@
 // # Shutdown
 //
 // Close waits, up to Config.DrainTimeout, until what each outbox held when
-// it began is sent and acknowledged (or its client went); then it stops
+// it began is sent and acknowledged, and so are the QoS 1 and 2 messages
+// mochi's own path had in flight (known from OnQosPublish and the clients'
+// PUBACK and PUBCOMP: inflightLog), or their client went; then it stops
 // reading from clients, so that no call is taken (acknowledged) on a
 // connection about to close, waits (up to a second) until every
 // connection's reader is back in Read and the outboxes have written what

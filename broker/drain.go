@@ -1,10 +1,14 @@
 package broker
 
 import (
+	"maps"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // settleTimeout bounds the last wait of Close, with reads held, for the
@@ -103,4 +107,105 @@ func (q *queuedConn) Read(p []byte) (int, error) {
 		return 0, net.ErrClosed
 	}
 	return n, err
+}
+
+// inflightLog is a mochi hook that keeps, per client id, the packet ids of
+// the QoS 1 and 2 messages mochi's own path has in flight to it (one
+// client's publish to another's subscription), learnt from OnQosPublish
+// and, for the end of each wait, from the client's PUBACK or PUBCOMP
+// (OnPacketRead) or mochi dropping the record: so that Close can let those
+// be acknowledged too, as it does for the outboxes' messages.
+type inflightLog struct {
+	mqtt.HookBase
+	draining *gauge
+
+	mu      sync.Mutex
+	clients map[string]*clientInflight
+}
+
+type clientInflight struct {
+	ids     map[uint16]struct{} // in flight
+	waiting map[uint16]struct{} // those Close waits for
+}
+
+func (h *inflightLog) ID() string { return "logbroker-inflight" }
+
+func (h *inflightLog) Provides(b byte) bool {
+	switch b {
+	case mqtt.OnQosPublish, mqtt.OnQosDropped, mqtt.OnPacketRead, mqtt.OnDisconnect:
+		return true
+	}
+	return false
+}
+
+// OnQosPublish: a QoS 1 or 2 message to cl is in flight (or resent).
+func (h *inflightLog) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, _ int) {
+	if pk.FixedHeader.Type != packets.Publish {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	c := h.clients[cl.ID]
+	if c == nil {
+		if h.clients == nil {
+			h.clients = make(map[string]*clientInflight)
+		}
+		c = &clientInflight{ids: make(map[uint16]struct{})}
+		h.clients[cl.ID] = c
+	}
+	c.ids[pk.PacketID] = struct{}{}
+}
+
+// OnPacketRead: a PUBACK or PUBCOMP from the client ends a wait.
+func (h *inflightLog) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if t := pk.FixedHeader.Type; t == packets.Puback || t == packets.Pubcomp {
+		h.done(cl.ID, pk.PacketID)
+	}
+	return pk, nil
+}
+
+// OnQosDropped: mochi dropped a record (moved to a new connection of a
+// persistent session, it is published again there).
+func (h *inflightLog) OnQosDropped(cl *mqtt.Client, pk packets.Packet) { h.done(cl.ID, pk.PacketID) }
+
+func (h *inflightLog) done(id string, pid uint16) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	c := h.clients[id]
+	if c == nil {
+		return
+	}
+	delete(c.ids, pid)
+	if _, ok := c.waiting[pid]; ok {
+		delete(c.waiting, pid)
+		if len(c.waiting) == 0 {
+			h.draining.add(-1)
+		}
+	}
+	if len(c.ids) == 0 && len(c.waiting) == 0 {
+		delete(h.clients, id)
+	}
+}
+
+// OnDisconnect: Close no longer waits for cl.
+func (h *inflightLog) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if c := h.clients[cl.ID]; c != nil && len(c.waiting) > 0 {
+		c.waiting = nil
+		h.draining.add(-1)
+	}
+}
+
+// markDrain makes Close wait for what is in flight now.
+func (h *inflightLog) markDrain(online func(id string) bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for id, c := range h.clients {
+		if len(c.ids) == 0 || len(c.waiting) > 0 || !online(id) {
+			continue
+		}
+		c.waiting = maps.Clone(c.ids)
+		h.draining.add(1)
+	}
 }

@@ -315,7 +315,9 @@ func TestOutbox(t *testing.T) {
 			ids[pk.PacketID] = true
 			if len(ids) == inflightWindow {
 				// The window is full: nothing more comes until PUBACKs.
-				if got := cl.State.Inflight.Len(); got != inflightWindow {
+				// (Checked on the first window only: mochi deletes the
+				// record of a PUBACK after the outbox has counted it.)
+				if got := cl.State.Inflight.Len(); i < inflightWindow && got != inflightWindow {
 					t.Errorf("%d in-flight records with the window full, want %d", got, inflightWindow)
 				}
 				for id := range ids {
