@@ -142,7 +142,7 @@ func live(topic, payload string) packets.Packet {
 	return packets.Packet{TopicName: topic, Payload: []byte(payload)}
 }
 
-// TestPublishLive checks the direct path of QoS 0 messages (live.go).
+// TestPublishLive checks live (QoS 0) messages through the outboxes.
 func TestPublishLive(t *testing.T) {
 	t.Run("NoDropsWithATinyQueue", func(t *testing.T) {
 		// A one-slot client queue: through mochi's queue, a burst to a
