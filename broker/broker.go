@@ -45,10 +45,11 @@ type Config struct {
 // connection's memory; mochi's own default is 8192.
 const DefaultClientQueue = 64
 
-// readBufferSize is the read buffer of each connection (mochi's default
-// is 2048): an idle connection costs it, and a request larger than it is
-// read straight into its packet.
-const readBufferSize = 512
+// readBufferSize is the read buffer of each connection (mochi's default):
+// an idle connection costs it, and a request larger than it is read
+// straight into its packet. 512 bytes saved 1.5 KiB per idle connection
+// but cost about 6 % of Log.Log calls/s at 16 x 32 (BENCHMARKS.md, issue 11).
+const readBufferSize = 2048
 
 // DefaultDrainTimeout is Config.DrainTimeout when it is 0.
 const DefaultDrainTimeout = 2 * time.Second
