@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bytes"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -26,27 +27,29 @@ type Config struct {
 	PlainAddr   string      // with TLS set: an extra MQTT listener without TLS; "" none
 	TLS         *tls.Config // when set, both listeners speak TLS
 	MaxPacket   uint32      // largest MQTT packet accepted, bytes; 0 = no limit
-	ClientQueue int32       // QoS 1 and 2 messages queued per client before drops; 0 = DefaultClientQueue
-	// MaxPending is how many bytes may wait to be sent to one client; a
-	// client that reads slower is disconnected rather than stalling the
-	// publishers to its topics (ErrSlowConsumer). 0 = 32 MiB.
+	ClientQueue int32       // messages of other clients (mochi's path) queued per client before drops; 0 = DefaultClientQueue
+	// MaxPending is how many bytes may wait for one client, in its
+	// outbox and, apart, for its socket; a client that falls further
+	// behind is disconnected as a slow consumer rather than stalling
+	// anyone. 0 = 32 MiB.
 	MaxPending int
 	// DrainTimeout bounds how long Close waits for clients to acknowledge
-	// the QoS 1 and 2 messages sent to them; 0 = 2 s, negative = no wait.
+	// what was published to them; 0 = 2 s, negative = no wait.
 	DrainTimeout time.Duration
 	Logger       *slog.Logger
 	Limits       Limits // limits.go; the zero value limits nothing
 }
 
-// DefaultClientQueue is the per-client outbound queue when Config.ClientQueue
-// is 0. It holds responses, follow answers and messages of other clients at
-// QoS 1 and 2 (live messages skip it: live.go), each slot 8 bytes of every
+// DefaultClientQueue is mochi's per-client outbound queue when
+// Config.ClientQueue is 0. Only messages of other clients use it (the
+// broker's own go through its outboxes), each slot 8 bytes of every
 // connection's memory; mochi's own default is 8192.
-const DefaultClientQueue = 256
+const DefaultClientQueue = 64
 
 // readBufferSize is the read buffer of each connection (mochi's default):
 // an idle connection costs it, and a request larger than it is read
-// straight into its packet.
+// straight into its packet. 512 bytes saved 1.5 KiB per idle connection
+// but cost about 6 % of Log.Log calls/s at 16 x 32 (BENCHMARKS.md, issue 11).
 const readBufferSize = 2048
 
 // DefaultDrainTimeout is Config.DrainTimeout when it is 0.
@@ -56,18 +59,27 @@ const DefaultDrainTimeout = 2 * time.Second
 type Broker struct {
 	cfg    Config
 	srv    *mqtt.Server
+	mochi  mochiServer
 	inline *mqtt.Client
-	pubs   sync.RWMutex // Publish holds it shared; a takeover alone (see takeover)
-	subs   *interest    // answers Interested
+	maxQos byte
+	subs   *interest // answers Interested, finds a topic's subscribers
 	drops  *dropLog
 	hold   *readHold
-	unsent *unsentLog
-	hooks  userHooks    // hooks the direct paths ask (live.go)
-	waits  atomic.Int64 // publishes that waited for room (waitRoom)
-	limits limits       // limits.go
+	hooks  userHooks // hooks added with AddHook that Publish and the outboxes ask
+	qos    *inflightLog
+	limits limits // limits.go
+
+	outboxes      sync.Map // client id -> *outbox
+	live          gauge    // outboxes in outboxes
+	sending       gauge    // outbox goroutines running
+	draining      gauge    // outboxes Close waits for
+	slow          atomic.Int64
+	tooLarge      atomic.Int64
+	inflightDrops atomic.Int64
+
+	started atomic.Bool
 
 	mu        sync.Mutex
-	started   bool
 	closed    bool
 	mqttAddr  net.Addr
 	wsAddr    net.Addr
@@ -98,15 +110,18 @@ func New(cfg Config) *Broker {
 		ClientNetWriteBufferSize: 1, // no buffer: queuedConn queues; mochi's lost the last packets at a close (limitconn.go)
 		ClientNetReadBufferSize:  readBufferSize,
 	})
-	return &Broker{
+	b := &Broker{
 		cfg:    cfg,
 		srv:    srv,
+		mochi:  mochiServer{srv},
 		inline: srv.NewClient(nil, "local", "logbroker", true),
-		subs:   &interest{srv: srv},
+		maxQos: caps.MaximumQos,
 		drops:  &dropLog{log: cfg.Logger},
 		hold:   newReadHold(),
-		unsent: &unsentLog{},
 	}
+	b.subs = &interest{mochi: b.mochi}
+	b.qos = &inflightLog{draining: &b.draining}
+	return b
 }
 
 // AddHook adds a mochi hook; call it before Start.
@@ -123,29 +138,16 @@ func (b *Broker) AddHook(h mqtt.Hook, config any) error {
 func (b *Broker) Start() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.started {
+	if b.started.Load() || b.closed {
 		return errors.New("start: already started")
 	}
-	if err := b.srv.AddHook(&takeover{srv: b.srv, log: b.cfg.Logger, pubs: &b.pubs}, nil); err != nil {
-		return fmt.Errorf("start: %w", err)
-	}
-	if err := b.srv.AddHook(b.subs, nil); err != nil {
-		return fmt.Errorf("start: %w", err)
+	for _, h := range []mqtt.Hook{&events{b: b}, b.subs, b.drops, b.qos} {
+		if err := b.srv.AddHook(h, nil); err != nil {
+			return fmt.Errorf("start: %w", err)
+		}
 	}
 	b.subs.active.Store(true)
 	if err := b.addLimitHooks(); err != nil { // limits.go
-		return fmt.Errorf("start: %w", err)
-	}
-	if err := b.srv.AddHook(new(strayAck), nil); err != nil {
-		return fmt.Errorf("start: %w", err)
-	}
-	if err := b.srv.AddHook(new(noSendQuota), nil); err != nil {
-		return fmt.Errorf("start: %w", err)
-	}
-	if err := b.srv.AddHook(b.drops, nil); err != nil {
-		return fmt.Errorf("start: %w", err)
-	}
-	if err := b.srv.AddHook(b.unsent, nil); err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
 	if b.cfg.MQTTAddr != "" {
@@ -154,7 +156,7 @@ func (b *Broker) Start() error {
 			return fmt.Errorf("start mqtt listener: %w", err)
 		}
 		b.mqttAddr = ln.Addr()
-		if err := b.srv.AddListener(safeClose{listeners.NewNet("mqtt", ln), b.srv}); err != nil {
+		if err := b.srv.AddListener(safeClose{listeners.NewNet("mqtt", ln), b}); err != nil {
 			ln.Close()
 			return fmt.Errorf("start mqtt listener: %w", err)
 		}
@@ -167,7 +169,7 @@ func (b *Broker) Start() error {
 		}
 		ln := queuedListener{b.limitListener(raw), b.cfg.MaxPending, b.hold}
 		b.plainAddr = ln.Addr()
-		if err := b.srv.AddListener(safeClose{listeners.NewNet("mqtt-plain", ln), b.srv}); err != nil {
+		if err := b.srv.AddListener(safeClose{listeners.NewNet("mqtt-plain", ln), b}); err != nil {
 			ln.Close()
 			return fmt.Errorf("start plain mqtt listener: %w", err)
 		}
@@ -179,7 +181,7 @@ func (b *Broker) Start() error {
 			return fmt.Errorf("start websocket listener: %w", err)
 		}
 		b.wsAddr = ln.Addr()
-		if err := b.srv.AddListener(safeClose{newWebsocket("ws", ln), b.srv}); err != nil {
+		if err := b.srv.AddListener(safeClose{newWebsocket("ws", ln), b}); err != nil {
 			ln.Close()
 			return fmt.Errorf("start websocket listener: %w", err)
 		}
@@ -187,7 +189,7 @@ func (b *Broker) Start() error {
 	if err := b.srv.Serve(); err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
-	b.started = true
+	b.started.Store(true)
 	return nil
 }
 
@@ -221,87 +223,73 @@ func addrString(a net.Addr) string {
 	return a.String()
 }
 
-// Publish delivers pk to its subscribers as the broker itself. A QoS 0
-// message that is not retained is written to each subscriber's connection
-// at once, never dropped for a full client queue (see live.go); others go
-// through mochi's queues.
+// Publish delivers pk to its subscribers as the broker itself, bypassing
+// ACLs on the way in (the read ACL of each subscriber still applies). It
+// never waits: it runs the OnPublish hooks added with AddHook (the log
+// service consumes what is published on its request topics), finds the
+// topic's subscribers, and appends one shared copy of the message to each
+// subscriber's outbox (outbox.go). Retained messages, and topics with
+// inline subscriptions, take mochi's own path (the log service publishes
+// neither).
 func (b *Broker) Publish(pk packets.Packet) error {
+	if !b.started.Load() {
+		return ErrNotStarted
+	}
 	pk.FixedHeader.Type = packets.Publish
+	if pk.FixedHeader.Retain {
+		return b.inject(pk)
+	}
+	pk, ok := b.hooks.onPublish(b.inline, pk)
+	if !ok {
+		return nil
+	}
+	r := b.subs.lookup(pk.TopicName)
+	if r.inline {
+		return b.inject(pk)
+	}
+	if len(r.targets) == 0 {
+		return nil
+	}
+	m := &message{topic: pk.TopicName, payload: bytes.Clone(pk.Payload), qos: pk.FixedHeader.Qos}
+	if pk.Properties.CorrelationData != nil {
+		m.corr = bytes.Clone(pk.Properties.CorrelationData)
+	}
+	for _, t := range r.targets {
+		b.enqueue(m, t)
+	}
+	return nil
+}
+
+// inject publishes pk through mochi's own path.
+func (b *Broker) inject(pk packets.Packet) error {
 	if pk.FixedHeader.Qos > 0 && pk.PacketID == 0 {
 		pk.PacketID = 1 // never used for inline publishes, but must be valid
 	}
-	// A QoS 1 or 2 message's topic is looked up once, for both waitRoom
-	// and publishSole.
-	var t topic
-	if pk.FixedHeader.Qos > 0 && b.subs.active.Load() {
-		t = b.subs.lookup(pk.TopicName)
-		b.waitRoom(t.sole)
-	}
-	b.pubs.RLock()
-	defer b.pubs.RUnlock()
-	switch {
-	case isLive(&pk):
-		if b.publishLive(pk) {
-			return nil
-		}
-	case !pk.FixedHeader.Retain && t.sole != "":
-		if b.publishSole(pk, t) {
-			return nil
-		}
-	}
-	if err := b.srv.InjectPacket(b.inline, pk); err != nil {
+	if err := b.mochi.inject(b.inline, pk); err != nil {
 		return fmt.Errorf("publish %s: %w", pk.TopicName, err)
 	}
 	return nil
 }
 
-// roomTimeout bounds how long a publish waits for room in its subscriber's
-// queue (waitRoom).
-const roomTimeout = 2 * time.Second
-
-// waitRoom waits while sole, the only subscriber of a topic (the caller,
-// for a response; "" for none), has three quarters of its queue (Config.ClientQueue) taken by
-// QoS 1 and 2 messages not yet written, until it has room, is gone, or
-// roomTimeout passes; mochi would drop the message. The queue drains as
-// fast as the client's write loop runs (writes never wait for the network:
-// queuedConn), so this only evens out bursts, such as one commit group
-// answering hundreds of a client's calls at once. Topics with several
-// subscribers are not waited for.
-func (b *Broker) waitRoom(sole string) {
-	if sole == "" {
-		return
-	}
-	cl, ok := b.srv.Clients.Get(sole)
-	if !ok {
-		return
-	}
-	limit := max(1, int64(b.cfg.ClientQueue)*3/4)
-	if b.unsent.count(cl) < limit {
-		return
-	}
-	b.waits.Add(1)
-	deadline := time.Now().Add(roomTimeout)
-	for b.unsent.count(cl) >= limit && !cl.Closed() && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Microsecond)
-	}
-}
-
-// Clients is the number of connected clients.
-func (b *Broker) Clients() int {
-	return len(b.srv.Clients.GetAll())
-}
+// Clients is the number of sessions: connected clients, and persistent
+// sessions whose client is away.
+func (b *Broker) Clients() int { return b.mochi.clients() }
 
 // Server exposes the mochi server for hooks that need to look up clients.
 func (b *Broker) Server() *mqtt.Server { return b.srv }
 
 // Close disconnects every client and stops the listeners. It first waits,
-// up to Config.DrainTimeout, until every connected client has acknowledged
-// the QoS 1 and 2 messages sent to it, so that responses published just
-// before (the answers to waiting calls at shutdown) are delivered rather
-// than cut off with the connection. Then it stops reading from clients (a
-// call read now would be acknowledged and answered on a connection about to
-// close) and waits, up to a second, until what was sent to them meanwhile
-// is written; closing connections flush it.
+// up to Config.DrainTimeout, until what the outboxes held when Close began
+// is sent and, at QoS 1, acknowledged by clients still connected (and the
+// QoS 1 and 2 messages of mochi's own path then in flight: inflightLog), so that
+// the answers published just before (to waiting calls at shutdown) are
+// delivered rather than cut off with the connection; later messages do
+// not prolong it. Then it stops reading from clients (a call read now
+// would be acknowledged and answered on a connection about to close),
+// waits, up to a second, until the packets already read are handled and
+// the outboxes have written what that queued; closing connections flush
+// it. Every wait is on a channel that the events themselves close: no
+// polling.
 func (b *Broker) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -309,10 +297,25 @@ func (b *Broker) Close() error {
 		return nil
 	}
 	b.closed = true
-	if b.started {
-		b.drain(b.cfg.DrainTimeout)
+	if b.started.Load() {
+		if d := b.cfg.DrainTimeout; d > 0 {
+			b.outboxes.Range(func(_, v any) bool {
+				v.(*outbox).markDrain()
+				return true
+			})
+			b.qos.markDrain(func(id string) bool {
+				cl, ok := b.mochi.client(id)
+				return ok && online(cl)
+			})
+			waitZero(&b.draining, d)
+		}
 		b.hold.hold()
-		b.settle(min(b.cfg.DrainTimeout, settleTimeout))
+		if d := min(b.cfg.DrainTimeout, settleTimeout); d > 0 {
+			deadline := time.Now().Add(d)
+			if waitZero(&b.hold.busy, d) {
+				waitZero(&b.sending, time.Until(deadline))
+			}
+		}
 	}
 	if err := b.srv.Close(); err != nil {
 		return fmt.Errorf("close: %w", err)
@@ -320,39 +323,16 @@ func (b *Broker) Close() error {
 	return nil
 }
 
-// drain waits until every connected client has acknowledged the QoS 1
-// and 2 messages in flight to it when drain began, or d passes. Messages
-// sent later (answers to calls still arriving) do not prolong it. mochi
-// exposes no event for an acknowledgement, so it checks every few
-// milliseconds; it runs once, at shutdown.
-func (b *Broker) drain(d time.Duration) {
-	if d <= 0 {
+// finished is told, by the listeners, when mochi is done with connection
+// c: a takeover waiting for it goes on, and an outbox it held while it
+// connected (its CONNACK or resend failed, so OnSessionEstablished never
+// came) is released.
+func (b *Broker) finished(c net.Conn) {
+	q := queuedConnOf(c)
+	if q == nil {
 		return
 	}
-	type pending struct {
-		cl *mqtt.Client
-		id uint16
-	}
-	var wait []pending
-	for _, cl := range b.srv.Clients.GetAll() {
-		if cl.Net.Inline || cl.Closed() {
-			continue
-		}
-		for _, pk := range cl.State.Inflight.GetAll(false) {
-			wait = append(wait, pending{cl, pk.PacketID})
-		}
-	}
-	deadline := time.Now().Add(d)
-	for len(wait) > 0 && time.Now().Before(deadline) {
-		left := wait[:0]
-		for _, p := range wait {
-			if _, ok := p.cl.State.Inflight.Get(p.id); ok && !p.cl.Closed() {
-				left = append(left, p)
-			}
-		}
-		wait = left
-		if len(wait) > 0 {
-			time.Sleep(5 * time.Millisecond)
-		}
+	if id := q.finish(); id != "" {
+		b.releaseOutbox(id, nil)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -39,7 +40,10 @@ func (l queuedListener) Accept() (net.Conn, error) {
 		return nil, err
 	}
 	q := newQueuedConn(c, l.limit)
-	q.hold = l.hold
+	if l.hold != nil {
+		q.hold = l.hold
+		l.hold.busy.add(1) // a new connection is busy until it reads
+	}
 	return q, nil
 }
 
@@ -68,6 +72,120 @@ type queuedConn struct {
 	ended   sync.Once
 	done    chan struct{} // closed once the socket is closed (end)
 	hold    *readHold     // Read waits once it is held (see Broker.Close)
+	state   atomic.Int32  // stReading, stEnded: whether the connection counts in hold.busy
+
+	// finished is set once mochi is done with the connection (its
+	// EstablishConnection returned: the client is out of mochi's client
+	// map if its session ended); finishedCh, made only when someone waits
+	// (waitFinished), is closed then.
+	finished   bool
+	finishedCh chan struct{}
+	holds      string // the client id whose outbox this connection holds while it connects (takeover)
+}
+
+// Bits of queuedConn.state. A connection is busy (counted in
+// readHold.busy) while neither is set: its reader goroutine is processing
+// what it read.
+const (
+	stReading = 1 << iota // inside Read
+	stEnded               // the socket is closed
+)
+
+// flip sets and clears bits of q.state and moves the hold's busy count if
+// the connection became busy or stopped being busy.
+func (q *queuedConn) flip(set, clear int32) {
+	for {
+		old := q.state.Load()
+		now := (old | set) &^ clear
+		if old == now || q.state.CompareAndSwap(old, now) {
+			if q.hold != nil && (old == 0) != (now == 0) {
+				if now == 0 {
+					q.hold.busy.add(1)
+				} else {
+					q.hold.busy.add(-1)
+				}
+			}
+			return
+		}
+	}
+}
+
+// finish marks the connection as done with by mochi and wakes whoever
+// waits for it; it returns the client id of the outbox the connection
+// held, if it still did.
+func (q *queuedConn) finish() (holds string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.finished = true
+	if q.finishedCh != nil {
+		close(q.finishedCh)
+		q.finishedCh = nil
+	}
+	holds, q.holds = q.holds, ""
+	return holds
+}
+
+// waitFinished waits until finish, or d passes; it reports whether the
+// connection finished.
+func (q *queuedConn) waitFinished(d time.Duration) bool {
+	q.mu.Lock()
+	if q.finished {
+		q.mu.Unlock()
+		return true
+	}
+	if q.finishedCh == nil {
+		q.finishedCh = make(chan struct{})
+	}
+	ch := q.finishedCh
+	q.mu.Unlock()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// setHolds records that the connection holds the outbox of client id
+// while it connects; it reports false if the connection already finished
+// (then nothing would release it).
+func (q *queuedConn) setHolds(id string) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.finished {
+		return false
+	}
+	q.holds = id
+	return true
+}
+
+// takeHolds clears and returns what setHolds recorded.
+func (q *queuedConn) takeHolds() string {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	h := q.holds
+	q.holds = ""
+	return h
+}
+
+// queuedConnOf finds the queuedConn under c (itself, or under TLS or a
+// WebSocket); nil if there is none.
+func queuedConnOf(c net.Conn) *queuedConn {
+	for c != nil {
+		switch v := c.(type) {
+		case *queuedConn:
+			return v
+		case *wsConn:
+			c = v.Conn
+		case interface{ NetConn() net.Conn }: // *tls.Conn
+			c = v.NetConn()
+		default:
+			return nil
+		}
+	}
+	return nil
 }
 
 func newQueuedConn(c net.Conn, limit int) *queuedConn {
@@ -154,6 +272,7 @@ func (q *queuedConn) end() {
 	q.ended.Do(func() {
 		_ = q.Conn.Close()
 		close(q.done)
+		q.flip(stEnded, 0)
 	})
 }
 

@@ -3,7 +3,6 @@ package broker
 import (
 	"errors"
 	"log/slog"
-	"net"
 	"sync"
 	"sync/atomic"
 
@@ -13,35 +12,35 @@ import (
 
 // Drops counts what the broker did not deliver to slow or stuck clients.
 type Drops struct {
-	// Messages dropped because the client's queue of packets to write
-	// (Config.ClientQueue) was full (mochi's MessagesDropped).
+	// Messages of other clients (mochi's own path) dropped because the
+	// client's queue of packets to write (Config.ClientQueue) was full
+	// (mochi's MessagesDropped).
 	Messages int64
-	// QoS 1 and 2 messages dropped because the client already held
-	// mochi's maximum of unacknowledged ones (8192; InflightDropped): a
-	// client that never sends PUBACK.
+	// QoS 1 and 2 messages dropped because every packet id of the client
+	// was in use, or mochi's own path found it holding its maximum of
+	// unacknowledged messages (8192; mochi's InflightDropped, plus ours).
 	Inflight int64
-	// Clients disconnected because more than Config.MaxPending bytes
-	// waited for their socket (ErrSlowConsumer).
+	// Clients disconnected as slow consumers: more than Config.MaxPending
+	// bytes waited in their outbox or for their socket.
 	SlowConsumers int64
-	// Publishes that waited for room in their subscriber's queue rather
-	// than be dropped (see Broker.Publish); none was lost.
-	Waited int64
+	// Messages of the broker's own discarded because they were larger
+	// than the client's MQTT 5 Maximum Packet Size ([MQTT-3.1.2-25]).
+	TooLarge int64
 }
 
 // Drops returns the broker's drop counters, for metrics.
 func (b *Broker) Drops() Drops {
 	return Drops{
-		Messages:      atomic.LoadInt64(&b.srv.Info.MessagesDropped),
-		Inflight:      atomic.LoadInt64(&b.srv.Info.InflightDropped),
-		SlowConsumers: b.drops.slow.Load(),
-		Waited:        b.waits.Load(),
+		Messages:      b.mochi.dropped(),
+		Inflight:      b.mochi.inflightDropped() + b.inflightDrops.Load(),
+		SlowConsumers: b.slow.Load() + b.drops.slow.Load(),
+		TooLarge:      b.tooLarge.Load(),
 	}
 }
 
-// dropLog is a mochi hook that counts, per client, the messages dropped
-// because its queue was full, and logs, when the client goes, those, a
-// disconnection for being a slow consumer, and a client that held mochi's
-// maximum of unacknowledged messages.
+// dropLog is a mochi hook that counts, per client, the messages of mochi's
+// own path dropped because its queue was full, and logs, when the client
+// goes, those and a disconnection for not reading its socket.
 type dropLog struct {
 	mqtt.HookBase
 	log       *slog.Logger
@@ -70,40 +69,16 @@ func (h *dropLog) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 	if n, ok := h.perClient.LoadAndDelete(cl); ok {
 		dropped = n.(*atomic.Int64).Load()
 	}
-	slow := slowConsumer(cl.Net.Conn)
+	slow := false
+	if q := queuedConnOf(connOf(cl)); q != nil {
+		q.mu.Lock()
+		slow = errors.Is(q.err, ErrSlowConsumer)
+		q.mu.Unlock()
+	}
 	if slow {
 		h.slow.Add(1)
 	}
-	// A client at mochi's limit of unacknowledged messages had every QoS
-	// 1 and 2 message past it dropped (counted in Drops.Inflight).
-	held := cl.State.Inflight.Len()
-	full := held >= int(maxInflight)
-	if dropped > 0 || slow || full {
-		h.log.Warn("messages to a slow client dropped", "client", cl.ID, "dropped", dropped, "slow_consumer", slow,
-			"unacknowledged", held, "unacknowledged_limit_reached", full)
+	if dropped > 0 || slow {
+		h.log.Warn("messages to a slow client dropped", "client", cl.ID, "dropped", dropped, "slow_consumer", slow)
 	}
-}
-
-// maxInflight is mochi's limit of unacknowledged QoS 1 and 2 messages per
-// client; New keeps its default.
-var maxInflight = mqtt.NewDefaultServerCapabilities().MaximumInflight
-
-// slowConsumer reports whether c (a queuedConn, possibly under TLS or a
-// WebSocket) was closed for holding too many bytes unsent.
-func slowConsumer(c net.Conn) bool {
-	for c != nil {
-		switch v := c.(type) {
-		case *queuedConn:
-			v.mu.Lock()
-			defer v.mu.Unlock()
-			return errors.Is(v.err, ErrSlowConsumer)
-		case *wsConn:
-			c = v.Conn
-		case interface{ NetConn() net.Conn }: // *tls.Conn
-			c = v.NetConn()
-		default:
-			return false
-		}
-	}
-	return false
 }

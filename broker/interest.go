@@ -26,21 +26,25 @@ const interestCacheMax = 16384
 // unsubscribe only costs a publish that reaches no one.)
 type interest struct {
 	mqtt.HookBase
-	srv    *mqtt.Server
+	mochi  mochiServer
 	active atomic.Bool   // the hook is registered: until then, always true
 	gen    atomic.Uint64 // moved on after every change of the subscriptions
 
 	mu       sync.Mutex
 	cacheGen uint64           // the gen the cache holds answers for
-	cache    map[string]topic // topic -> its subscribers, in short
+	cache    map[string]route // topic -> its subscribers
 }
 
-// topic is what interest remembers of a topic's subscribers.
-type topic struct {
-	any  bool                 // a message on it reaches someone
-	sole string               // the id of its only subscriber, if it has exactly one client subscriber and no other
-	sub  packets.Subscription // sole's subscription
+// route is what a message on a topic reaches.
+type route struct {
+	any     bool      // a message on it reaches someone
+	targets []*target // its client subscribers (one of each shared group), by client id
+	inline  bool      // it has inline subscriptions (mochi's path serves them)
 }
+
+// cacheTargetsMax bounds the subscribers a cached route holds: a topic
+// with more (a fleet-wide wildcard) is looked up afresh each time.
+const cacheTargetsMax = 64
 
 func (h *interest) ID() string { return "logbroker-interest" }
 
@@ -64,9 +68,10 @@ func (h *interest) interested(name string) bool {
 	return h.lookup(name).any
 }
 
-// lookup returns what is known of the subscribers of the topic name,
-// computed afresh after any change of the subscriptions.
-func (h *interest) lookup(name string) topic {
+// lookup returns the subscribers of the topic name, computed afresh after
+// any change of the subscriptions. The targets are shared: callers must
+// not change them.
+func (h *interest) lookup(name string) route {
 	g := h.gen.Load()
 	h.mu.Lock()
 	if h.cacheGen != g {
@@ -78,19 +83,19 @@ func (h *interest) lookup(name string) topic {
 	if ok {
 		return v
 	}
-	subs := h.srv.Topics.Subscribers(name)
-	v.any = len(subs.Subscriptions) > 0 || len(subs.Shared) > 0 || len(subs.InlineSubscriptions) > 0
-	if len(subs.Subscriptions) == 1 && len(subs.Shared) == 0 && len(subs.InlineSubscriptions) == 0 {
-		for id, sub := range subs.Subscriptions {
-			v.sole, v.sub = id, sub
-		}
+	subs, shared, inline := h.mochi.subscribers(name)
+	v.targets = targetsOf(subs)
+	v.inline = inline
+	v.any = len(v.targets) > 0 || inline
+	if shared || len(v.targets) > cacheTargetsMax {
+		return v // a shared group's member is chosen per message
 	}
 	h.mu.Lock()
 	// Only an answer computed after gen reached cacheGen may be kept; one
 	// that began earlier is stale if the subscriptions changed meanwhile.
 	if h.cacheGen == g {
 		if h.cache == nil || len(h.cache) >= interestCacheMax {
-			h.cache = make(map[string]topic)
+			h.cache = make(map[string]route)
 		}
 		h.cache[name] = v
 	}

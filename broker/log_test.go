@@ -21,13 +21,12 @@ func TestQuietHandler(t *testing.T) {
 		want  string // "" = nothing written
 		not   string // must not appear
 	}{
-		{"ConnEndHidden", slog.LevelInfo, func(l *slog.Logger) { l.Warn("", "error", io.EOF) }, "", ""},
-		{"ConnEndAtDebug", slog.LevelDebug, func(l *slog.Logger) {
-			l.Warn("", "error", fmt.Errorf("read: %w", net.ErrClosed))
+		{"WarningsHidden", slog.LevelInfo, func(l *slog.Logger) { l.Warn("", "error", io.EOF) }, "", ""},
+		{"WarningsAtDebug", slog.LevelDebug, func(l *slog.Logger) {
+			l.Warn("client store quota reached", "error", fmt.Errorf("read: %w", net.ErrClosed))
 		}, "level=DEBUG", ""},
-		{"SlowConsumer", slog.LevelInfo, func(l *slog.Logger) { l.Warn("", "error", ErrSlowConsumer) }, "", ""},
-		{"OtherErrorsStay", slog.LevelInfo, func(l *slog.Logger) { l.Warn("", "error", errors.New("disk on fire")) }, "level=WARN", ""},
-		{"PacketDumpDropped", slog.LevelInfo, func(l *slog.Logger) {
+		{"InfoHidden", slog.LevelInfo, func(l *slog.Logger) { l.Info("attached listener") }, "", ""},
+		{"PacketDumpDropped", slog.LevelDebug, func(l *slog.Logger) {
 			l.Warn("error processing packet", "error", errors.New("bad"), "client", "c1", "pk", packets.Packet{Payload: []byte("secret log line")})
 		}, "client=c1", "secret"},
 		{"ErrorsStay", slog.LevelInfo, func(l *slog.Logger) { l.Error("listener stopped", "error", io.EOF) }, "level=ERROR", ""},

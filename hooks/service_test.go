@@ -408,8 +408,8 @@ func TestSessionTakeover(t *testing.T) {
 				_, followed := answered[`"follow"`]
 				t.Logf("%s: %d of %d Log.Log responses arrived (old or new connection); old follow answered: %v", s.id, got, calls, followed)
 				// A persistent session gets every response still owed to
-				// it (the broker holds its publishes while mochi moves the
-				// session: broker/takeover.go).
+				// it (its outbox is held while mochi moves the
+				// session: broker/session.go).
 				if !tc.clean && got != calls {
 					t.Errorf("%s: persistent session: %d of %d responses arrived, want every one", s.id, got, calls)
 				}

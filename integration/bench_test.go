@@ -20,6 +20,7 @@ type benchResult struct {
 	Latency  struct {
 		Count int     `json:"count"`
 		P50   float64 `json:"p50_ms"`
+		Max   float64 `json:"max_ms"`
 	} `json:"latency"`
 	Entries int64 `json:"entries"`
 	Follow  *struct {
@@ -28,6 +29,10 @@ type benchResult struct {
 	FanOut *struct {
 		Received, Expected int64
 	} `json:"fanout"`
+	Attack *struct {
+		Name            string
+		Connects, Calls int64
+	} `json:"attack"`
 }
 
 // runBench runs `logbroker bench` with args and --json, and decodes its

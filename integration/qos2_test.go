@@ -6,7 +6,7 @@ import "testing"
 // flight stay connected and get every answer. mochi v2.7.9 alone
 // disconnected them ("receive maximum exceeded") within a second or two,
 // when a PUBACK of a response carried the id of a request still awaiting
-// its PUBREL (broker/qos2.go).
+// its PUBREL (broker/mochi.go, strayAck).
 func TestQoS2Requests(t *testing.T) {
 	for _, method := range []string{"RPC.Ping", "Log.Log"} {
 		t.Run(method, func(t *testing.T) {

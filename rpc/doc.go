@@ -79,6 +79,13 @@
 //
 // # Caveats
 //
+// Answers of Log.Log are published from the storage committer's goroutine
+// (the done callback of AppendAsync), and live entries from the fanout
+// goroutine. Neither waits on a client: the Publisher the service is
+// given (hooks.Sender over broker.Broker) only appends to the client's
+// outbox, which never blocks, sleeps or takes a lock a client's
+// connection can hold; a slow client is cut off there, alone.
+//
 // A connection's queue holds Config.QueueLen calls; past that, Submit waits,
 // which stalls that connection's MQTT reader only, and only until Close
 // (Shutdown closes every connection; a call waiting then gets 503). Calls of

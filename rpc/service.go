@@ -39,8 +39,9 @@ type Message struct {
 	Correlation []byte // MQTT 5 Correlation Data, copied from the request
 }
 
-// Publisher sends messages to MQTT subscribers. It must not block for long:
-// it is called from the commit path. It must not keep m.Payload, nor
+// Publisher sends messages to MQTT subscribers. It must never wait on a
+// client: it is called from the commit path (broker.Broker only appends to
+// an outbox). It must not keep m.Payload, nor
 // modify it, after it returns: the service may build the next message in
 // the same array.
 type Publisher interface {

@@ -49,7 +49,12 @@ the next write, so the store must learn of a failure before it writes again.
 Done and Subscribe callbacks run on the committer goroutine, one at a time:
 they should be quick (a slow one holds up the next batch), and must not
 call Append, Delete or Close (which wait for the committer); AppendAsync
-and List are fine.
+and List are fine. In logbroker they publish answers and live entries, and
+the committer never waits on a client: publishing only appends to the
+client's outbox in package broker (its own mutex, never held across I/O
+or a wait), and a goroutine of the outbox sends it. Nothing between a
+synced batch and its answers sleeps, polls, or takes a lock that a
+client's connect, disconnect or slow socket can hold.
 
 # Key layout
 

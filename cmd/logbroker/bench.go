@@ -58,6 +58,7 @@ func benchFlags(stderr io.Writer) (*flag.FlagSet, *benchConfig) {
 	fs.IntVar(&g.Followers, "followers", 0, "clients each keeping a Log.List follow waiting on a logged source; measures Log.Log response to follower answer")
 	fs.IntVar(&g.Dashboards, "dashboards", 0, "clients subscribed to +/log/# at QoS 0, counting live messages (dropped = logged - received)")
 	fs.IntVar(&g.Idle, "idle", 0, "idle MQTT connections held open during the run (tcp:// only)")
+	fs.StringVar(&g.Attack, "attack", "", "hostile clients run beside the callers (tcp:// only): tiny-packet (MQTT 5, Maximum Packet Size 16, Log.Log at 200/s), takeover (8 persistent sessions reconnecting, one call each), no-connack (2 MQTT 5 sessions reconnecting with Maximum Packet Size 2); empty: none")
 	fs.IntVar(&g.BrokerPID, "broker-pid", 0, "the broker's process id: reports its CPU time per call and its VmRSS around --idle connections (--embedded: this process, client included)")
 	fs.BoolVar(&c.embedded, "embedded", false, "start a broker in this process on a temporary directory and port 0, and measure it (--broker then only chooses tcp:// or ws://)")
 	fs.StringVar(&c.data, "embedded-data", "", "with --embedded: the store directory (kept); empty: a temporary one, removed afterwards")

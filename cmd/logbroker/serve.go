@@ -88,7 +88,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.IntVar(&c.maxMsg, "max-msg", rpc.DefaultMaxMsg, fmt.Sprintf("largest msg of Log.Log in bytes (larger: error 413); 0 = not off: the default, %d", rpc.DefaultMaxMsg))
 	fs.IntVar(&c.maxFrame, "max-frame", rpc.DefaultMaxFrame, fmt.Sprintf("largest request frame in bytes (larger: error 413); 0 = not off: the default, %d", rpc.DefaultMaxFrame))
 	fs.IntVar(&c.maxPacket, "max-packet", 4<<20, "largest MQTT packet in bytes; a client sending more is disconnected; 0 = no limit")
-	fs.IntVar(&c.clientQueue, "client-queue", broker.DefaultClientQueue, fmt.Sprintf("QoS 1 and 2 messages (responses) queued per client before messages to it are dropped; 8 bytes of memory per slot per connection (live log messages do not use it); 0 = not off: the default, %d", broker.DefaultClientQueue))
+	fs.IntVar(&c.clientQueue, "client-queue", broker.DefaultClientQueue, fmt.Sprintf("messages of other clients (device to device, mochi's path) queued per client before messages to it are dropped; 8 bytes of memory per slot per connection (the broker's answers and live entries use their own outbox); 0 = not off: the default, %d", broker.DefaultClientQueue))
 	fs.DurationVar(&c.followTimeout, "follow-timeout", rpc.DefaultFollowTimeout, fmt.Sprintf("how long a Log.List follow waits when the frame sets no timeout; 0 = not off: the default, %v", rpc.DefaultFollowTimeout))
 	fs.DurationVar(&c.followMax, "follow-max", rpc.DefaultFollowMax, fmt.Sprintf("longest any Log.List follow may wait; 0 = not off: the default, %v", rpc.DefaultFollowMax))
 	fs.DurationVar(&c.scanTimeout, "scan-timeout", rpc.DefaultScanTimeout, "longest scan of a filtered Log.List when the frame sets no timeout (then: error 504); 0 = no limit")

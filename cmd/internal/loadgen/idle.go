@@ -80,8 +80,8 @@ func openIdle(ctx context.Context, cfg Config) (*IdleResult, func(), error) {
 	return res, closeAll, nil
 }
 
-// connectIdle sends an MQTT 3.1.1 CONNECT (clean session, keep-alive 0)
-// and reads the CONNACK.
+// connectIdle sends an MQTT 3.1.1 CONNECT (clean session, keep-alive 0),
+// reads the CONNACK, and subscribes to <id>/rpc at QoS 1.
 func connectIdle(addr, id, user, password string, timeout time.Duration) (net.Conn, error) {
 	c, err := net.DialTimeout("tcp", addr, timeout)
 	if err != nil {
@@ -129,6 +129,20 @@ func connectIdle(addr, id, user, password string, timeout time.Duration) (net.Co
 	if ack[0] != 0x20 || ack[3] != 0 {
 		c.Close()
 		return nil, fmt.Errorf("connack % x: refused", ack)
+	}
+	// Subscribed to its reply topic, as a device that makes calls is.
+	if _, err := c.Write(subscribe(4, id+"/rpc")); err != nil {
+		c.Close()
+		return nil, err
+	}
+	var suback [5]byte
+	if _, err := io.ReadFull(c, suback[:]); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("suback: %w", err)
+	}
+	if suback[0] != 0x90 || suback[4] >= 0x80 {
+		c.Close()
+		return nil, fmt.Errorf("suback % x: refused", suback)
 	}
 	_ = c.SetDeadline(time.Time{})
 	return c, nil

@@ -48,10 +48,11 @@ type Config struct {
 	ListStream string // Log.List's stream; "": all streams of the source
 	ListLast   int    // Log.List's last; default 100
 
-	Followers  int // clients keeping a Log.List follow waiting on a logged source
-	Dashboards int // clients subscribed to +/log/# at QoS 0, counting live messages
-	Idle       int // idle MQTT connections held open during the run (tcp:// only)
-	BrokerPID  int // the broker's process: its CPU time per call, and its VmRSS around the idle connections; 0: none
+	Followers  int    // clients keeping a Log.List follow waiting on a logged source
+	Dashboards int    // clients subscribed to +/log/# at QoS 0, counting live messages
+	Idle       int    // idle MQTT connections held open during the run (tcp:// only)
+	BrokerPID  int    // the broker's process: its CPU time per call, and its VmRSS around the idle connections; 0: none
+	Attack     string // one of Attacks, run beside the callers (tcp:// only); "": none
 
 	Progress func(Progress)       // called about once a second while calls run; nil: never
 	Warnf    func(string, ...any) // reports trouble during the run (a lost connection); nil: discarded
@@ -97,6 +98,7 @@ type Result struct {
 	Follow *FollowResult `json:"follow,omitempty"`
 	FanOut *FanOutResult `json:"fanout,omitempty"`
 	Idle   *IdleResult   `json:"idle,omitempty"`
+	Attack *AttackResult `json:"attack,omitempty"`
 }
 
 // Succeeded reports whether every call sent was answered with a result and
@@ -294,6 +296,17 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}()
 	}
 
+	if cfg.Attack != "" {
+		atk, stopAttack, err := startAttack(runCtx, cfg)
+		if err != nil {
+			return nil, err
+		}
+		defer func() {
+			cancel()
+			stopAttack()
+			res.Attack = atk
+		}()
+	}
 	cpu0, _ := cpuTime(cfg.BrokerPID)
 	start := time.Now()
 	var callers sync.WaitGroup

@@ -41,6 +41,9 @@ func (r *Result) WriteText(w io.Writer) {
 		}
 		fmt.Fprintln(w)
 	}
+	if a := r.Attack; a != nil {
+		fmt.Fprintf(w, "attack     %s: %d connections, %d calls, %d failures\n", a.Name, a.Connects, a.Calls, a.Failures)
+	}
 }
 
 func (l Latency) String() string {

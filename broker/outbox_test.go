@@ -26,26 +26,7 @@ type rawClient struct {
 
 func dialClient(t *testing.T, b *Broker, id string, v byte, props packets.Properties) *rawClient {
 	t.Helper()
-	conn, err := net.DialTimeout("tcp", b.MQTTAddr(), waitFor)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	c := &rawClient{t: t, conn: conn, r: bufio.NewReader(conn), v: v}
-	pk := packets.Packet{
-		FixedHeader:     packets.FixedHeader{Type: packets.Connect},
-		ProtocolVersion: v,
-		Connect: packets.ConnectParams{
-			ProtocolName:     []byte("MQTT"),
-			Clean:            true,
-			ClientIdentifier: id,
-		},
-		Properties: props,
-	}
-	if v < 5 {
-		pk.Properties = packets.Properties{}
-	}
-	c.send(pk.ConnectEncode)
+	c := dialRaw(t, b, id, v, false, props)
 	if got := c.read(); got.FixedHeader.Type != packets.Connack || got.ReasonCode != 0 {
 		t.Fatalf("connect %s: got %v, reason %#x", id, got.FixedHeader.Type, got.ReasonCode)
 	}
@@ -161,7 +142,7 @@ func live(topic, payload string) packets.Packet {
 	return packets.Packet{TopicName: topic, Payload: []byte(payload)}
 }
 
-// TestPublishLive checks the direct path of QoS 0 messages (live.go).
+// TestPublishLive checks live (QoS 0) messages through the outboxes.
 func TestPublishLive(t *testing.T) {
 	t.Run("NoDropsWithATinyQueue", func(t *testing.T) {
 		// A one-slot client queue: through mochi's queue, a burst to a
@@ -233,7 +214,7 @@ func TestPublishLive(t *testing.T) {
 		}
 	})
 
-	t.Run("MQTT5SubscriptionIdentifierAndTopicAlias", func(t *testing.T) {
+	t.Run("MQTT5SubscriptionIdentifier", func(t *testing.T) {
 		b := startLive(t, Config{}, new(auth.AllowHook))
 		dash := dialClient(t, b, "dash5", 5, packets.Properties{TopicAliasMaximum: 4})
 		dash.subscribe(1, packets.Subscription{Filter: "+/log/#", Identifier: 7})
@@ -242,19 +223,19 @@ func TestPublishLive(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		first, second := dash.read(), dash.read()
-		if ids := first.Properties.SubscriptionIdentifier; len(ids) != 1 || ids[0] != 7 {
-			t.Errorf("subscription identifiers %v, want [7]", ids)
-		}
-		if first.TopicName != "dev/log/console" || first.Properties.TopicAlias == 0 {
-			t.Errorf("first message: topic %q alias %d, want the topic and an alias", first.TopicName, first.Properties.TopicAlias)
-		}
-		if second.TopicName != "" || second.Properties.TopicAlias != first.Properties.TopicAlias {
-			t.Errorf("second message: topic %q alias %d, want only alias %d", second.TopicName, second.Properties.TopicAlias, first.Properties.TopicAlias)
+		for range 2 {
+			pk := dash.read()
+			if ids := pk.Properties.SubscriptionIdentifier; len(ids) != 1 || ids[0] != 7 {
+				t.Errorf("subscription identifiers %v, want [7]", ids)
+			}
+			// The broker uses no outbound topic alias (it may: MQTT 5 §3.3.2.3.4).
+			if pk.TopicName != "dev/log/console" {
+				t.Errorf("topic %q alias %d, want the topic name", pk.TopicName, pk.Properties.TopicAlias)
+			}
 		}
 	})
 
-	t.Run("SharedSubscriptionTakesMochisPath", func(t *testing.T) {
+	t.Run("SharedSubscription", func(t *testing.T) {
 		b := startLive(t, Config{}, new(auth.AllowHook))
 		var got []*rawClient
 		for _, id := range []string{"s1", "s2"} {
@@ -276,7 +257,7 @@ func TestPublishLive(t *testing.T) {
 		}
 	})
 
-	t.Run("RetainedAndQoS1TakeMochisPath", func(t *testing.T) {
+	t.Run("RetainedTakesMochisPath", func(t *testing.T) {
 		b := startLive(t, Config{}, new(auth.AllowHook))
 		pk := live("dev/state", `"on"`)
 		pk.FixedHeader.Retain = true
@@ -309,10 +290,8 @@ func response(topic string, i int) packets.Packet {
 	return packets.Packet{FixedHeader: packets.FixedHeader{Qos: 1}, TopicName: topic, Payload: fmt.Appendf(nil, `{"id":%d}`, i)}
 }
 
-// TestPublishSole checks the direct path of QoS 1 messages to a topic's
-// only subscriber (publishSole), and mochi's path with waitRoom where the
-// direct one does not apply.
-func TestPublishSole(t *testing.T) {
+// TestOutbox checks the outbound path of QoS 1 messages (outbox.go).
+func TestOutbox(t *testing.T) {
 	t.Run("InOrderWithInflightRecords", func(t *testing.T) {
 		b := startLive(t, Config{ClientQueue: 1}, new(auth.AllowHook))
 		dev := dialClient(t, b, "dev", 4, packets.Properties{})
@@ -334,20 +313,23 @@ func TestPublishSole(t *testing.T) {
 				t.Fatalf("packet id %d used twice while unacknowledged", pk.PacketID)
 			}
 			ids[pk.PacketID] = true
-		}
-		if got := cl.State.Inflight.Len(); got != n {
-			t.Errorf("%d in-flight records before any PUBACK, want %d", got, n)
+			if len(ids) == inflightWindow {
+				// The window is full: nothing more comes until PUBACKs.
+				// (Checked on the first window only: mochi deletes the
+				// record of a PUBACK after the outbox has counted it.)
+				if got := cl.State.Inflight.Len(); i < inflightWindow && got != inflightWindow {
+					t.Errorf("%d in-flight records with the window full, want %d", got, inflightWindow)
+				}
+				for id := range ids {
+					dev.ack(packets.Packet{PacketID: id})
+				}
+				clear(ids)
+			}
 		}
 		for id := range ids {
 			dev.ack(packets.Packet{PacketID: id})
 		}
-		deadline := time.Now().Add(waitFor)
-		for cl.State.Inflight.Len() > 0 && time.Now().Before(deadline) {
-			time.Sleep(5 * time.Millisecond)
-		}
-		if got := cl.State.Inflight.Len(); got != 0 {
-			t.Errorf("%d in-flight records after every PUBACK, want 0", got)
-		}
+		waitIdle(t, b)
 		if d := b.Drops(); d.Messages != 0 || d.Inflight != 0 {
 			t.Errorf("drops %+v, want none", d)
 		}
@@ -372,115 +354,233 @@ func TestPublishSole(t *testing.T) {
 		}
 	})
 
-	t.Run("MQTT5ReceiveMaximumNoDeadlock", func(t *testing.T) {
-		// Two subscribers, so mochi's path; one an MQTT 5 client with a
-		// Receive Maximum that acknowledges every message. Without the
-		// noSendQuota hook mochi's read loop and the publishers deadlock
-		// on the client's in-flight map (quota.go). The queues hold the
-		// whole burst: mochi's path drops what overflows them.
-		b := startLive(t, Config{ClientQueue: 4096}, new(auth.AllowHook))
+	t.Run("ReceiveMaximumWaitsAndLosesNothing", func(t *testing.T) {
+		// An MQTT 5 client that can take 10 messages unacknowledged gets
+		// 10, then one more per PUBACK, then the rest, in order, none lost.
+		b := startLive(t, Config{}, new(auth.AllowHook))
 		dev := dialClient(t, b, "dev5", 5, packets.Properties{ReceiveMaximum: 10})
 		dev.subscribe(1, packets.Subscription{Filter: "dev5/rpc", Qos: 1})
-		other := dialClient(t, b, "other", 4, packets.Properties{})
-		other.subscribe(1, packets.Subscription{Filter: "+/rpc", Qos: 0})
-		const n = 3000
-		read := func(c *rawClient, ack bool) chan error {
-			done := make(chan error, 1)
-			go func() {
-				for i := range n {
-					pk, err := c.next(waitFor)
-					if err != nil {
-						done <- fmt.Errorf("message %d: %w", i, err)
-						return
-					}
-					if ack {
-						c.ack(pk)
-					}
-				}
-				done <- nil
-			}()
-			return done
+		const n = 500
+		for i := range n {
+			if err := b.Publish(response("dev5/rpc", i)); err != nil {
+				t.Fatal(err)
+			}
 		}
-		devDone, otherDone := read(dev, true), read(other, false)
-		published := make(chan error, 2)
-		for g := range 2 {
-			go func() {
-				for i := g; i < n; i += 2 {
-					if err := b.Publish(response("dev5/rpc", i)); err != nil {
-						published <- err
-						return
-					}
-				}
-				published <- nil
-			}()
+		var held []packets.Packet
+		for range 10 {
+			held = append(held, dev.read())
 		}
-		for _, ch := range []chan error{published, published, devDone, otherDone} {
-			select {
-			case err := <-ch:
+		if pk, err := dev.next(300 * time.Millisecond); err == nil {
+			t.Fatalf("got message %q past the Receive Maximum of 10", pk.Payload)
+		}
+		dev.ack(held[0])
+		held = append(held[1:], dev.read())
+		if pk, err := dev.next(300 * time.Millisecond); err == nil {
+			t.Fatalf("got message %q past the Receive Maximum after one PUBACK", pk.Payload)
+		}
+		next := 1
+		for _, pk := range held {
+			if want := fmt.Sprintf(`{"id":%d}`, next); string(pk.Payload) != want {
+				t.Fatalf("message %d: %q, want %s", next, pk.Payload, want)
+			}
+			next++
+			dev.ack(pk)
+		}
+		for ; next < n; next++ {
+			pk := dev.read()
+			if want := fmt.Sprintf(`{"id":%d}`, next); string(pk.Payload) != want {
+				t.Fatalf("message %d: %q, want %s", next, pk.Payload, want)
+			}
+			dev.ack(pk)
+		}
+		waitIdle(t, b)
+	})
+
+	t.Run("TooLargeDiscardedAsIfSent", func(t *testing.T) {
+		// Maximum Packet Size 64: a larger answer is discarded (counted),
+		// the next one arrives, and nothing waits for the discarded one.
+		b := startLive(t, Config{}, new(auth.AllowHook))
+		dev := dialClient(t, b, "small", 5, packets.Properties{MaximumPacketSize: 64})
+		dev.subscribe(1, packets.Subscription{Filter: "small/rpc", Qos: 1})
+		big := response("small/rpc", 1)
+		big.Payload = bytes.Repeat([]byte("x"), 100)
+		for _, pk := range []packets.Packet{big, response("small/rpc", 2)} {
+			if err := b.Publish(pk); err != nil {
+				t.Fatal(err)
+			}
+		}
+		pk := dev.read()
+		if string(pk.Payload) != `{"id":2}` {
+			t.Fatalf("got %q, want only the answer that fits", pk.Payload)
+		}
+		dev.ack(pk)
+		if d := b.Drops(); d.TooLarge != 1 {
+			t.Errorf("Drops().TooLarge = %d, want 1", d.TooLarge)
+		}
+		waitIdle(t, b)
+	})
+
+	t.Run("SlowConsumerDisconnected", func(t *testing.T) {
+		// Receive Maximum 1 and no PUBACK: answers pile up in the outbox
+		// until they pass its bound; the client is disconnected, once.
+		b := startLive(t, Config{MaxPending: 4096}, new(auth.AllowHook))
+		dev := dialClient(t, b, "stuck", 5, packets.Properties{ReceiveMaximum: 1})
+		dev.subscribe(1, packets.Subscription{Filter: "stuck/rpc", Qos: 1})
+		for i := range 100 {
+			if err := b.Publish(response("stuck/rpc", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for {
+			pk, err := dev.next(waitFor)
+			if err != nil {
+				break // the connection was closed
+			}
+			if pk.FixedHeader.Type == packets.Disconnect {
+				continue
+			}
+		}
+		if d := b.Drops(); d.SlowConsumers != 1 {
+			t.Errorf("Drops().SlowConsumers = %d, want 1", d.SlowConsumers)
+		}
+	})
+
+	t.Run("PersistentSessionTakeoverLosesNothing", func(t *testing.T) {
+		// Answers flow to a persistent session while its client
+		// reconnects (a takeover) again and again: every answer arrives,
+		// once the client acknowledges them.
+		b := startLive(t, Config{}, new(auth.AllowHook))
+		dev := dialPersistent(t, b, "pdev")
+		dev.subscribe(1, packets.Subscription{Filter: "pdev/rpc", Qos: 1})
+		const n = 2000
+		go func() {
+			for i := range n {
+				_ = b.Publish(response("pdev/rpc", i))
+			}
+		}()
+		seen := map[string]bool{}
+		read := func(limit int, d time.Duration) {
+			for range limit {
+				pk, err := dev.next(d)
 				if err != nil {
-					t.Fatal(err)
+					return
 				}
-			case <-time.After(2 * waitFor):
-				t.Fatal("stuck: publishers or readers did not finish (deadlock?)")
+				if pk.FixedHeader.Type == packets.Publish {
+					seen[string(pk.Payload)] = true
+					dev.ack(pk)
+				}
+			}
+		}
+		for range 10 {
+			read(100, 200*time.Millisecond)
+			dev = dialPersistent(t, b, "pdev") // takes the session over
+		}
+		for len(seen) < n {
+			pk, err := dev.next(waitFor)
+			if err != nil {
+				t.Fatalf("%d of %d answers: %v", len(seen), n, err)
+			}
+			seen[string(pk.Payload)] = true
+			dev.ack(pk)
+		}
+		for i := range n {
+			if !seen[fmt.Sprintf(`{"id":%d}`, i)] {
+				t.Fatalf("answer %d never arrived", i)
 			}
 		}
 	})
 
-	t.Run("QueuedMessagesTakeMochisPathAndWaitForRoom", func(t *testing.T) {
-		// A QoS 1 message already waits in mochi's queue for the client
-		// (counted by unsentLog): later ones must not overtake it, so
-		// they queue too, and a burst waits for room in the 8-slot
-		// queue rather than overflow it.
-		b := startLive(t, Config{ClientQueue: 8}, new(auth.AllowHook))
-		dev := dialClient(t, b, "devq", 4, packets.Properties{})
-		dev.subscribe(1, packets.Subscription{Filter: "devq/rpc", Qos: 1})
-		cl, _ := b.srv.Clients.Get("devq")
-		b.unsent.add(cl, 1) // as if one were queued
-		const n = 2000
-		done := make(chan error, 1)
-		go func() {
-			for i := range n {
-				pk, err := dev.next(waitFor)
-				if err != nil {
-					done <- fmt.Errorf("message %d: %w", i, err)
-					return
-				}
-				if want := fmt.Sprintf(`{"id":%d}`, i); string(pk.Payload) != want {
-					done <- fmt.Errorf("message %d: %q, want %s", i, pk.Payload, want)
-					return
-				}
-				dev.ack(pk)
+	t.Run("FailedConnackHoldsOnlyItsOwnClient", func(t *testing.T) {
+		// A persistent session's client reconnects with Maximum Packet
+		// Size 2: mochi cannot send the CONNACK and gives up before
+		// OnSessionEstablished. Another client's answers go on at once;
+		// this client's wait in its session and arrive when it is back.
+		b := startLive(t, Config{}, new(auth.AllowHook))
+		other := dialClient(t, b, "other", 4, packets.Properties{})
+		other.subscribe(1, packets.Subscription{Filter: "other/rpc", Qos: 1})
+		p := dialClient5Session(t, b, "p5", packets.Properties{})
+		p.subscribe(1, packets.Subscription{Filter: "p5/rpc", Qos: 1})
+		for round := range 5 {
+			bad := dialRaw(t, b, "p5", 5, true, packets.Properties{SessionExpiryInterval: 60, SessionExpiryIntervalFlag: true, MaximumPacketSize: 2})
+			if _, err := bad.next(waitFor); err == nil {
+				t.Fatal("got a packet on a connection with Maximum Packet Size 2")
 			}
-			done <- nil
-		}()
-		for i := range n {
-			if err := b.Publish(response("devq/rpc", i)); err != nil {
+			if err := b.Publish(response("other/rpc", round)); err != nil {
+				t.Fatal(err)
+			}
+			pk := other.read()
+			if string(pk.Payload) != fmt.Sprintf(`{"id":%d}`, round) {
+				t.Fatalf("other client got %q", pk.Payload)
+			}
+			other.ack(pk)
+			if err := b.Publish(response("p5/rpc", round)); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
-		if d := b.Drops(); d.Messages != 0 || d.Waited == 0 {
-			t.Errorf("drops %+v, want none dropped and some waits", d)
+		back := dialClient5Session(t, b, "p5", packets.Properties{})
+		for round := range 5 {
+			pk := back.read()
+			if want := fmt.Sprintf(`{"id":%d}`, round); string(pk.Payload) != want {
+				t.Fatalf("after reconnecting: %q, want %s", pk.Payload, want)
+			}
+			back.ack(pk)
 		}
 	})
 }
 
-func dialPersistent(t *testing.T, b *Broker, id string) *rawClient {
+// waitIdle waits until the broker has no outbox left: everything sent and
+// acknowledged, and no goroutine of an outbox running.
+func waitIdle(t *testing.T, b *Broker) {
+	t.Helper()
+	if !waitZero(&b.live, waitFor) || !waitZero(&b.sending, waitFor) {
+		t.Fatalf("%d outboxes and %d outbox goroutines left, want none", b.live.n.Load(), b.sending.n.Load())
+	}
+}
+
+// dialRaw connects a raw client and sends CONNECT (MQTT 5 properties
+// props; persistent: clean start or session false); it does not wait for
+// the CONNACK.
+func dialRaw(t *testing.T, b *Broker, id string, v byte, persistent bool, props packets.Properties) *rawClient {
 	t.Helper()
 	conn, err := net.DialTimeout("tcp", b.MQTTAddr(), waitFor)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	c := &rawClient{t: t, conn: conn, r: bufio.NewReader(conn), v: 4}
+	c := &rawClient{t: t, conn: conn, r: bufio.NewReader(conn), v: v}
 	pk := packets.Packet{
 		FixedHeader:     packets.FixedHeader{Type: packets.Connect},
-		ProtocolVersion: 4,
-		Connect:         packets.ConnectParams{ProtocolName: []byte("MQTT"), ClientIdentifier: id, Keepalive: 60},
+		ProtocolVersion: v,
+		Connect: packets.ConnectParams{
+			ProtocolName:     []byte("MQTT"),
+			Clean:            !persistent,
+			ClientIdentifier: id,
+			Keepalive:        60,
+		},
+		Properties: props,
+	}
+	if v < 5 {
+		pk.Properties = packets.Properties{}
 	}
 	c.send(pk.ConnectEncode)
+	return c
+}
+
+// dialClient5Session connects an MQTT 5 client that keeps its session for
+// a minute after it disconnects.
+func dialClient5Session(t *testing.T, b *Broker, id string, props packets.Properties) *rawClient {
+	t.Helper()
+	props.SessionExpiryInterval, props.SessionExpiryIntervalFlag = 60, true
+	c := dialRaw(t, b, id, 5, true, props)
+	if got := c.read(); got.FixedHeader.Type != packets.Connack || got.ReasonCode != 0 {
+		t.Fatalf("connect %s: got %v, reason %#x", id, got.FixedHeader.Type, got.ReasonCode)
+	}
+	return c
+}
+
+func dialPersistent(t *testing.T, b *Broker, id string) *rawClient {
+	t.Helper()
+	c := dialRaw(t, b, id, 4, true, packets.Properties{})
 	if got := c.read(); got.FixedHeader.Type != packets.Connack || got.ReasonCode != 0 {
 		t.Fatalf("connect %s: got %v, reason %#x", id, got.FixedHeader.Type, got.ReasonCode)
 	}
@@ -505,9 +605,9 @@ func (h *consumer) OnPublish(_ *mqtt.Client, pk packets.Packet) (packets.Packet,
 	return pk, nil
 }
 
-// TestDirectPathsAskOnPublishHooks: what an OnPublish hook consumes is
-// delivered neither live nor to a sole subscriber, as on mochi's path.
-func TestDirectPathsAskOnPublishHooks(t *testing.T) {
+// TestPublishAsksOnPublishHooks: what an OnPublish hook consumes is
+// delivered to nobody, as on mochi's path.
+func TestPublishAsksOnPublishHooks(t *testing.T) {
 	b := startLive(t, Config{}, &consumer{topic: "svc/rpc"})
 	watch := dialClient(t, b, "watch", 4, packets.Properties{})
 	watch.subscribe(1, packets.Subscription{Filter: "svc/#", Qos: 1})
@@ -523,5 +623,47 @@ func TestDirectPathsAskOnPublishHooks(t *testing.T) {
 	}
 	if pk := watch.read(); string(pk.Payload) != "delivered" {
 		t.Errorf("got %q on %q, want only the message the hook let through", pk.Payload, pk.TopicName)
+	}
+}
+
+// TestCloseDrains: Close waits for the acknowledgement of what was
+// published before it, and stops waiting for a client that goes.
+func TestCloseDrains(t *testing.T) {
+	for _, leave := range []bool{false, true} {
+		t.Run(map[bool]string{false: "Acknowledged", true: "ClientLeaves"}[leave], func(t *testing.T) {
+			b := New(Config{MQTTAddr: "127.0.0.1:0", DrainTimeout: time.Minute})
+			if err := b.AddHook(new(auth.AllowHook), nil); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Start(); err != nil {
+				t.Fatal(err)
+			}
+			dev := dialClient(t, b, "dev", 4, packets.Properties{})
+			dev.subscribe(1, packets.Subscription{Filter: "dev/rpc", Qos: 1})
+			if err := b.Publish(response("dev/rpc", 1)); err != nil {
+				t.Fatal(err)
+			}
+			pk := dev.read()
+			closed := make(chan error, 1)
+			go func() { closed <- b.Close() }()
+			select {
+			case err := <-closed:
+				t.Fatalf("Close returned (%v) before the answer was acknowledged", err)
+			case <-time.After(300 * time.Millisecond):
+			}
+			if leave {
+				dev.conn.Close()
+			} else {
+				dev.ack(pk)
+			}
+			select {
+			case err := <-closed:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(waitFor):
+				t.Fatal("Close still waiting after the acknowledgement (or the client left)")
+			}
+		})
 	}
 }
