@@ -1,10 +1,13 @@
 package broker
 
 // This file is the adapter to mochi (v2.7.9): every use of mochi beyond
-// its hook API and its exported options is here, and so is every
-// avoidance of one of its bugs, each named after the test that reproduces
-// the bug against the pinned version (mochi_test.go): when an upgrade
-// makes one of those tests fail, the avoidance can go.
+// its hook API and its exported options is here (reading the ID and
+// Properties of the client a hook receives is the hook API), and so is
+// every avoidance of one of its bugs that needs such a use, each naming
+// the test that reproduces the bug against the pinned version
+// (mochi_test.go): when an upgrade makes one of those tests fail, the
+// avoidance can go. Bugs avoided with hooks and options alone: ack.go,
+// alias.go.
 
 import (
 	"net"
