@@ -87,13 +87,20 @@
 // # mochi (mochi.go)
 //
 // Everything that uses mochi beyond its hook API and exported options is
-// in mochi.go, with each bug of mochi v2.7.9 it avoids and the
-// TestMochiQuirk_* test that reproduces it: the in-flight map's
+// in mochi.go (mochiServer and a few functions of a client: the outbox's
+// in-flight records and writes, the subscribers of a topic, the client
+// map, a client's connection, keep-alive and subscriptions, the CONNACK a
+// hook refuses a client with), with each bug of mochi v2.7.9 it avoids and
+// the TestMochiQuirk_* test that reproduces it: the in-flight map's
 // NextImmediate deadlock (the send quota is kept at 0), the client map's
 // GetByListener deadlock (listeners close their own clients), resends in
 // any order within a second (in-flight records carry an ordered Created),
-// a client's QoS 2 id replacing our record (strayAck), and a clean
-// session's ending connection removing the new client of its id (endOld).
+// a client's QoS 2 id replacing our record (strayAck), a clean session's
+// ending connection removing the new client of its id (endOld), an
+// expired session's subscriptions kept for good (freeExpired), and MQTT 5
+// reason codes sent as they are to 3.1.1 clients in a CONNACK (refuse).
+// The bugs avoided with the hook API and exported options alone are in
+// ack.go and alias.go (Limits, below).
 //
 // # Limits
 //
@@ -104,10 +111,11 @@
 // (limitconn.go), which also closes every connection so that the client
 // can read what it was sent last: it half-closes the socket and discards
 // the client's bytes for up to 2 s before closing it. The rest is one
-// hook. ack.go and alias.go hold the avoidance of mochi's invalid MQTT 5
-// acknowledgements and of its half-honoured topic aliases; each has a test
-// (TestAcks/MochiBug, TestTopicAlias/MochiBug, TestSessionExpiry/MochiBug)
-// that shows the bug against the pinned mochi.
+// hook, which reaches mochi only through hooks and mochi.go. ack.go and
+// alias.go hold the avoidance, through hooks and options, of mochi's
+// invalid MQTT 5 acknowledgements and of its half-honoured topic aliases;
+// each has a test (TestAcks/MochiBug, TestTopicAlias/MochiBug) that shows
+// the bug against the pinned mochi.
 //
 // # Caveats
 //

@@ -93,7 +93,7 @@ func (b *Broker) limitListener(ln net.Listener) net.Listener {
 // mochi's acknowledgements valid; Start calls it.
 func (b *Broker) addLimitHooks() error {
 	b.limits.cfg = b.cfg
-	b.limits.srv = b.srv
+	b.limits.mochi = b.mochi
 	b.limits.log = b.cfg.Logger
 	for _, h := range []mqtt.Hook{new(validAcks), &b.limits} {
 		if err := b.srv.AddHook(h, nil); err != nil {
@@ -117,9 +117,9 @@ func (b *Broker) LimitStats() LimitStats {
 // limits is the hook behind the per-client limits of Config.
 type limits struct {
 	mqtt.HookBase
-	cfg Config
-	srv *mqtt.Server
-	log *slog.Logger
+	cfg   Config
+	mochi mochiServer
+	log   *slog.Logger
 
 	conns            connCounts // kept by the listeners (limitconn.go)
 	keepaliveRefused atomic.Int64
@@ -153,22 +153,16 @@ func (h *limits) Provides(b byte) bool {
 	return false
 }
 
-// OnConnect applies Limits.MaxKeepalive. mochi reads the keep-alive the
-// client asked for into cl.State.Keepalive before this hook, arms the
-// connection's read deadline from it after, and sends it as Server Keep
-// Alive in the CONNACK when cl.State.ServerKeepalive is set.
+// OnConnect ends the connect deadline, applies Limits.MaxConns and
+// Limits.MaxKeepalive.
 func (h *limits) OnConnect(cl *mqtt.Client, _ packets.Packet) error {
-	if lc := limitConnOf(cl.Net.Conn); lc != nil {
+	if lc := limitConnOf(connOf(cl)); lc != nil {
 		lc.connected()
 	}
 	if most := h.cfg.Limits.MaxConns; most > 0 && h.conns.open.Load() > int64(most) {
 		h.connsRefused.Add(1)
-		h.log.Warn("connection refused", "client", cl.ID, "remote", cl.Net.Remote, "err", ErrTooManyConns, "max_conns", most)
-		code := packets.ErrQuotaExceeded
-		if cl.Properties.ProtocolVersion < 5 {
-			code = packets.Err3ServerUnavailable // mochi would send 3.1.1 the MQTT 5 code unmapped
-		}
-		_ = h.srv.SendConnack(cl, code, false, nil)
+		h.log.Warn("connection refused", "client", cl.ID, "remote", remoteOf(cl), "err", ErrTooManyConns, "max_conns", most)
+		h.mochi.refuse(cl, packets.ErrQuotaExceeded) // 3.1.1: return code 3 Server unavailable
 		return ErrTooManyConns
 	}
 	return h.keepalive(cl)
@@ -182,19 +176,18 @@ func (h *limits) keepalive(cl *mqtt.Client) error {
 	if most == 0 {
 		return nil
 	}
-	asked := cl.State.Keepalive
+	asked := keepaliveOf(cl)
 	if asked != 0 && asked <= most {
 		return nil
 	}
 	if cl.Properties.ProtocolVersion >= 5 {
-		cl.State.Keepalive = most
-		cl.State.ServerKeepalive = true
+		grantKeepalive(cl, most)
 		return nil
 	}
 	h.keepaliveRefused.Add(1)
-	h.log.Info("connection refused", "client", cl.ID, "remote", cl.Net.Remote, "err", ErrKeepalive,
+	h.log.Info("connection refused", "client", cl.ID, "remote", remoteOf(cl), "err", ErrKeepalive,
 		"keepalive", asked, "max_keepalive", most)
-	_ = h.srv.SendConnack(cl, packets.Err3ClientIdentifierNotValid, false, nil)
+	h.mochi.refuse(cl, packets.Err3ClientIdentifierNotValid)
 	return ErrKeepalive
 }
 
@@ -218,11 +211,11 @@ func keepaliveSeconds(d time.Duration) uint16 {
 // ACL later still took its room within this packet.
 func (h *limits) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 	most := h.cfg.Limits.MaxSubsPerClient
-	have := cl.State.Subscriptions.Len()
+	have := subscriptionCount(cl)
 	var refused []int
 	seen := map[string]bool{}
 	for i, f := range pk.Filters {
-		if _, ok := cl.State.Subscriptions.Get(f.Filter); ok || seen[f.Filter] {
+		if subscribed(cl, f.Filter) || seen[f.Filter] {
 			continue
 		}
 		if have >= most {
@@ -285,17 +278,9 @@ func (h *limits) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 	h.refused.Delete(cl)
 }
 
-// OnClientExpired frees the subscriptions of an expired session. mochi
-// (v2.7.9, server.go clearExpiredClients) removes the session from its
-// client map but leaves its subscriptions in the topic index for good: 5
-// offline sessions with 100,000 subscriptions each kept 318 MB (issue 11;
-// TestSessionExpiry/MochiBug reproduces it). A session already taken over
-// by a new connection of the same client id is left alone: unsubscribing
-// by client id would remove the new connection's subscriptions.
+// OnClientExpired counts an expired session and frees its subscriptions,
+// which mochi keeps (mochiServer.freeExpired).
 func (h *limits) OnClientExpired(cl *mqtt.Client) {
 	h.sessionsExpired.Add(1)
-	if cur, ok := h.srv.Clients.Get(cl.ID); ok && cur != cl {
-		return
-	}
-	h.srv.UnsubscribeClient(cl)
+	h.mochi.freeExpired(cl)
 }

@@ -3,7 +3,6 @@ package broker
 import (
 	"bytes"
 	"errors"
-	"github.com/logbroker/logbroker/integration/await"
 	"net"
 	"net/http"
 	"os"
@@ -12,6 +11,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	mqtt "github.com/mochi-mqtt/server/v2"
+
+	"github.com/logbroker/logbroker/integration/await"
 )
 
 // TestMaxKeepalive checks Limits.MaxKeepalive for both protocol versions.
@@ -262,42 +263,32 @@ func TestMaxSubsPerClient(t *testing.T) {
 	}
 }
 
-// TestSessionExpiry checks Limits.SessionExpiryMax.
-func TestSessionExpiry(t *testing.T) {
-	// persist subscribes a 3.1.1 persistent session of id to filter and
-	// disconnects.
-	persist := func(t *testing.T, addr, id, filter string) {
-		c := dialWire(t, addr)
-		c.connack(connectV3(id, 60, false))
-		c.write(subscribeV3(1, filter))
-		c.read()
-		c.write([]byte{0xE0, 0}) // DISCONNECT
-		c.closed()
-	}
-	// expired waits until srv no longer holds the session id.
-	expired := func(t *testing.T, srv *mqtt.Server, id string) {
-		await.Until(t, waitFor, "session "+id+" expired after its client left", func() bool {
-			_, ok := srv.Clients.Get(id)
-			return !ok
-		})
-	}
-	t.Run("MochiBug", func(t *testing.T) {
-		// The pinned mochi expires the session but keeps its
-		// subscriptions in the topic index. When this fails, mochi was
-		// fixed and OnClientExpired need not unsubscribe.
-		caps := mqtt.NewDefaultServerCapabilities()
-		caps.MaximumSessionExpiryInterval = 1
-		srv, addr := startMochi(t, &mqtt.Options{Capabilities: caps})
-		persist(t, addr, "gone", "m/1")
-		expired(t, srv, "gone")
-		if _, ok := srv.Topics.Subscribers("m/1").Subscriptions["gone"]; !ok {
-			t.Fatal("mochi freed an expired session's subscription: the bug is gone")
-		}
+// persistV3 subscribes a 3.1.1 persistent session of id to filter and
+// disconnects.
+func persistV3(t *testing.T, addr, id, filter string) {
+	c := dialWire(t, addr)
+	c.connack(connectV3(id, 60, false))
+	c.write(subscribeV3(1, filter))
+	c.read()
+	c.write([]byte{0xE0, 0}) // DISCONNECT
+	c.closed()
+}
+
+// awaitExpired waits until srv no longer holds the session id.
+func awaitExpired(t *testing.T, srv *mqtt.Server, id string) {
+	await.Until(t, waitFor, "session "+id+" expired after its client left", func() bool {
+		_, ok := srv.Clients.Get(id)
+		return !ok
 	})
+}
+
+// TestSessionExpiry checks Limits.SessionExpiryMax; mochi's own expiry is
+// TestMochiQuirk_ExpiredSessionKeepsSubscriptions.
+func TestSessionExpiry(t *testing.T) {
 	t.Run("MQTT311", func(t *testing.T) {
 		b := startBroker(t, Config{Limits: Limits{SessionExpiryMax: time.Second}})
-		persist(t, b.MQTTAddr(), "gone", "m/1")
-		expired(t, b.srv, "gone")
+		persistV3(t, b.MQTTAddr(), "gone", "m/1")
+		awaitExpired(t, b.srv, "gone")
 		if _, ok := b.srv.Topics.Subscribers("m/1").Subscriptions["gone"]; ok {
 			t.Fatal("an expired session's subscription is still in the topic index")
 		}
@@ -317,7 +308,7 @@ func TestSessionExpiry(t *testing.T) {
 		// A DISCONNECT cannot raise it again.
 		c.write(packet(0xE0, append([]byte{0}, props([]byte{0x11, 0, 0, 0x0e, 0x10})...)))
 		c.closed()
-		expired(t, b.srv, "long")
+		awaitExpired(t, b.srv, "long")
 		if _, ok := b.srv.Topics.Subscribers("m/2").Subscriptions["long"]; ok {
 			t.Fatal("an expired session's subscription is still in the topic index")
 		}

@@ -1,10 +1,13 @@
 package broker
 
 // This file is the adapter to mochi (v2.7.9): every use of mochi beyond
-// its hook API and its exported options is here, and so is every
-// avoidance of one of its bugs, each named after the test that reproduces
-// the bug against the pinned version (mochi_test.go): when an upgrade
-// makes one of those tests fail, the avoidance can go.
+// its hook API and its exported options is here (reading the ID and
+// Properties of the client a hook receives is the hook API), and so is
+// every avoidance of one of its bugs that needs such a use, each naming
+// the test that reproduces the bug against the pinned version
+// (mochi_test.go): when an upgrade makes one of those tests fail, the
+// avoidance can go. Bugs avoided with hooks and options alone: ack.go,
+// alias.go.
 
 import (
 	"net"
@@ -110,6 +113,65 @@ func connOf(cl *mqtt.Client) net.Conn { return cl.Net.Conn }
 
 // takenOver reports whether a new connection took cl's session over.
 func takenOver(cl *mqtt.Client) bool { return cl.IsTakenOver() }
+
+// remoteOf is the remote address of cl's connection, for logs.
+func remoteOf(cl *mqtt.Client) string { return cl.Net.Remote }
+
+// keepaliveOf is cl's keep-alive in seconds: during OnConnect, the one its
+// CONNECT asked for (mochi reads it into the client before that hook).
+func keepaliveOf(cl *mqtt.Client) uint16 { return cl.State.Keepalive }
+
+// grantKeepalive, called from OnConnect only, makes s seconds cl's
+// keep-alive: mochi arms the connection's read deadline from the client's
+// keep-alive after that hook (server.go attachClient) and, with
+// ServerKeepalive set, sends it to an MQTT 5 client as Server Keep Alive
+// in the CONNACK (SendConnack).
+func grantKeepalive(cl *mqtt.Client, s uint16) {
+	cl.State.Keepalive = s
+	cl.State.ServerKeepalive = true
+}
+
+// subscriptionCount is how many subscriptions cl's session holds.
+func subscriptionCount(cl *mqtt.Client) int { return cl.State.Subscriptions.Len() }
+
+// subscribed reports whether cl's session holds filter.
+func subscribed(cl *mqtt.Client, filter string) bool {
+	_, ok := cl.State.Subscriptions.Get(filter)
+	return ok
+}
+
+// refuse sends cl a CONNACK refusing its CONNECT with code, for an
+// OnConnect hook that then returns an error (mochi sends no CONNACK
+// then, it closes the connection). code is an MQTT 5 reason code, or a
+// 3.1.1 return code for a 3.1.1 client. mochi (v2.7.9, SendConnack) gives
+// a 3.1.1 client the 3.1.1 code of an MQTT 5 one only where
+// packets.V5CodesToV3 has it, and the others as they are: 0x97 Quota
+// exceeded, not a 3.1.1 return code, among them. refuse sends those as 3
+// Server unavailable. TestMochiQuirk_ConnackV5CodeToV3Client.
+func (m mochiServer) refuse(cl *mqtt.Client, code packets.Code) {
+	if cl.Properties.ProtocolVersion < 5 && code.Code >= packets.ErrUnspecifiedError.Code {
+		if _, ok := packets.V5CodesToV3[code]; !ok {
+			code = packets.Err3ServerUnavailable
+		}
+	}
+	_ = m.srv.SendConnack(cl, code, false, nil)
+}
+
+// freeExpired, called from OnClientExpired, removes the subscriptions of
+// cl, a session that expired, from the topic index. mochi (v2.7.9,
+// server.go clearExpiredClients) removes the session from its client map
+// but leaves its subscriptions in the topic index for good: 5 offline
+// sessions with 100,000 subscriptions each kept 318 MB (issue 11).
+// TestMochiQuirk_ExpiredSessionKeepsSubscriptions. A session already
+// taken over by a new connection of the same client id is left alone:
+// unsubscribing by client id would remove the new connection's
+// subscriptions.
+func (m mochiServer) freeExpired(cl *mqtt.Client) {
+	if cur, ok := m.client(cl.ID); ok && cur != cl {
+		return
+	}
+	m.srv.UnsubscribeClient(cl)
+}
 
 // receiveMaximum is how many QoS 1 messages of the broker's own cl may
 // have unacknowledged: its MQTT 5 Receive Maximum, at most inflightWindow.

@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"bytes"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -12,6 +14,8 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/logbroker/logbroker/integration/await"
 )
 
 // The tests named TestMochiQuirk_* reproduce, against the pinned mochi,
@@ -160,13 +164,10 @@ func (h *blockUnsubscribed) OnUnsubscribed(cl *mqtt.Client, _ packets.Packet) {
 		return
 	}
 	close(h.blocked)
-	deadline := time.Now().Add(waitFor)
-	for time.Now().Before(deadline) {
-		if cur, ok := h.srv.Clients.Get("c"); ok && cur != cl {
-			return
-		}
-		time.Sleep(time.Millisecond)
-	}
+	await.Within(waitFor, func() bool {
+		cur, ok := h.srv.Clients.Get("c")
+		return ok && cur != cl
+	})
 }
 
 // A clean session's ending connection removes its client id from the
@@ -199,12 +200,51 @@ func TestMochiQuirk_CleanTakeoverRemovesNewClient(t *testing.T) {
 	old.conn.Close()
 	<-h.blocked
 	dialClient(t, b, "c", 4, packets.Properties{}) // CONNACK: registered
-	deadline := time.Now().Add(waitFor)
-	for time.Now().Before(deadline) {
-		if _, ok := srv.Clients.Get("c"); !ok {
-			return // the new client was removed: the bug
-		}
-		time.Sleep(time.Millisecond)
+	await.Until(t, waitFor, "the new client removed from the client map (if not: fixed? endOld may go)", func() bool {
+		_, ok := srv.Clients.Get("c")
+		return !ok
+	})
+}
+
+// An expired session leaves the client map but keeps its subscriptions in
+// the topic index for good. Avoided by freeExpired.
+func TestMochiQuirk_ExpiredSessionKeepsSubscriptions(t *testing.T) {
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumSessionExpiryInterval = 1
+	srv, addr := startMochi(t, &mqtt.Options{Capabilities: caps})
+	persistV3(t, addr, "gone", "m/1")
+	awaitExpired(t, srv, "gone")
+	if _, ok := srv.Topics.Subscribers("m/1").Subscriptions["gone"]; !ok {
+		t.Fatal("mochi freed an expired session's subscription: fixed? freeExpired may go")
 	}
-	t.Fatal("the new client stayed in the client map: fixed? endOld may go")
+}
+
+// refuseWith is a hook that refuses every CONNECT in OnConnect, sending a
+// CONNACK with code as a hook must (mochi sends none after OnConnect
+// fails).
+type refuseWith struct {
+	mqtt.HookBase
+	srv  *mqtt.Server
+	code packets.Code
+}
+
+func (h *refuseWith) ID() string           { return "test-refuse-with" }
+func (h *refuseWith) Provides(b byte) bool { return b == mqtt.OnConnect }
+func (h *refuseWith) OnConnect(cl *mqtt.Client, _ packets.Packet) error {
+	_ = h.srv.SendConnack(cl, h.code, false, nil)
+	return errors.New("refused")
+}
+
+// SendConnack maps an MQTT 5 reason code to a 3.1.1 return code only
+// where packets.V5CodesToV3 has it: a 3.1.1 client refused with 0x97 Quota
+// exceeded gets 0x97, which 3.1.1 does not define (return codes 0 to 5).
+// Avoided by refuse.
+func TestMochiQuirk_ConnackV5CodeToV3Client(t *testing.T) {
+	srv, addr := startMochi(t, nil)
+	if err := srv.AddHook(&refuseWith{srv: srv, code: packets.ErrQuotaExceeded}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if ack := dialWire(t, addr).connack(connectV3("v3", 60, true)); !bytes.Equal(ack, []byte{0x20, 2, 0, 0x97}) {
+		t.Fatalf("CONNACK % x, want return code 0x97 as is: fixed? refuse need not map it", ack)
+	}
 }

@@ -13,6 +13,8 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/logbroker/logbroker/integration/await"
 )
 
 // rawClient is an MQTT client on a plain socket, speaking through mochi's
@@ -340,10 +342,8 @@ func TestOutbox(t *testing.T) {
 		again := dialPersistent(t, b, "pdev2")
 		again.subscribe(1, packets.Subscription{Filter: "pdev2/rpc", Qos: 1})
 		again.conn.Close()
-		cl, ok := b.srv.Clients.Get("pdev2")
-		deadline := time.Now().Add(waitFor)
-		for ok && !cl.Closed() && time.Now().Before(deadline) {
-			time.Sleep(5 * time.Millisecond)
+		if cl, ok := b.srv.Clients.Get("pdev2"); ok {
+			await.Until(t, waitFor, "pdev2's connection closed", cl.Closed)
 		}
 		if err := b.Publish(response("pdev2/rpc", 7)); err != nil {
 			t.Fatal(err)
