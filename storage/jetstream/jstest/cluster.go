@@ -4,6 +4,7 @@ package jstest
 
 import (
 	"fmt"
+	"github.com/logbroker/logbroker/integration/await"
 	"net"
 	"net/url"
 	"strings"
@@ -148,13 +149,7 @@ func (c *Cluster) shutdown() {
 // running server as a peer able to take streams.
 func (c *Cluster) WaitReady() {
 	c.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !c.ready() {
-		if time.Now().After(deadline) {
-			c.t.Fatalf("timed out waiting for a jetstream meta leader with every peer")
-		}
-		time.Sleep(20 * time.Millisecond) // polling interval of a condition
-	}
+	await.Until(c.t, 30*time.Second, "a jetstream meta leader with every peer", c.ready)
 }
 
 // ready reports whether JetStream has a meta leader that counts every
