@@ -223,6 +223,7 @@ func (p *publisher) onAck(m *nats.Msg) {
 		return
 	}
 	r := o.rec
+	p.s.partitionFor(r.Src).noteStored(ack.Seq) // the leader acknowledges what it stored
 	p.entries.Add(1)
 	p.bytes.Add(uint64(len(r.Msg)))
 	p.completeLocked(o, storage.Entry{Seq: ack.Seq, Src: r.Src, Stream: r.Stream, Timestamp: r.Timestamp, Msg: r.Msg, Level: r.Level}, nil)
