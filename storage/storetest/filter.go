@@ -82,7 +82,6 @@ func testFilter(t *testing.T, h Harness) {
 			mustAppend(t, s, "flt2", "console", `"timeout elsewhere"`)
 		}
 	}
-	ctx := testCtx(t)
 	failures := 0
 	for fi, fc := range filterCases(base) {
 		f := storage.NewFilter(fc)
@@ -104,10 +103,7 @@ func testFilter(t *testing.T, h Harness) {
 				for _, last := range []int{-1, 0, 3, 1000} {
 					for _, limit := range []int{2, 1000} {
 						q := storage.Query{Src: "flt", Stream: stream, After: after, Last: last, Limit: limit, Filter: f}
-						got, err := s.List(ctx, q)
-						if err != nil {
-							t.Fatalf("list %+v: %v", q, err)
-						}
+						got := mustList(t, s, q)
 						if d := diffEntries(got, selectRef(kept, q)); d != "" {
 							t.Errorf("filter %d %+v, list %+v: %s", fi, fc, q, d)
 							if failures++; failures > 10 {
