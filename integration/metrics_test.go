@@ -107,6 +107,13 @@ func TestMetrics(t *testing.T) {
 	if es := c.list(nil); len(es) != 4 {
 		t.Fatalf("List: %d entries, want 4", len(es))
 	}
+	// An entry is listable before the store calls back its append (the
+	// notification counts as a Log.Log call only then) and before its live
+	// publish, which a goroutine of its own does after that: wait for the
+	// live publishes, the last of these steps, before taking the figures.
+	// Store below still checks that there were exactly 4.
+	s.waitMetric(t, "the entries published live", "logbroker_rpc_live_published_total",
+		func(v float64) bool { return v >= before.value("logbroker_rpc_live_published_total")+4 })
 	after := s.scrape(t)
 
 	t.Run("Calls", func(t *testing.T) {

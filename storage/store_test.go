@@ -323,7 +323,7 @@ func TestStore_Format(t *testing.T) {
 	}{
 		{"ForeignKeysNoMarker", map[string]string{"users/1": "alice"}},
 		{"ForeignKeyLikeOurs", map[string]string{"edev\x00console\x00": "x"}},
-		{"OtherMarker", map[string]string{"m": "logbroker/3"}},
+		{"NewerMarker", map[string]string{"m": "logbroker/3"}}, // a format this binary does not know
 		{"ForeignMarker", map[string]string{"m": "something else", "n": "1"}},
 	} {
 		t.Run("Refuses"+c.name, func(t *testing.T) {

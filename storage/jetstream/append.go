@@ -239,6 +239,7 @@ func (p *publisher) onAck(m *nats.Msg) {
 	// A duplicate of a keyed record: JetStream stored the first (on a
 	// quorum) before it answers so. (A resend of this very op after a
 	// lost acknowledgement is marked too: it is indistinguishable.)
+	p.s.partitionFor(r.Src).noteStored(ack.Seq) // the leader acknowledges what it stored
 	dup := ack.Duplicate && p.s.opts.DedupWindow > 0 && r.Dedup != (storage.DedupKey{})
 	if !dup {
 		p.entries.Add(1)

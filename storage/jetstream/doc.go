@@ -130,8 +130,13 @@ sources and streams in the store, not with entries.
 Each Store runs one ordered consumer per partition, created at Open from the
 stream's last sequence, and hands what it receives to the subscribers on one
 notifier goroutine: every entry appended through any node, once, in
-sequence order per source. Entries reach it only once stored on a quorum;
-List's fence makes them listable by the time subscribers run.
+sequence order per source. Entries reach it only once stored on a quorum,
+but the consumer may run on a follower, which applies a committed message
+before the stream leader (which Head and List's fence ask) may have: so
+the notifier first waits until the leader has stored each group, known from
+the leader's acknowledgements of this store's appends or else asked (one
+message get, a stream info when the leader has nothing at or after it).
+Then subscribers see an entry only once Head and List do.
 
 # Caveats
 

@@ -440,6 +440,14 @@ type storedMsg struct {
 	Data    []byte `json:"data"`
 }
 
+// seq returns m's sequence; nil means 0.
+func (m *storedMsg) seq() uint64 {
+	if m == nil {
+		return 0
+	}
+	return m.Seq
+}
+
 // head returns the source head m implies: a tombstone holds it, an entry
 // is it; nil means 0.
 func (m *storedMsg) head() (uint64, error) {
@@ -504,6 +512,12 @@ func (e *apiError) err(op string) error {
 	return err
 }
 
+// JetStream error codes of a message get.
+const (
+	errCodeNoMessage      = 10037 // no message found
+	errCodeStreamNotFound = 10059
+)
+
 // leaderGet asks the stream leader (not a replica) for one message;
 // nil, nil means there is none.
 func (s *Store) leaderGet(ctx context.Context, p *partition, req dgRequest) (*storedMsg, error) {
@@ -521,8 +535,16 @@ func (s *Store) leaderGet(ctx context.Context, p *partition, req dgRequest) (*st
 		if err := json.Unmarshal(m.Data, &resp); err != nil {
 			return fmt.Errorf("get from %s: %w", p.name, err)
 		}
-		if resp.Error != nil && resp.Error.Code == 404 {
+		switch {
+		case resp.Error == nil:
+		case resp.Error.ErrCode == errCodeNoMessage:
 			resp.Error = nil
+		case resp.Error.ErrCode == errCodeStreamNotFound:
+			// The meta leader answers this while it has not applied the
+			// stream's creation yet (its apply lags under load): the
+			// stream leader, which the request also reaches, may answer
+			// with the message. The store made its streams: ask again.
+			return fmt.Errorf("%w: %w", errUnavailable, resp.Error.err("get from "+p.name))
 		}
 		return resp.Error.err("get from " + p.name)
 	})

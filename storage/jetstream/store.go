@@ -130,6 +130,9 @@ type Store struct {
 
 	consumers []jetstream.ConsumeContext
 
+	life    context.Context // ends when the store closes
+	endLife context.CancelFunc
+
 	closed    atomic.Bool
 	closeOnce sync.Once
 }
@@ -143,6 +146,7 @@ func Open(ctx context.Context, nc *nats.Conn, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open: %w", err)
 	}
 	s := &Store{nc: nc, js: js, opts: opts, log: opts.Logger}
+	s.life, s.endLife = context.WithCancel(context.Background())
 	for i := range opts.Partitions {
 		s.parts = append(s.parts, &partition{
 			index:  i,
@@ -293,9 +297,65 @@ func decodeConsumed(p *partition, m jetstream.Msg) (storage.Entry, error) {
 }
 
 // deliver runs on the notifier goroutine with the entries received since
-// the previous call, in the order of their streams.
+// the previous call, in the order of their streams. It first waits until
+// each partition's stream leader has stored them (see awaitLeader); it
+// drops them if the store closes meanwhile.
 func (s *Store) deliver(group []storage.Entry) {
+	for i, p := range s.parts {
+		var top uint64
+		for j := range group {
+			if len(s.parts) == 1 || partitionOf(group[j].Src, len(s.parts)) == i {
+				top = max(top, group[j].Seq)
+			}
+		}
+		if !s.awaitLeader(p, top) {
+			return
+		}
+	}
 	s.subs.Deliver(group)
+}
+
+// awaitLeader waits until p's stream leader has stored sequence seq; false
+// if the store closed first. The consumer may run on a follower, which
+// stores a message once a quorum has it in its log, possibly before the
+// leader does: Head and List, which ask the leader, would not see it yet.
+// The leader's acknowledgements of this store's appends usually answer at
+// once; entries appended through other nodes cost a request.
+func (s *Store) awaitLeader(p *partition, seq uint64) bool {
+	wait := time.Millisecond
+	for p.stored.Load() < seq {
+		stored, err := s.leaderStored(p, seq)
+		switch {
+		case err == nil:
+			p.noteStored(stored)
+			if stored >= seq {
+				return true
+			}
+		case s.life.Err() == nil:
+			s.log.Warn("subscribers wait for the stream leader", "stream", p.name, "seq", seq, "err", err)
+		}
+		if pause(s.life, &wait) != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// leaderStored returns a sequence up to which p's stream leader has stored
+// every message: its first message at or after seq, or, when it has none
+// (not stored yet, or removed since by the limits), its last sequence.
+func (s *Store) leaderStored(p *partition, seq uint64) (uint64, error) {
+	ctx, cancel := s.readContext(s.life)
+	defer cancel()
+	m, err := s.leaderGet(ctx, p, dgRequest{Seq: seq, NextFor: p.prefix + ".>"})
+	if err != nil || m != nil {
+		return m.seq(), err
+	}
+	st, err := s.js.Stream(ctx, p.name) // its info, from the leader
+	if err != nil {
+		return 0, err
+	}
+	return st.CachedInfo().State.LastSeq, nil
 }
 
 // Subscribe registers fn to be called with groups of entries as this
@@ -326,6 +386,7 @@ func (s *Store) stop() {
 	for _, cc := range s.consumers {
 		cc.Stop()
 	}
+	s.endLife()
 	s.pub.close()
 	s.reads.close()
 	s.notify.Stop()

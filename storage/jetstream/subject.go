@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/logbroker/logbroker/storage"
 )
@@ -57,6 +58,19 @@ type partition struct {
 	index  int
 	name   string // JetStream stream name
 	prefix string // "<subject prefix>.<index>"
+	// The stream leader has stored every message up to this sequence, as
+	// its acknowledgements and answers to awaitLeader tell.
+	stored atomic.Uint64
+}
+
+// noteStored records that p's stream leader has stored seq.
+func (p *partition) noteStored(seq uint64) {
+	for {
+		old := p.stored.Load()
+		if seq <= old || p.stored.CompareAndSwap(old, seq) {
+			return
+		}
+	}
 }
 
 func (p *partition) entrySubject(src, stream string) string {

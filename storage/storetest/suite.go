@@ -172,7 +172,6 @@ func testList(t *testing.T, h Harness) {
 	// Every combination of after x last x limit x stream, against the rules
 	// of PROTOCOL §5 applied to the kept entries.
 	t.Run("Exhaustive", func(t *testing.T) {
-		ctx := testCtx(t)
 		afters := []uint64{0, head + 1, head + 1000, math.MaxUint64}
 		for _, v := range seq {
 			afters = append(afters, v)
@@ -185,10 +184,7 @@ func testList(t *testing.T, h Harness) {
 				for _, last := range []int{-1, 0, 1, 2, 5, 100} {
 					for _, limit := range []int{-1, 0, 1, 3, 100} {
 						q := storage.Query{Src: "dev", Stream: stream, After: after, Last: last, Limit: limit}
-						got, err := s.List(ctx, q)
-						if err != nil {
-							t.Fatalf("list %+v: %v", q, err)
-						}
+						got := mustList(t, s, q)
 						if d := diffEntries(got, selectRef(kept, q)); d != "" {
 							t.Errorf("list %+v: %s", q, d)
 							if n++; n > 10 {
