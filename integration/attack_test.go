@@ -36,6 +36,13 @@ func TestAttacks(t *testing.T) {
 			if !s.alive() {
 				t.Fatal("the broker died under the attack")
 			}
+			// The answers that fit no client's Maximum Packet Size were
+			// discarded as if sent, and counted.
+			if tc.attack == "tiny-packet" {
+				if n := s.scrape(t).value("logbroker_mqtt_too_large_total"); n == 0 {
+					t.Errorf("logbroker_mqtt_too_large_total is 0 after the tiny-packet attack")
+				}
+			}
 		})
 	}
 }

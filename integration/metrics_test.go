@@ -82,7 +82,7 @@ func TestMetrics(t *testing.T) {
 		"logbroker_rpc_dropped_frames_total", "logbroker_rpc_follows_waiting", "logbroker_store_entries_total",
 		"logbroker_store_bytes_total", "logbroker_store_fsyncs_total", "logbroker_store_entries_per_fsync",
 		"logbroker_store_disk_bytes", "logbroker_mqtt_clients_connected", "logbroker_mqtt_messages_dropped_total",
-		"logbroker_mqtt_inflight_dropped_total", "logbroker_mqtt_slow_consumers_total", "logbroker_store_expired_total",
+		"logbroker_mqtt_inflight_dropped_total", "logbroker_mqtt_slow_consumers_total", "logbroker_mqtt_too_large_total", "logbroker_store_expired_total",
 		"go_goroutines", "process_resident_memory_bytes",
 	} {
 		if _, ok := before[name]; !ok {

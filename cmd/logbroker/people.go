@@ -24,6 +24,7 @@ func newMetrics(n *node) *metrics.Metrics {
 				MessagesDropped:  drops.Messages,
 				InflightDropped:  drops.Inflight,
 				SlowConsumers:    drops.SlowConsumers,
+				TooLarge:         drops.TooLarge,
 				MessagesReceived: atomic.LoadInt64(&info.MessagesReceived),
 				MessagesSent:     atomic.LoadInt64(&info.MessagesSent),
 			}

@@ -47,6 +47,7 @@ type MQTT struct {
 	MessagesDropped  int64
 	InflightDropped  int64 // QoS 1/2 messages dropped: the client held too many unacknowledged
 	SlowConsumers    int64 // clients disconnected for not reading their socket
+	TooLarge         int64 // messages discarded as if sent: over the client's MQTT 5 Maximum Packet Size
 	MessagesReceived int64
 	MessagesSent     int64
 }
@@ -159,6 +160,7 @@ var (
 	descMsgDropped  = desc("logbroker_mqtt_messages_dropped_total", "Messages dropped because a subscriber's queue was full.")
 	descInflDropped = desc("logbroker_mqtt_inflight_dropped_total", "QoS 1 and 2 messages dropped because the client held too many unacknowledged ones.")
 	descSlow        = desc("logbroker_mqtt_slow_consumers_total", "Clients disconnected because too many bytes waited for their socket.")
+	descTooLarge    = desc("logbroker_mqtt_too_large_total", "Messages to a client discarded as if sent: larger than its MQTT 5 Maximum Packet Size.")
 	descMsgReceived = desc("logbroker_mqtt_messages_received_total", "PUBLISH packets received from clients.")
 	descMsgSent     = desc("logbroker_mqtt_messages_sent_total", "PUBLISH packets sent to clients.")
 	descForged      = desc("logbroker_auth_forged_frames_total", "Publishes to an RPC topic (<x>/rpc, <x>/rpc/...) refused: not a frame whose src is the publisher's own (secured mode).")
@@ -174,7 +176,7 @@ var (
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descDropped, descWaiting, descLive, descEntries, descBytes, descDeletes,
-		descExpired, descSyncs, descPerSync, descDisk, descTailHits, descTailMisses, descTailBytes, descClients, descMsgDropped, descInflDropped, descSlow, descMsgReceived, descMsgSent,
+		descExpired, descSyncs, descPerSync, descDisk, descTailHits, descTailMisses, descTailBytes, descClients, descMsgDropped, descInflDropped, descSlow, descTooLarge, descMsgReceived, descMsgSent,
 		descCapLines, descCapLost, descCapRestarts, descCapUnparsed, descCapUntracked, descCapLimited, descForged, descWills} {
 		ch <- d
 	}
@@ -219,6 +221,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descMsgDropped, float64(st.MessagesDropped))
 		counter(descInflDropped, float64(st.InflightDropped))
 		counter(descSlow, float64(st.SlowConsumers))
+		counter(descTooLarge, float64(st.TooLarge))
 		counter(descMsgReceived, float64(st.MessagesReceived))
 		counter(descMsgSent, float64(st.MessagesSent))
 	}
