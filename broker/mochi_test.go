@@ -12,7 +12,6 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/logbroker/logbroker/integration/await"
@@ -178,23 +177,11 @@ func (h *blockUnsubscribed) OnUnsubscribed(cl *mqtt.Client, _ packets.Packet) {
 func TestMochiQuirk_CleanTakeoverRemovesNewClient(t *testing.T) {
 	srv := mqtt.New(&mqtt.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	h := &blockUnsubscribed{srv: srv, blocked: make(chan struct{})}
-	for _, hk := range []mqtt.Hook{new(auth.AllowHook), h} {
-		if err := srv.AddHook(hk, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := net.ResolveTCPAddr("tcp", serveMochi(t, srv, h))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := srv.AddListener(listeners.NewNet("t", ln)); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Serve(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Close() })
-	b := &Broker{mqttAddr: ln.Addr()}
+	b := &Broker{mqttAddr: addr}
 	old := dialClient(t, b, "c", 4, packets.Properties{})
 	old.subscribe(1, packets.Subscription{Filter: "x"})
 	old.conn.Close()

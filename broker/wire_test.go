@@ -228,8 +228,17 @@ func connackProps(t testing.TB, pk []byte) map[byte][]byte {
 func startMochi(t testing.TB, opts *mqtt.Options) (*mqtt.Server, string) {
 	t.Helper()
 	srv := mqtt.New(opts)
-	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
-		t.Fatal(err)
+	return srv, serveMochi(t, srv)
+}
+
+// serveMochi adds mochi's allow-all hook and then hooks to srv, serves it
+// on a loopback port until the test ends, and returns the address.
+func serveMochi(t testing.TB, srv *mqtt.Server, hooks ...mqtt.Hook) string {
+	t.Helper()
+	for _, h := range append([]mqtt.Hook{new(auth.AllowHook)}, hooks...) {
+		if err := srv.AddHook(h, nil); err != nil {
+			t.Fatal(err)
+		}
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -242,7 +251,7 @@ func startMochi(t testing.TB, opts *mqtt.Options) (*mqtt.Server, string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = srv.Close() })
-	return srv, ln.Addr().String()
+	return ln.Addr().String()
 }
 
 // startBroker starts a Broker on port 0 with mochi's allow-all hook.
