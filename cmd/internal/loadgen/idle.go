@@ -87,35 +87,18 @@ func connectIdle(addr, id, user, password string, timeout time.Duration) (net.Co
 	if err != nil {
 		return nil, err
 	}
-	var body []byte
-	body = append(body, 0, 4, 'M', 'Q', 'T', 'T', 4)
+	body := append(appendString(nil, "MQTT"), 4)
 	flags := byte(0x02) // clean session
 	if user != "" {
 		flags |= 0x80 | 0x40
 	}
 	body = append(body, flags, 0, 0) // keep-alive 0: no deadline
-	str := func(s string) {
-		body = append(body, byte(len(s)>>8), byte(len(s)))
-		body = append(body, s...)
-	}
-	str(id)
+	body = appendString(body, id)
 	if user != "" {
-		str(user)
-		str(password)
+		body = appendString(body, user)
+		body = appendString(body, password)
 	}
-	pkt := []byte{0x10}
-	for n := len(body); ; {
-		b := byte(n % 128)
-		n /= 128
-		if n > 0 {
-			b |= 0x80
-		}
-		pkt = append(pkt, b)
-		if n == 0 {
-			break
-		}
-	}
-	pkt = append(pkt, body...)
+	pkt := packet(0x10, body) // CONNECT (attack.go)
 	_ = c.SetDeadline(time.Now().Add(timeout))
 	if _, err := c.Write(pkt); err != nil {
 		c.Close()
