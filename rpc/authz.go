@@ -59,9 +59,12 @@ type Caller struct {
 	Replies []string
 }
 
-// owns reports whether src is one of the caller's own sources: its identity
-// or a path under it, or one of its Replies roots or a path under one.
-func (c Caller) owns(src string) bool {
+// Owns reports whether src is one of the caller's own sources: its identity
+// or a path under it, or one of its Replies roots or a path under one. It
+// is the one rule for who may speak as src: the service's 403 (PROTOCOL
+// §6) and the broker's check of frames published to other clients' <x>/rpc
+// topics (hooks) both use it, so that a source added here counts for both.
+func (c Caller) Owns(src string) bool {
 	if under(src, c.Identity) {
 		return true
 	}
@@ -77,13 +80,6 @@ func (c Caller) owns(src string) bool {
 func under(src, root string) bool {
 	return root != "" && strings.HasPrefix(src, root) && (len(src) == len(root) || src[len(root)] == '/')
 }
-
-// Owns reports whether src is one of the caller's own sources (owns). It is
-// the one rule for who may speak as src: the service's 403 (PROTOCOL §6)
-// and the broker's check of frames published to other clients' <x>/rpc
-// topics (hooks) both use it, so that a source added to owns counts for
-// both.
-func (c Caller) Owns(src string) bool { return c.owns(src) }
 
 // access is what a method does to the source it names.
 type access int
@@ -109,7 +105,7 @@ var methodAccess = map[string]access{
 // mayFrame reports whether the caller may send a frame with this src (where
 // the reply goes): its own sources, or any for an admin.
 func (c Caller) mayFrame(src string) bool {
-	return !c.Secured || c.Role == RoleAdmin || (c.Role != RoleNone && c.owns(src))
+	return !c.Secured || c.Role == RoleAdmin || (c.Role != RoleNone && c.Owns(src))
 }
 
 // may reports whether the caller may do a to src.
@@ -119,7 +115,7 @@ func (c Caller) may(a access, src string) bool {
 	}
 	switch c.Role {
 	case RoleDevice:
-		return c.owns(src)
+		return c.Owns(src)
 	case RoleReader:
 		return a == accessRead
 	}
