@@ -360,26 +360,12 @@ func TestDashboard(t *testing.T) {
 // mqttPublish encodes an MQTT 3.1.1 PUBLISH packet, independently of the
 // page's encoder.
 func mqttPublish(topic string, qos byte, id uint16, payload string) []byte {
-	var body []byte
-	body = append(body, byte(len(topic)>>8), byte(len(topic)))
-	body = append(body, topic...)
+	body := mqttString(topic)
 	if qos > 0 {
 		body = append(body, byte(id>>8), byte(id))
 	}
 	body = append(body, payload...)
-	out := []byte{0x30 | qos<<1}
-	for n := len(body); ; {
-		b := byte(n % 128)
-		n /= 128
-		if n > 0 {
-			b |= 0x80
-		}
-		out = append(out, b)
-		if n == 0 {
-			break
-		}
-	}
-	return append(out, body...)
+	return mqttPacket(0x30|qos<<1, body)
 }
 
 // jsBytes is a JavaScript array literal of b.

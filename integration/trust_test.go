@@ -202,6 +202,14 @@ func dialRaw5(t testing.TB, addr, user, pass string) *raw5 {
 
 func (c *raw5) write(head byte, body []byte) {
 	c.t.Helper()
+	if _, err := c.conn.Write(mqttPacket(head, body)); err != nil {
+		c.t.Fatalf("write: %v", err)
+	}
+}
+
+// mqttPacket is an MQTT packet: its first byte head, the remaining length,
+// then body.
+func mqttPacket(head byte, body []byte) []byte {
 	out := []byte{head}
 	for n := len(body); ; {
 		b := byte(n % 128)
@@ -213,9 +221,7 @@ func (c *raw5) write(head byte, body []byte) {
 			break
 		}
 	}
-	if _, err := c.conn.Write(append(out, body...)); err != nil {
-		c.t.Fatalf("write: %v", err)
-	}
+	return append(out, body...)
 }
 
 func (c *raw5) read() (byte, []byte) {
