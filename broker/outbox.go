@@ -275,13 +275,20 @@ func (o *outbox) done(id uint16) bool {
 		return false
 	}
 	delete(o.inflight, id)
+	o.ackedLocked()
+	return true
+}
+
+// ackedLocked follows messages leaving o.inflight: a draining Close may be
+// done, a parked run may send again, an outbox left with nothing retires.
+// REQUIRES: o.mu held.
+func (o *outbox) ackedLocked() {
 	o.settleLocked()
 	if o.parked {
 		o.parked = false
 		o.startLocked()
 	}
 	o.retireLocked()
-	return true
 }
 
 // onAck is told of every PUBACK a client sends (OnPacketRead, before

@@ -175,12 +175,7 @@ func (o *outbox) reconcile(cl *mqtt.Client) {
 	for _, pid := range gone {
 		delete(o.inflight, pid)
 	}
-	o.settleLocked()
-	if o.parked {
-		o.parked = false
-		o.startLocked()
-	}
-	o.retireLocked()
+	o.ackedLocked()
 }
 
 // expire drops everything the outbox holds: its session is gone.
